@@ -1,0 +1,666 @@
+//! The store conformance suite: one set of tests that every [`EventStore`] must pass.
+//!
+//! A store crate runs it with [`store_conformance_tests!`](crate::store_conformance_tests),
+//! giving an async factory that returns a fresh, empty store and a teardown future (run
+//! after a passing test; for example, dropping the test's database):
+//!
+//! ```ignore
+//! async fn fresh_store() -> (Arc<dyn EventStore>, Teardown) { … }
+//! cqrs_core::store_conformance_tests!(fresh_store);
+//! ```
+//!
+//! Each check panics with a message on failure, like any test assertion.
+
+use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::command_handler::Repository;
+use crate::event::{DomainEvent, Metadata, NewEvent, RawEvent, RecordedEvent};
+use crate::snapshot::{Snapshot, SnapshotPolicy};
+use crate::store::{EventFilter, EventStore};
+use crate::stream::{ExpectedVersion, Position, StreamId};
+use crate::upcast::Upcasters;
+use crate::{Aggregate, Error};
+
+/// Work to run after a passing test (dropping its database, say).
+pub type Teardown = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A teardown with nothing to do.
+pub fn no_teardown() -> Teardown {
+    Box::pin(async {})
+}
+
+/// Generates one `#[tokio::test]` per conformance check, each on a fresh store from
+/// `$factory` (an async fn returning `(Arc<dyn EventStore>, Teardown)`).
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($factory:path) => {
+        $crate::store_conformance_tests!(@each $factory;
+            append_and_read_stream,
+            expected_version_rules,
+            conflict_stores_nothing,
+            batches_are_atomic,
+            bad_batches_are_refused,
+            retried_append_is_idempotent,
+            global_order_and_paging,
+            read_all_filters,
+            concurrent_exact_writers_on_one_stream,
+            concurrent_writers_and_followers_agree,
+            snapshots_keep_the_newest,
+            upcasting_on_read,
+            unknown_event_type_names_type_and_position,
+            wait_for_events_wakes_on_append,
+            repository_with_snapshots_matches_full_replay
+        );
+    };
+    (@each $factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let (store, teardown) = $factory().await;
+                $crate::conformance::$name(store).await;
+                teardown.await;
+            }
+        )*
+    };
+}
+
+/// The event type the suite writes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TestEvent {
+    /// Something was added to a counter.
+    Added {
+        /// How much.
+        amount: u64,
+    },
+    /// A note was left.
+    Noted {
+        /// The note.
+        text: String,
+    },
+}
+
+impl DomainEvent for TestEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::Added { .. } => "Added",
+            Self::Noted { .. } => "Noted",
+        }
+    }
+
+    fn schema_version(&self) -> u32 {
+        2
+    }
+}
+
+/// A counter aggregate for the repository checks.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counter {
+    /// The sum of every `Added`.
+    pub total: u64,
+    /// How many events were applied.
+    pub applied: u64,
+}
+
+/// The counter refuses nothing; its error type is empty.
+#[derive(Debug, thiserror::Error)]
+#[error("never happens")]
+pub struct Never;
+
+impl Aggregate for Counter {
+    const TYPE: &'static str = "counter";
+    type Command = u64;
+    type Event = TestEvent;
+    type Error = Never;
+    type Services = ();
+
+    fn handle(&self, amount: u64, _: &()) -> Result<Vec<TestEvent>, Never> {
+        Ok(vec![TestEvent::Added { amount }])
+    }
+
+    fn apply(&mut self, event: &TestEvent) {
+        self.applied += 1;
+        if let TestEvent::Added { amount } = event {
+            self.total += amount;
+        }
+    }
+}
+
+fn stream(name: &str) -> StreamId {
+    StreamId::new(name).expect("valid stream id")
+}
+
+fn added(amount: u64) -> NewEvent {
+    NewEvent::from_domain(&TestEvent::Added { amount }).expect("encodes")
+}
+
+fn batch(n: u64) -> Vec<NewEvent> {
+    (1..=n).map(added).collect()
+}
+
+async fn read_everything(store: &dyn EventStore) -> Vec<RecordedEvent> {
+    let mut events = Vec::new();
+    let mut after = Position::START;
+    loop {
+        let page = store
+            .read_all(after, 7, &EventFilter::all())
+            .await
+            .expect("read_all");
+        let done = page.events.is_empty();
+        events.extend(page.events);
+        assert!(page.scanned_to >= after, "scanned_to went backwards");
+        after = page.scanned_to;
+        if done {
+            return events;
+        }
+    }
+}
+
+/// Appending to a new stream numbers versions from 1; `read_stream` pages through them in
+/// order with their metadata.
+pub async fn append_and_read_stream(store: Arc<dyn EventStore>) {
+    let s = stream("account-1");
+    let meta = Metadata::new_request().with_actor("tester").with("tenant", "t1");
+    let first = store
+        .append(&s, ExpectedVersion::NoStream, batch(3), &meta)
+        .await
+        .expect("first append");
+    assert_eq!(first.stream_version, 3);
+    assert_eq!(first.positions.len(), 3);
+    assert!(!first.already_stored);
+    assert!(first.positions.windows(2).all(|w| w[0] < w[1]));
+    let second = store
+        .append(&s, ExpectedVersion::Exact(3), batch(2), &Metadata::default())
+        .await
+        .expect("second append");
+    assert_eq!(second.stream_version, 5);
+    assert!(second.positions[0] > first.positions[2]);
+    assert_eq!(store.stream_version(&s).await.expect("version"), 5);
+
+    let all = store.read_stream(&s, 1, 100).await.expect("read");
+    let versions: Vec<u64> = all.iter().map(|e| e.stream_version).collect();
+    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(all[0].metadata, meta);
+    assert_eq!(all[0].event.event_type, "Added");
+    assert_eq!(all[0].event.schema_version, 2);
+    assert_eq!(all[0].event.payload, json!({ "amount": 1 }));
+    assert_eq!(all[0].position, first.positions[0]);
+
+    let page = store.read_stream(&s, 2, 2).await.expect("page");
+    let versions: Vec<u64> = page.iter().map(|e| e.stream_version).collect();
+    assert_eq!(versions, vec![2, 3]);
+    assert!(store.read_stream(&s, 6, 10).await.expect("past end").is_empty());
+    assert!(store
+        .read_stream(&stream("account-none"), 1, 10)
+        .await
+        .expect("missing stream")
+        .is_empty());
+    assert_eq!(store.stream_version(&stream("account-none")).await.expect("v"), 0);
+}
+
+/// Each `ExpectedVersion` accepts exactly the states it names.
+pub async fn expected_version_rules(store: Arc<dyn EventStore>) {
+    let s = stream("rules-1");
+    let m = Metadata::default();
+    let conflict = |r: crate::Result<_>, actual_version: u64| match r {
+        Err(Error::Conflict {
+            stream, actual, ..
+        }) => {
+            assert_eq!(stream.as_str(), "rules-1");
+            assert_eq!(actual, actual_version);
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    };
+    conflict(store.append(&s, ExpectedVersion::StreamExists, batch(1), &m).await, 0);
+    conflict(store.append(&s, ExpectedVersion::Exact(1), batch(1), &m).await, 0);
+    store
+        .append(&s, ExpectedVersion::Exact(0), batch(1), &m)
+        .await
+        .expect("Exact(0) on a new stream");
+    conflict(store.append(&s, ExpectedVersion::NoStream, batch(1), &m).await, 1);
+    conflict(store.append(&s, ExpectedVersion::Exact(0), batch(1), &m).await, 1);
+    conflict(store.append(&s, ExpectedVersion::Exact(2), batch(1), &m).await, 1);
+    store
+        .append(&s, ExpectedVersion::StreamExists, batch(1), &m)
+        .await
+        .expect("StreamExists");
+    let any = store
+        .append(&s, ExpectedVersion::Any, batch(2), &m)
+        .await
+        .expect("Any");
+    assert_eq!(any.stream_version, 4);
+    let fresh = store
+        .append(&stream("rules-2"), ExpectedVersion::Any, batch(1), &m)
+        .await
+        .expect("Any on a new stream");
+    assert_eq!(fresh.stream_version, 1);
+}
+
+/// A refused append stores nothing: not in the stream, not in the global log.
+pub async fn conflict_stores_nothing(store: Arc<dyn EventStore>) {
+    let s = stream("conflict-1");
+    let m = Metadata::default();
+    store
+        .append(&s, ExpectedVersion::NoStream, batch(2), &m)
+        .await
+        .expect("setup");
+    let before = read_everything(store.as_ref()).await.len();
+    let refused = store
+        .append(&s, ExpectedVersion::Exact(1), batch(3), &m)
+        .await;
+    match refused {
+        Err(Error::Conflict {
+            expected, actual, ..
+        }) => {
+            assert_eq!(expected, ExpectedVersion::Exact(1));
+            assert_eq!(actual, 2);
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.stream_version(&s).await.expect("v"), 2);
+    assert_eq!(read_everything(store.as_ref()).await.len(), before);
+}
+
+/// A batch whose last event clashes with a stored id stores none of its events.
+pub async fn batches_are_atomic(store: Arc<dyn EventStore>) {
+    let m = Metadata::default();
+    let taken = added(99);
+    store
+        .append(&stream("atomic-a"), ExpectedVersion::NoStream, vec![taken.clone()], &m)
+        .await
+        .expect("setup");
+    let mut events = batch(4);
+    events.push(taken.clone());
+    match store
+        .append(&stream("atomic-b"), ExpectedVersion::NoStream, events, &m)
+        .await
+    {
+        Err(Error::DuplicateEventId {
+            event_id,
+            stored_in,
+        }) => {
+            assert_eq!(event_id, taken.event_id);
+            assert_eq!(stored_in.as_str(), "atomic-a");
+        }
+        other => panic!("expected DuplicateEventId, got {other:?}"),
+    }
+    assert_eq!(store.stream_version(&stream("atomic-b")).await.expect("v"), 0);
+    assert_eq!(read_everything(store.as_ref()).await.len(), 1);
+}
+
+/// Empty batches, ids repeated within a batch and zero limits are typed input errors.
+pub async fn bad_batches_are_refused(store: Arc<dyn EventStore>) {
+    let s = stream("bad-1");
+    let m = Metadata::default();
+    let empty = store.append(&s, ExpectedVersion::Any, Vec::new(), &m).await;
+    assert!(matches!(empty, Err(Error::InvalidInput(_))), "{empty:?}");
+    let one = added(1);
+    let twice = store
+        .append(&s, ExpectedVersion::Any, vec![one.clone(), one], &m)
+        .await;
+    assert!(matches!(twice, Err(Error::InvalidInput(_))), "{twice:?}");
+    let zero = store.read_all(Position::START, 0, &EventFilter::all()).await;
+    assert!(matches!(zero, Err(Error::InvalidInput(_))), "{zero:?}");
+    assert!(read_everything(store.as_ref()).await.is_empty());
+}
+
+/// Sending the same append again (a retry after a lost reply) stores nothing twice and
+/// reports the earlier write.
+pub async fn retried_append_is_idempotent(store: Arc<dyn EventStore>) {
+    let s = stream("retry-1");
+    let m = Metadata::default();
+    let events = batch(3);
+    let first = store
+        .append(&s, ExpectedVersion::NoStream, events.clone(), &m)
+        .await
+        .expect("first");
+    let again = store
+        .append(&s, ExpectedVersion::NoStream, events.clone(), &m)
+        .await
+        .expect("retry");
+    assert!(again.already_stored);
+    assert_eq!(again.positions, first.positions);
+    assert_eq!(again.stream_version, 3);
+    let any = store
+        .append(&s, ExpectedVersion::Any, events, &m)
+        .await
+        .expect("retry with Any");
+    assert!(any.already_stored);
+    assert_eq!(store.stream_version(&s).await.expect("v"), 3);
+    assert_eq!(read_everything(store.as_ref()).await.len(), 3);
+}
+
+/// `read_all` returns every event once, in increasing positions, whatever the page size.
+pub async fn global_order_and_paging(store: Arc<dyn EventStore>) {
+    let m = Metadata::default();
+    let mut written = Vec::new();
+    for round in 0..5u64 {
+        for name in ["order-1", "order-2", "stock-1"] {
+            let r = store
+                .append(&stream(name), ExpectedVersion::Any, batch(round % 3 + 1), &m)
+                .await
+                .expect("append");
+            written.extend(r.positions);
+        }
+    }
+    let all = read_everything(store.as_ref()).await;
+    let positions: Vec<Position> = all.iter().map(|e| e.position).collect();
+    assert_eq!(positions, written, "the log order is the order of the writes");
+    for size in [1, 2, 5, 1000] {
+        let mut after = Position::START;
+        let mut seen = Vec::new();
+        loop {
+            let page = store
+                .read_all(after, size, &EventFilter::all())
+                .await
+                .expect("page");
+            assert!(page.events.len() <= size);
+            if page.events.is_empty() {
+                break;
+            }
+            seen.extend(page.events.iter().map(|e| e.position));
+            after = page.scanned_to;
+        }
+        assert_eq!(seen, written, "paging by {size}");
+    }
+    let head = store.head().await.expect("head");
+    assert_eq!(Some(&head), written.last());
+}
+
+/// Filters by event type and by stream category.
+pub async fn read_all_filters(store: Arc<dyn EventStore>) {
+    let m = Metadata::default();
+    let note = |t: &str| NewEvent::from_domain(&TestEvent::Noted { text: t.into() }).expect("enc");
+    for (name, events) in [
+        ("order-1", vec![added(1), note("a")]),
+        ("stock-1", vec![added(2), note("b")]),
+        ("order-2", vec![note("c")]),
+        ("orderline-1", vec![added(3)]),
+    ] {
+        store
+            .append(&stream(name), ExpectedVersion::Any, events, &m)
+            .await
+            .expect("append");
+    }
+    let read = |filter: EventFilter| {
+        let store = Arc::clone(&store);
+        async move {
+            let page = store
+                .read_all(Position::START, 100, &filter)
+                .await
+                .expect("read");
+            page.events
+                .iter()
+                .map(|e| format!("{}:{}", e.stream_id, e.event.event_type))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        read(EventFilter::all().event_types(["Noted"])).await,
+        ["order-1:Noted", "stock-1:Noted", "order-2:Noted"]
+    );
+    assert_eq!(
+        read(EventFilter::all().categories(["order"])).await,
+        ["order-1:Added", "order-1:Noted", "order-2:Noted"]
+    );
+    assert_eq!(
+        read(EventFilter::all().categories(["order", "orderline"]).event_types(["Added"])).await,
+        ["order-1:Added", "orderline-1:Added"]
+    );
+    let page = store
+        .read_all(Position::START, 100, &EventFilter::all().event_types(["Nothing"]))
+        .await
+        .expect("read");
+    assert!(page.events.is_empty());
+    assert_eq!(page.scanned_to, store.head().await.expect("head"));
+}
+
+/// 16 tasks append to one stream with `Exact` versions at once: every version is stored
+/// once, none is missing, and every loser was told of the conflict.
+pub async fn concurrent_exact_writers_on_one_stream(store: Arc<dyn EventStore>) {
+    const WRITERS: u64 = 16;
+    const APPENDS_EACH: u64 = 5;
+    let s = stream("contended-1");
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let store = Arc::clone(&store);
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conflicts = 0u64;
+            let mut done = 0;
+            while done < APPENDS_EACH {
+                let version = store.stream_version(&s).await.expect("version");
+                let event = added(writer * 1000 + done);
+                match store
+                    .append(&s, ExpectedVersion::Exact(version), vec![event], &Metadata::default())
+                    .await
+                {
+                    Ok(r) => {
+                        assert_eq!(r.stream_version, version + 1);
+                        done += 1;
+                    }
+                    Err(Error::Conflict { actual, .. }) => {
+                        assert_ne!(actual, version, "a conflict reports the real version");
+                        conflicts += 1;
+                    }
+                    Err(other) => panic!("unexpected error: {other}"),
+                }
+            }
+            conflicts
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer task");
+    }
+    let events = store.read_stream(&s, 1, 10_000).await.expect("read");
+    let versions: Vec<u64> = events.iter().map(|e| e.stream_version).collect();
+    let expected: Vec<u64> = (1..=WRITERS * APPENDS_EACH).collect();
+    assert_eq!(versions, expected, "versions are unique and contiguous");
+    let amounts: BTreeSet<u64> = events
+        .iter()
+        .map(|e| e.event.payload["amount"].as_u64().expect("amount"))
+        .collect();
+    assert_eq!(amounts.len() as u64, WRITERS * APPENDS_EACH, "every write is there once");
+}
+
+/// Writers on many streams and two followers of the global log at once: each follower sees
+/// every event exactly once, and both see the same order.
+pub async fn concurrent_writers_and_followers_agree(store: Arc<dyn EventStore>) {
+    const WRITERS: usize = 8;
+    const APPENDS_EACH: usize = 20;
+    let total = WRITERS * APPENDS_EACH * 2;
+    let follow = |store: Arc<dyn EventStore>| {
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut after = Position::START;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while seen.len() < total {
+                assert!(tokio::time::Instant::now() < deadline, "follower stalled at {after}");
+                let page = store.read_all(after, 13, &EventFilter::all()).await.expect("read");
+                for e in &page.events {
+                    assert!(e.position > after, "went backwards: {} after {after}", e.position);
+                    seen.push(e.event_id);
+                    after = e.position;
+                }
+                after = after.max(page.scanned_to);
+                if page.events.is_empty() {
+                    store
+                        .wait_for_events(after, Duration::from_millis(50))
+                        .await
+                        .expect("wait");
+                }
+            }
+            seen
+        })
+    };
+    let followers = [follow(Arc::clone(&store)), follow(Arc::clone(&store))];
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = Arc::clone(&store);
+        writers.push(tokio::spawn(async move {
+            let s = stream(&format!("writer-{w}"));
+            let mut ids = Vec::new();
+            for _ in 0..APPENDS_EACH {
+                let events = batch(2);
+                ids.extend(events.iter().map(|e| e.event_id));
+                store
+                    .append(&s, ExpectedVersion::Any, events, &Metadata::default())
+                    .await
+                    .expect("append");
+            }
+            ids
+        }));
+    }
+    let mut written = HashSet::new();
+    for w in writers {
+        written.extend(w.await.expect("writer"));
+    }
+    let [a, b] = followers;
+    let (a, b) = (a.await.expect("follower a"), b.await.expect("follower b"));
+    assert_eq!(a.len(), total);
+    assert_eq!(a.iter().collect::<HashSet<_>>().len(), total, "no duplicates");
+    assert_eq!(a.iter().copied().collect::<HashSet<_>>(), written, "nothing missing");
+    assert_eq!(a, b, "both followers saw one order");
+}
+
+/// A snapshot is stored and loaded; an older one never replaces a newer one.
+pub async fn snapshots_keep_the_newest(store: Arc<dyn EventStore>) {
+    let s = stream("snap-1");
+    assert!(store.load_snapshot(&s).await.expect("load").is_none());
+    let snapshot = |version: u64| Snapshot {
+        stream_id: s.clone(),
+        version,
+        schema_version: 1,
+        state: json!({ "total": version }),
+        taken_at: chrono::Utc::now(),
+    };
+    store.save_snapshot(&snapshot(10)).await.expect("save");
+    store.save_snapshot(&snapshot(5)).await.expect("save older");
+    let loaded = store.load_snapshot(&s).await.expect("load").expect("some");
+    assert_eq!(loaded.version, 10);
+    assert_eq!(loaded.state, json!({ "total": 10 }));
+    store.save_snapshot(&snapshot(20)).await.expect("save newer");
+    let loaded = store.load_snapshot(&s).await.expect("load").expect("some");
+    assert_eq!(loaded.version, 20);
+}
+
+/// An event stored in an old shape is upcast when read and decodes into today's type.
+pub async fn upcasting_on_read(store: Arc<dyn EventStore>) {
+    let s = stream("legacy-1");
+    let old = NewEvent {
+        event_id: Uuid::new_v4(),
+        data: RawEvent {
+            event_type: "Added".into(),
+            schema_version: 1,
+            payload: json!({ "value": "7" }),
+        },
+    };
+    store
+        .append(&s, ExpectedVersion::NoStream, vec![old], &Metadata::default())
+        .await
+        .expect("append v1");
+    let upcasters = Upcasters::new().register("Added", 1, |payload| {
+        let value = payload["value"].as_str().ok_or("no value")?;
+        let amount: u64 = value.parse().map_err(|_| "value is not a number")?;
+        Ok(json!({ "amount": amount }))
+    });
+    let stored = store.read_stream(&s, 1, 10).await.expect("read");
+    assert!(stored[0].decode::<TestEvent>(&Upcasters::new()).is_err());
+    let decoded = stored[0].decode::<TestEvent>(&upcasters).expect("upcast");
+    assert_eq!(decoded.event, TestEvent::Added { amount: 7 });
+    let page = store
+        .read_all(Position::START, 10, &EventFilter::all())
+        .await
+        .expect("read_all");
+    let decoded = page.events[0].decode::<TestEvent>(&upcasters).expect("upcast");
+    assert_eq!(decoded.event, TestEvent::Added { amount: 7 });
+}
+
+/// Decoding an event type the code does not know fails with the type and the position.
+pub async fn unknown_event_type_names_type_and_position(store: Arc<dyn EventStore>) {
+    let s = stream("mystery-1");
+    let unknown = NewEvent {
+        event_id: Uuid::new_v4(),
+        data: RawEvent {
+            event_type: "Teleported".into(),
+            schema_version: 1,
+            payload: json!({}),
+        },
+    };
+    let written = store
+        .append(&s, ExpectedVersion::NoStream, vec![unknown], &Metadata::default())
+        .await
+        .expect("append");
+    let stored = store.read_stream(&s, 1, 1).await.expect("read");
+    match stored[0].decode::<TestEvent>(&Upcasters::new()) {
+        Err(e @ Error::Decode { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("Teleported"), "{text}");
+            assert!(text.contains(&written.positions[0].to_string()), "{text}");
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+}
+
+/// A caught-up reader's wait ends soon after an append, and times out when nothing comes.
+pub async fn wait_for_events_wakes_on_append(store: Arc<dyn EventStore>) {
+    let head = store.head().await.expect("head");
+    let idle = store
+        .wait_for_events(head, Duration::from_millis(100))
+        .await
+        .expect("wait");
+    assert!(!idle, "nothing was appended");
+    let waiter = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let woke = store
+                .wait_for_events(head, Duration::from_secs(10))
+                .await
+                .expect("wait");
+            (woke, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store
+        .append(&stream("wake-1"), ExpectedVersion::Any, batch(1), &Metadata::default())
+        .await
+        .expect("append");
+    let (woke, waited) = waiter.await.expect("waiter");
+    assert!(woke);
+    assert!(waited < Duration::from_secs(5), "woke only after {waited:?}");
+}
+
+/// Loading from a snapshot plus the tail gives the state of a full replay, with only the
+/// tail replayed.
+pub async fn repository_with_snapshots_matches_full_replay(store: Arc<dyn EventStore>) {
+    let with = Repository::<Counter>::new(Arc::clone(&store), ())
+        .with_snapshots(SnapshotPolicy::EveryNEvents(10));
+    let without = Repository::<Counter>::new(Arc::clone(&store), ());
+    let meta = Metadata::new_request();
+    for amount in 1..=25 {
+        let stored = with.execute("c1", amount, &meta).await.expect("execute");
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].metadata.correlation_id, meta.correlation_id);
+    }
+    let snapshot = store
+        .load_snapshot(&StreamId::for_aggregate("counter", "c1").expect("id"))
+        .await
+        .expect("load")
+        .expect("a snapshot was taken");
+    assert_eq!(snapshot.version, 20);
+    let fast = with.load("c1").await.expect("load with snapshot");
+    let full = without.load("c1").await.expect("full replay");
+    assert_eq!(fast.state, full.state);
+    assert_eq!(fast.state.total, (1..=25).sum::<u64>());
+    assert_eq!(fast.version, 25);
+    assert_eq!(fast.replayed, 5);
+    assert_eq!(full.replayed, 25);
+}

@@ -1,0 +1,223 @@
+//! Events and what travels with them: [`DomainEvent`], [`Metadata`], [`EventEnvelope`].
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::stream::{Position, StreamId};
+use crate::upcast::Upcasters;
+
+/// A fact that happened in the domain, named in the past tense.
+///
+/// Events are stored as JSON with a stable type name and a schema version. The default
+/// encoding fits the usual shape, an externally tagged serde enum: the serde variant name is
+/// the type name (decouple it from the Rust name with `#[serde(rename = "…")]`) and the
+/// variant's content is the payload. Other shapes override `encode` and `decode`.
+///
+/// ```
+/// use cqrs_core::DomainEvent;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// enum AccountEvent {
+///     Opened { owner: String },
+///     Deposited { amount: u64 },
+/// }
+///
+/// impl DomainEvent for AccountEvent {
+///     fn event_type(&self) -> &'static str {
+///         match self {
+///             Self::Opened { .. } => "Opened",
+///             Self::Deposited { .. } => "Deposited",
+///         }
+///     }
+/// }
+///
+/// let payload = AccountEvent::Deposited { amount: 5 }.encode().unwrap();
+/// assert_eq!(payload, serde_json::json!({ "amount": 5 }));
+/// let back = AccountEvent::decode("Deposited", payload).unwrap();
+/// assert_eq!(back, AccountEvent::Deposited { amount: 5 });
+/// ```
+pub trait DomainEvent: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static {
+    /// The stable name stored with the event. Renaming a Rust variant must not change it.
+    fn event_type(&self) -> &'static str;
+
+    /// The schema version of this event's current shape; bump it (and register an upcaster)
+    /// when the payload changes shape.
+    fn schema_version(&self) -> u32 {
+        1
+    }
+
+    /// Encodes the payload. The default stores the content of an externally tagged enum
+    /// variant (`{"Deposited": {"amount": 5}}` is stored as `{"amount": 5}`).
+    fn encode(&self) -> std::result::Result<Value, serde_json::Error> {
+        match serde_json::to_value(self)? {
+            Value::Object(mut map) if map.len() == 1 && map.contains_key(self.event_type()) => {
+                Ok(map.remove(self.event_type()).unwrap_or(Value::Null))
+            }
+            Value::String(name) if name == self.event_type() => Ok(Value::Null),
+            _ => Err(serde::ser::Error::custom(format!(
+                "the default encoding needs an externally tagged enum whose serde variant name \
+                 is the event type `{}`: rename the variant with #[serde(rename = \"…\")] or \
+                 override `encode` and `decode`",
+                self.event_type()
+            ))),
+        }
+    }
+
+    /// Decodes a payload stored under `event_type`; the inverse of [`DomainEvent::encode`].
+    fn decode(event_type: &str, payload: Value) -> std::result::Result<Self, serde_json::Error> {
+        let mut tagged = serde_json::Map::with_capacity(1);
+        tagged.insert(event_type.to_owned(), payload);
+        serde_json::from_value(Value::Object(tagged))
+    }
+}
+
+/// Who and what caused an event; the same for every event of one append.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Ties together everything that follows from one original request.
+    pub correlation_id: Option<Uuid>,
+    /// The message (command or event) that directly caused this one.
+    pub causation_id: Option<Uuid>,
+    /// Who asked for it, if known (a user id, a service name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Free key/values for anything else (tenant, request id, client version…).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Metadata {
+    /// Metadata for a new request: a fresh correlation id, no causation.
+    pub fn new_request() -> Self {
+        Self {
+            correlation_id: Some(Uuid::new_v4()),
+            ..Self::default()
+        }
+    }
+
+    /// Metadata for work caused by `event`: same correlation, the event as causation.
+    pub fn caused_by<E>(event: &EventEnvelope<E>) -> Self {
+        Self {
+            correlation_id: event.metadata.correlation_id.or(Some(event.event_id)),
+            causation_id: Some(event.event_id),
+            actor: event.metadata.actor.clone(),
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the actor.
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
+    }
+
+    /// Adds a free key/value.
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// An event as stored, before it is decoded into a Rust type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RawEvent {
+    /// The stable type name.
+    pub event_type: String,
+    /// The schema version the payload was written with.
+    pub schema_version: u32,
+    /// The JSON payload.
+    pub payload: Value,
+}
+
+/// An event to append: its id (which makes retries idempotent) and its encoded form.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    /// A unique id; appending the same id again never stores the event twice.
+    pub event_id: Uuid,
+    /// The type name, schema version and payload.
+    pub data: RawEvent,
+}
+
+impl NewEvent {
+    /// Encodes a domain event with a fresh random id.
+    pub fn from_domain<E: DomainEvent>(event: &E) -> Result<Self> {
+        Self::with_id(Uuid::new_v4(), event)
+    }
+
+    /// Encodes a domain event with the given id.
+    pub fn with_id<E: DomainEvent>(event_id: Uuid, event: &E) -> Result<Self> {
+        let payload = event.encode().map_err(|e| Error::Encode {
+            event_type: event.event_type().to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            event_id,
+            data: RawEvent {
+                event_type: event.event_type().to_owned(),
+                schema_version: event.schema_version(),
+                payload,
+            },
+        })
+    }
+}
+
+/// A stored event with everything the store knows about it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope<E> {
+    /// The event's unique id.
+    pub event_id: Uuid,
+    /// The stream it belongs to.
+    pub stream_id: StreamId,
+    /// Its version within the stream (1 for the first event).
+    pub stream_version: u64,
+    /// Its place in the global log.
+    pub position: Position,
+    /// When the store recorded it (the time of the writing transaction, UTC).
+    pub recorded_at: DateTime<Utc>,
+    /// Correlation, causation, actor and free key/values.
+    pub metadata: Metadata,
+    /// The event itself.
+    pub event: E,
+}
+
+/// A stored event, not yet decoded: what stores return.
+pub type RecordedEvent = EventEnvelope<RawEvent>;
+
+impl RecordedEvent {
+    /// Upcasts the payload to its current schema and decodes it into `E`.
+    ///
+    /// The error names the event type and its position in the log.
+    pub fn decode<E: DomainEvent>(&self, upcasters: &Upcasters) -> Result<EventEnvelope<E>> {
+        let decode_error = |reason: String| Error::Decode {
+            position: self.position,
+            event_type: self.event.event_type.clone(),
+            schema_version: self.event.schema_version,
+            reason,
+        };
+        let current = upcasters.upcast(self.event.clone()).map_err(decode_error)?;
+        let event = E::decode(&current.event_type, current.payload)
+            .map_err(|e| decode_error(e.to_string()))?;
+        Ok(self.with_event(event))
+    }
+
+    /// The same envelope around another event value.
+    pub fn with_event<T>(&self, event: T) -> EventEnvelope<T> {
+        EventEnvelope {
+            event_id: self.event_id,
+            stream_id: self.stream_id.clone(),
+            stream_version: self.stream_version,
+            position: self.position,
+            recorded_at: self.recorded_at,
+            metadata: self.metadata.clone(),
+            event,
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! # cqrs-core
+//!
+//! The storage-agnostic heart of the toolkit: aggregates decide, events record, an
+//! [`EventStore`] keeps them in one append-only log. No SQL, no HTTP; the PostgreSQL store
+//! lives in `eventstore-postgres`, read models in `projections`.
+//!
+//! ```
+//! use cqrs_core::{InMemoryEventStore, EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
+//! use cqrs_core::conformance::TestEvent;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = InMemoryEventStore::new();
+//! let stream = StreamId::new("counter-1").unwrap();
+//! let event = NewEvent::from_domain(&TestEvent::Added { amount: 3 }).unwrap();
+//! let written = store
+//!     .append(&stream, ExpectedVersion::NoStream, vec![event], &Metadata::new_request())
+//!     .await
+//!     .unwrap();
+//! assert_eq!(written.stream_version, 1);
+//!
+//! // A second writer that believes the stream is new loses, and stores nothing.
+//! let late = NewEvent::from_domain(&TestEvent::Added { amount: 4 }).unwrap();
+//! let refused = store.append(&stream, ExpectedVersion::NoStream, vec![late], &Metadata::default()).await;
+//! assert!(refused.unwrap_err().is_conflict());
+//! # });
+//! ```
+//!
+//! ## Layout
+//!
+//! | module | holds |
+//! | --- | --- |
+//! | [`aggregate`] | [`Aggregate`]: `handle` decides, `apply` evolves |
+//! | [`event`] | [`DomainEvent`], [`EventEnvelope`], [`Metadata`], [`NewEvent`], [`RawEvent`] |
+//! | [`stream`] | [`StreamId`], [`ExpectedVersion`], [`Position`] in the global log |
+//! | [`store`] | the [`EventStore`] trait, [`EventFilter`], [`ReadAllPage`] |
+//! | [`command_handler`] | [`Repository`]: load, handle, append, retry on conflict |
+//! | [`snapshot`] | [`Snapshot`], [`SnapshotPolicy`] |
+//! | [`upcast`] | [`Upcasters`]: old event shapes to new |
+//! | [`in_memory`] | [`InMemoryEventStore`] |
+//! | [`testing`] | given / when / then for aggregates |
+//! | [`conformance`] | the test suite every store runs |
+//! | [`error`] | [`Error`], [`CommandError`] |
+
+pub mod aggregate;
+pub mod command_handler;
+pub mod conformance;
+pub mod error;
+pub mod event;
+pub mod in_memory;
+pub mod snapshot;
+pub mod store;
+pub mod stream;
+pub mod testing;
+pub mod upcast;
+
+pub use aggregate::Aggregate;
+pub use command_handler::{LoadedAggregate, Repository};
+pub use error::{BoxError, CommandError, Error, Result};
+pub use event::{DomainEvent, EventEnvelope, Metadata, NewEvent, RawEvent, RecordedEvent};
+pub use in_memory::InMemoryEventStore;
+pub use snapshot::{Snapshot, SnapshotPolicy};
+pub use store::{AppendResult, EventFilter, EventStore, ReadAllPage};
+pub use stream::{ExpectedVersion, Position, StreamId};
+pub use upcast::Upcasters;

@@ -1,0 +1,180 @@
+//! The [`EventStore`] contract that every store (in-memory, PostgreSQL) fulfils.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::{Error, Result};
+use crate::event::{Metadata, NewEvent, RecordedEvent};
+use crate::snapshot::Snapshot;
+use crate::stream::{ExpectedVersion, Position, StreamId};
+
+/// What an append stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendResult {
+    /// The stream's version after the append (the version of its last event).
+    pub stream_version: u64,
+    /// The global positions of the appended events, in batch order.
+    pub positions: Vec<Position>,
+    /// The time the events were recorded at.
+    pub recorded_at: DateTime<Utc>,
+    /// `true` when every event of the batch was already stored by an earlier append of the
+    /// same batch (a retry after a lost reply): nothing new was stored, and the result
+    /// describes the earlier write.
+    pub already_stored: bool,
+}
+
+/// Which events of the global log a reader wants. Empty lists mean "all".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only events with one of these type names.
+    pub event_types: Vec<String>,
+    /// Only events of streams in one of these categories (the stream id before the first `-`).
+    pub categories: Vec<String>,
+}
+
+impl EventFilter {
+    /// Every event.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Only events with one of these type names.
+    pub fn event_types<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.event_types = types.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Only events of streams in one of these categories.
+    pub fn categories<I, S>(mut self, categories: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.categories = categories.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether `event` passes the filter.
+    pub fn matches(&self, event: &RecordedEvent) -> bool {
+        (self.event_types.is_empty() || self.event_types.contains(&event.event.event_type))
+            && (self.categories.is_empty()
+                || self
+                    .categories
+                    .iter()
+                    .any(|c| c == event.stream_id.category()))
+    }
+}
+
+/// One page of the global log.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReadAllPage {
+    /// The matching events after the requested position, in log order.
+    pub events: Vec<RecordedEvent>,
+    /// Every matching event at or before this position has been returned by this page or an
+    /// earlier one, so a reader may resume after it. It is at least the last event's position,
+    /// and can be further on when the filter skipped events or the reader is caught up:
+    /// checkpointing it saves re-scanning what the filter rejects.
+    pub scanned_to: Position,
+}
+
+/// An append-only store of event streams with one global, trustworthy order.
+///
+/// Guarantees every implementation keeps (the [`conformance`](crate::conformance) suite checks them):
+/// - an append stores all of its events or none, and only if the [`ExpectedVersion`] holds;
+///   otherwise it returns [`Error::Conflict`](crate::Error::Conflict) and stores nothing;
+/// - appending events whose ids are already stored by the same batch stores nothing again
+///   and reports [`AppendResult::already_stored`];
+/// - [`read_all`](EventStore::read_all) never returns an event behind a position it has
+///   already returned past: a reader checkpointing `scanned_to` misses nothing.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to `stream` atomically, if the stream is at the `expected` version.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: &Metadata,
+    ) -> Result<AppendResult>;
+
+    /// Reads up to `limit` events of `stream` with version ≥ `from_version`, in version order.
+    /// A stream that does not exist reads as empty.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>>;
+
+    /// The stream's current version (0 if it does not exist).
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64>;
+
+    /// Reads up to `limit` events of the global log after `after` that pass `filter`.
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<ReadAllPage>;
+
+    /// The position of the last event a reader can see now ([`Position::START`] if none).
+    async fn head(&self) -> Result<Position>;
+
+    /// Waits until an event after `after` may be readable, or `timeout` passes. Returns
+    /// `true` if new events are there. Readers call it when caught up instead of polling.
+    async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<bool>;
+
+    /// The newest snapshot of `stream`, if any.
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>>;
+
+    /// Stores `snapshot`, unless a snapshot at the same or a newer version is already there.
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()>;
+}
+
+/// Reads a whole stream from `from_version` by pages of `page_size`.
+pub async fn read_stream_to_end(
+    store: &(impl EventStore + ?Sized),
+    stream: &StreamId,
+    from_version: u64,
+    page_size: usize,
+) -> Result<Vec<RecordedEvent>> {
+    let mut events = Vec::new();
+    let mut next = from_version;
+    loop {
+        let page = store.read_stream(stream, next, page_size).await?;
+        let full = page.len() == page_size;
+        if let Some(last) = page.last() {
+            next = last.stream_version + 1;
+        }
+        events.extend(page);
+        if !full {
+            return Ok(events);
+        }
+    }
+}
+
+/// How long a caught-up reader waits for a signal before looking again anyway.
+pub const DEFAULT_IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// Checks a batch before a store looks anything up: at least one event, no event id twice.
+pub fn check_batch(events: &[NewEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Err(Error::InvalidInput("an append needs at least one event".into()));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    for event in events {
+        if !seen.insert(event.event_id) {
+            return Err(Error::InvalidInput(format!(
+                "event id {} appears twice in one batch",
+                event.event_id
+            )));
+        }
+    }
+    Ok(())
+}

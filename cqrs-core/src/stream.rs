@@ -1,0 +1,200 @@
+//! Streams and places in the log: [`StreamId`], [`ExpectedVersion`] and [`Position`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The longest stream id a store accepts, in bytes.
+pub const MAX_STREAM_ID_LEN: usize = 200;
+
+/// The name of one event stream, usually `"{aggregate type}-{aggregate id}"`.
+///
+/// The part before the first `-` is the stream's *category* (for example `order` in
+/// `order-7f0c…`); readers of the global log can filter by it.
+///
+/// ```
+/// use cqrs_core::StreamId;
+///
+/// let stream = StreamId::new("order-42").unwrap();
+/// assert_eq!(stream.category(), "order");
+/// assert!(StreamId::new("").is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct StreamId(String);
+
+impl StreamId {
+    /// Checks and wraps a stream id: it must be non-empty, at most [`MAX_STREAM_ID_LEN`] bytes
+    /// and free of control characters.
+    pub fn new(id: impl Into<String>) -> Result<Self> {
+        let id = id.into();
+        if id.is_empty() {
+            return Err(Error::InvalidInput("stream id must not be empty".into()));
+        }
+        if id.len() > MAX_STREAM_ID_LEN {
+            return Err(Error::InvalidInput(format!(
+                "stream id is {} bytes long; at most {MAX_STREAM_ID_LEN} are allowed",
+                id.len()
+            )));
+        }
+        if id.chars().any(char::is_control) {
+            return Err(Error::InvalidInput(format!(
+                "stream id {id:?} contains a control character"
+            )));
+        }
+        Ok(Self(id))
+    }
+
+    /// The stream of one aggregate instance: `"{aggregate_type}-{id}"`.
+    pub fn for_aggregate(aggregate_type: &str, id: &str) -> Result<Self> {
+        if aggregate_type.is_empty() || aggregate_type.contains('-') {
+            return Err(Error::InvalidInput(format!(
+                "aggregate type {aggregate_type:?} must be non-empty and contain no '-'"
+            )));
+        }
+        if id.is_empty() {
+            return Err(Error::InvalidInput("aggregate id must not be empty".into()));
+        }
+        Self::new(format!("{aggregate_type}-{id}"))
+    }
+
+    /// The stream's category: everything before the first `-` (the whole id if there is none).
+    pub fn category(&self) -> &str {
+        self.0.split('-').next().unwrap_or(&self.0)
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for StreamId {
+    type Error = Error;
+
+    fn try_from(value: String) -> Result<Self> {
+        Self::new(value)
+    }
+}
+
+impl From<StreamId> for String {
+    fn from(value: StreamId) -> Self {
+        value.0
+    }
+}
+
+impl FromStr for StreamId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::new(s)
+    }
+}
+
+/// What the writer believes about a stream's version before it appends.
+///
+/// Stream versions count events: the first event of a stream has version 1, and a stream that
+/// does not exist has version 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's version (no concurrency check).
+    Any,
+    /// The stream must not exist yet (same as `Exact(0)`).
+    NoStream,
+    /// The stream must already hold at least one event.
+    StreamExists,
+    /// The stream's current version must be exactly this.
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream currently at `actual` satisfies this expectation.
+    pub fn is_satisfied_by(self, actual: u64) -> bool {
+        match self {
+            Self::Any => true,
+            Self::NoStream => actual == 0,
+            Self::StreamExists => actual > 0,
+            Self::Exact(expected) => actual == expected,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("any version"),
+            Self::NoStream => f.write_str("no stream"),
+            Self::StreamExists => f.write_str("an existing stream"),
+            Self::Exact(v) => write!(f, "version {v}"),
+        }
+    }
+}
+
+/// A place in the global log, ordered first by `commit`, then by `sequence`.
+///
+/// `sequence` numbers events in the order they were written. `commit` orders the transactions
+/// that wrote them, so that a reader never finds a committed event *behind* a position it
+/// has already passed, even when a transaction that took an early sequence commits late.
+/// (The PostgreSQL store uses the writing transaction's id; the in-memory store a commit
+/// counter.) A reader's checkpoint is a `Position`; [`Position::START`] is before every event.
+///
+/// Its text form is `"{commit}/{sequence}"`:
+///
+/// ```
+/// use cqrs_core::Position;
+///
+/// let p: Position = "812/40".parse().unwrap();
+/// assert_eq!(p, Position::new(812, 40));
+/// assert!(Position::START < p);
+/// assert_eq!(p.to_string(), "812/40");
+/// ```
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Position {
+    /// Orders the transactions (commits) that wrote events.
+    pub commit: u64,
+    /// Orders the events in the order they were written.
+    pub sequence: u64,
+}
+
+impl Position {
+    /// Before the first event of every log.
+    pub const START: Position = Position {
+        commit: 0,
+        sequence: 0,
+    };
+
+    /// A position from its two parts.
+    pub const fn new(commit: u64, sequence: u64) -> Self {
+        Self { commit, sequence }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.commit, self.sequence)
+    }
+}
+
+impl FromStr for Position {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::InvalidInput(format!("{s:?} is not a position like \"812/40\""));
+        let (commit, sequence) = s.split_once('/').ok_or_else(bad)?;
+        Ok(Self {
+            commit: commit.trim().parse().map_err(|_| bad())?,
+            sequence: sequence.trim().parse().map_err(|_| bad())?,
+        })
+    }
+}

@@ -1,0 +1,88 @@
+//! Upcasting: turning events stored in an old shape into the current one before decoding.
+//!
+//! Each step is registered for one `(event type, schema version)` and returns the payload of
+//! the next version. [`Upcasters::upcast`] runs the chain until no step applies, so an event
+//! written as v1 passes through v1→v2→v3 on its way to the v3 Rust type.
+//!
+//! ```
+//! use cqrs_core::{RawEvent, Upcasters};
+//! use serde_json::json;
+//!
+//! // v1 stored `amount` in whole euros; v2 stores minor units in `cents`.
+//! let upcasters = Upcasters::new().register("Deposited", 1, |mut payload| {
+//!     let euros = payload["amount"].as_u64().ok_or("v1 Deposited without an amount")?;
+//!     payload["cents"] = json!(euros * 100);
+//!     payload.as_object_mut().map(|o| o.remove("amount"));
+//!     Ok(payload)
+//! });
+//!
+//! let old = RawEvent { event_type: "Deposited".into(), schema_version: 1, payload: json!({ "amount": 3 }) };
+//! let current = upcasters.upcast(old).unwrap();
+//! assert_eq!(current.schema_version, 2);
+//! assert_eq!(current.payload, json!({ "cents": 300 }));
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::event::RawEvent;
+
+type Step = Arc<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
+
+/// A registry of upcasting steps, keyed by event type and the schema version they upgrade from.
+#[derive(Clone, Default)]
+pub struct Upcasters {
+    steps: HashMap<(String, u32), Step>,
+}
+
+/// The longest chain of steps one event may pass through; guards against a step registered in a loop.
+const MAX_CHAIN: usize = 1_000;
+
+impl Upcasters {
+    /// An empty registry (every event decodes as stored).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers the step that turns `event_type` at `from_version` into `from_version + 1`.
+    ///
+    /// A step that cannot upgrade a payload returns an error text; decoding then fails with
+    /// it, naming the event's position.
+    pub fn register<F>(mut self, event_type: impl Into<String>, from_version: u32, step: F) -> Self
+    where
+        F: Fn(Value) -> Result<Value, String> + Send + Sync + 'static,
+    {
+        self.steps
+            .insert((event_type.into(), from_version), Arc::new(step));
+        self
+    }
+
+    /// Runs every step that applies, oldest first, and returns the event in its newest shape.
+    pub fn upcast(&self, mut event: RawEvent) -> Result<RawEvent, String> {
+        if self.steps.is_empty() {
+            return Ok(event);
+        }
+        for _ in 0..MAX_CHAIN {
+            let Some(step) = self.steps.get(&(event.event_type.clone(), event.schema_version))
+            else {
+                return Ok(event);
+            };
+            event.payload = step(event.payload).map_err(|reason| {
+                format!("upcasting from schema v{} failed: {reason}", event.schema_version)
+            })?;
+            event.schema_version += 1;
+        }
+        Err(format!("more than {MAX_CHAIN} upcasting steps; is a step registered twice?"))
+    }
+}
+
+impl fmt::Debug for Upcasters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut keys: Vec<_> = self.steps.keys().collect();
+        keys.sort();
+        f.debug_struct("Upcasters").field("steps", &keys).finish()
+    }
+}

@@ -1,0 +1,3 @@
+//! # eventstore-postgres
+//!
+//! The append-only PostgreSQL event store (`PgEventStore`).

@@ -1,0 +1,1 @@
+//! Cross-crate integration and fault tests against a real PostgreSQL.
