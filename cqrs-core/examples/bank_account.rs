@@ -89,21 +89,38 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_conflict_retries(3);
 
     let request = Metadata::new_request().with_actor("alice");
-    accounts.execute("alice", AccountCommand::Open, &request).await?;
-    accounts.execute("alice", AccountCommand::Deposit(120), &request).await?;
-    accounts.execute("alice", AccountCommand::Withdraw(20), &request).await?;
+    accounts
+        .execute("alice", AccountCommand::Open, &request)
+        .await?;
+    accounts
+        .execute("alice", AccountCommand::Deposit(120), &request)
+        .await?;
+    accounts
+        .execute("alice", AccountCommand::Withdraw(20), &request)
+        .await?;
 
-    match accounts.execute("alice", AccountCommand::Withdraw(500), &request).await {
+    match accounts
+        .execute("alice", AccountCommand::Withdraw(500), &request)
+        .await
+    {
         Err(CommandError::Rejected(reason)) => println!("refused, as expected: {reason}"),
         other => println!("unexpected: {other:?}"),
     }
     let alice = accounts.load("alice").await?;
-    println!("alice's balance: {} at version {}", alice.state.balance, alice.version);
+    println!(
+        "alice's balance: {} at version {}",
+        alice.state.balance, alice.version
+    );
 
-    let page = store.read_all(Position::START, 100, &EventFilter::all()).await?;
+    let page = store
+        .read_all(Position::START, 100, &EventFilter::all())
+        .await?;
     for recorded in &page.events {
         let envelope = recorded.decode::<AccountEvent>(&Upcasters::new())?;
-        println!("{} {} v{}: {:?}", envelope.position, envelope.stream_id, envelope.stream_version, envelope.event);
+        println!(
+            "{} {} v{}: {:?}",
+            envelope.position, envelope.stream_id, envelope.stream_version, envelope.event
+        );
     }
     Ok(())
 }

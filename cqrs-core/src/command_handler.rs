@@ -179,7 +179,12 @@ impl<A: Aggregate> Repository<A> {
         let ids: Vec<_> = new_events.iter().map(|e| e.event_id).collect();
         let written = self
             .store
-            .append(stream, ExpectedVersion::Exact(version), new_events, metadata)
+            .append(
+                stream,
+                ExpectedVersion::Exact(version),
+                new_events,
+                metadata,
+            )
             .await?;
 
         let envelopes: Vec<_> = events

@@ -44,7 +44,9 @@ use crate::upcast::Upcasters;
 /// let back = AccountEvent::decode("Deposited", payload).unwrap();
 /// assert_eq!(back, AccountEvent::Deposited { amount: 5 });
 /// ```
-pub trait DomainEvent: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static {
+pub trait DomainEvent:
+    Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static
+{
     /// The stable name stored with the event. Renaming a Rust variant must not change it.
     fn event_type(&self) -> &'static str;
 

@@ -77,7 +77,11 @@ impl Inner {
     }
 
     /// If the batch was stored before (a retry), what that append stored.
-    fn earlier_append(&self, stream: &StreamId, events: &[NewEvent]) -> Result<Option<AppendResult>> {
+    fn earlier_append(
+        &self,
+        stream: &StreamId,
+        events: &[NewEvent],
+    ) -> Result<Option<AppendResult>> {
         let stored: Vec<Option<&RecordedEvent>> = events
             .iter()
             .map(|e| self.event_ids.get(&e.event_id).map(|&i| &self.log[i]))

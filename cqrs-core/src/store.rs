@@ -165,7 +165,9 @@ pub const DEFAULT_IDLE_WAIT: Duration = Duration::from_secs(1);
 /// Checks a batch before a store looks anything up: at least one event, no event id twice.
 pub fn check_batch(events: &[NewEvent]) -> Result<()> {
     if events.is_empty() {
-        return Err(Error::InvalidInput("an append needs at least one event".into()));
+        return Err(Error::InvalidInput(
+            "an append needs at least one event".into(),
+        ));
     }
     let mut seen = std::collections::HashSet::with_capacity(events.len());
     for event in events {

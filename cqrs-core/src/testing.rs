@@ -112,7 +112,9 @@ impl<A: Aggregate> AggregateOutcome<A> {
         A::Error: PartialEq + Debug,
     {
         match self.result {
-            Ok(events) => panic!("expected error {expected:?}, but the command produced {events:?}"),
+            Ok(events) => {
+                panic!("expected error {expected:?}, but the command produced {events:?}")
+            }
             Err(error) => assert_eq!(error, expected, "the command failed with another error"),
         }
     }

@@ -66,16 +66,23 @@ impl Upcasters {
             return Ok(event);
         }
         for _ in 0..MAX_CHAIN {
-            let Some(step) = self.steps.get(&(event.event_type.clone(), event.schema_version))
+            let Some(step) = self
+                .steps
+                .get(&(event.event_type.clone(), event.schema_version))
             else {
                 return Ok(event);
             };
             event.payload = step(event.payload).map_err(|reason| {
-                format!("upcasting from schema v{} failed: {reason}", event.schema_version)
+                format!(
+                    "upcasting from schema v{} failed: {reason}",
+                    event.schema_version
+                )
             })?;
             event.schema_version += 1;
         }
-        Err(format!("more than {MAX_CHAIN} upcasting steps; is a step registered twice?"))
+        Err(format!(
+            "more than {MAX_CHAIN} upcasting steps; is a step registered twice?"
+        ))
     }
 }
 

@@ -1,3 +1,82 @@
 //! # eventstore-postgres
 //!
-//! The append-only PostgreSQL event store (`PgEventStore`).
+//! The append-only PostgreSQL event store: [`PgEventStore`] implements the
+//! [`cqrs_core::EventStore`] contract over a `sqlx::PgPool`.
+//!
+//! ```no_run
+//! use cqrs_core::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, StreamId};
+//! use cqrs_core::conformance::TestEvent;
+//! use eventstore_postgres::PgEventStore;
+//!
+//! # async fn run() -> cqrs_core::Result<()> {
+//! let store = PgEventStore::connect("postgres://postgres@127.0.0.1/shop").await?;
+//! store.migrate().await?;
+//! let stream = StreamId::new("counter-1")?;
+//! let event = NewEvent::from_domain(&TestEvent::Added { amount: 3 })?;
+//! store.append(&stream, ExpectedVersion::NoStream, vec![event], &Metadata::new_request()).await?;
+//! let page = store.read_all(Position::START, 1_000, &EventFilter::all().categories(["counter"])).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## How appends work
+//!
+//! One append is one call of the `es_append` SQL function: one round trip, one transaction.
+//! It locks the stream's row in `es_streams` (writers of one stream queue, other streams run
+//! in parallel), checks the [`ExpectedVersion`](cqrs_core::ExpectedVersion), detects a retry
+//! of a batch already stored (same event ids), inserts all events with one multi-row
+//! statement and sends one `NOTIFY es_events` per transaction. The unique constraints on
+//! `event_id` and on `(stream_id, stream_version)` back the lock up.
+//!
+//! ## The global order, and its trade-off
+//!
+//! A plain sequence is not an order readers can trust: position 11 can commit before
+//! position 10, and a reader that checkpointed 11 would skip 10 forever. So every event
+//! records the id of the transaction that wrote it (`pg_current_xact_id()`, `xid8`), readers
+//! see only events whose transaction id is below the `xmin` of their snapshot (every older
+//! transaction has ended) and order by `(transaction id, position)`; that pair is the
+//! [`Position`](cqrs_core::Position) (`commit`, `sequence`). A late commit then sorts *after*
+//! everything a reader has passed. Appends to different streams never wait for each other.
+//!
+//! The price: a reader cannot see past the oldest open write transaction *of the whole
+//! cluster*. A session left `idle in transaction` after writing holds every reader back until
+//! it ends (it never makes them skip). [`PgEventStore::horizon_blockers`] names such
+//! sessions (pid, age, state, query) so an operator can find them.
+//!
+//! ## Layout
+//!
+//! | module | holds |
+//! | --- | --- |
+//! | `store` | [`PgEventStore`] and its [`EventStore`](cqrs_core::EventStore) implementation |
+//! | `row` | decoding event rows, refusing bad data with its position |
+//! | `notify` | the LISTEN task that wakes waiting readers |
+//! | `horizon` | [`HorizonBlocker`]: what holds readers back |
+//! | `error` | mapping `sqlx` errors to [`cqrs_core::Error`] |
+//! | [`testing`] | [`testing::TestDatabase`]: a fresh database per test |
+//! | `migrations/` | the schema and the `es_append` function |
+
+mod error;
+mod horizon;
+mod notify;
+mod row;
+mod store;
+pub mod testing;
+
+pub use error::is_transient;
+pub use horizon::HorizonBlocker;
+pub use notify::CHANNEL as NOTIFY_CHANNEL;
+pub use store::{PgEventStore, DEFAULT_POLL_INTERVAL};
+
+/// Applies the store's migrations to `pool` (idempotent; takes a lock, so several processes
+/// may start at once).
+///
+/// They share sqlx's `_sqlx_migrations` table with other crates' migrations (the
+/// projections'), so versions are timestamps that never collide, and this migrator ignores
+/// the rows of the others.
+pub async fn migrate(pool: &sqlx::PgPool) -> cqrs_core::Result<()> {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator
+        .run(pool)
+        .await
+        .map_err(|e| cqrs_core::Error::Backend(Box::new(e)))
+}

@@ -1,0 +1,63 @@
+//! Turning rows of `es_events` into [`RecordedEvent`]s, refusing bad data with its position.
+
+use chrono::{DateTime, Utc};
+use cqrs_core::{Error, Metadata, Position, RawEvent, RecordedEvent, Result, StreamId};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::error::from_sqlx;
+
+/// The columns every event query selects, in the order [`decode_event`] reads them.
+pub(crate) const EVENT_COLUMNS: &str = "e.transaction_id::text::bigint AS commit, e.position, e.event_id, \
+     e.stream_id, e.stream_version, e.event_type, e.schema_version, e.payload, e.metadata, e.recorded_at";
+
+/// A non-negative database integer as `u64`, or a `Corrupt` error at `position`.
+pub(crate) fn unsigned(value: i64, what: &str, position: Position) -> Result<u64> {
+    u64::try_from(value).map_err(|_| Error::Corrupt {
+        position,
+        reason: format!("{what} is negative ({value})"),
+    })
+}
+
+/// A `u64` as a database `bigint`, or an `InvalidInput` error naming it.
+pub(crate) fn signed(value: u64, what: &str) -> Result<i64> {
+    i64::try_from(value).map_err(|_| Error::InvalidInput(format!("{what} {value} is out of range")))
+}
+
+/// Decodes one event row selected with [`EVENT_COLUMNS`].
+pub(crate) fn decode_event(row: &PgRow) -> Result<RecordedEvent> {
+    let commit: i64 = row.try_get("commit").map_err(from_sqlx)?;
+    let sequence: i64 = row.try_get("position").map_err(from_sqlx)?;
+    let raw_position = Position::new(commit.max(0) as u64, sequence.max(0) as u64);
+    let position = Position::new(
+        unsigned(commit, "transaction id", raw_position)?,
+        unsigned(sequence, "position", raw_position)?,
+    );
+    let corrupt = |reason: String| Error::Corrupt { position, reason };
+
+    let stream_id: String = row.try_get("stream_id").map_err(from_sqlx)?;
+    let stream_id = StreamId::new(stream_id).map_err(|e| corrupt(e.to_string()))?;
+    let stream_version: i64 = row.try_get("stream_version").map_err(from_sqlx)?;
+    let schema_version: i32 = row.try_get("schema_version").map_err(from_sqlx)?;
+    let metadata: serde_json::Value = row.try_get("metadata").map_err(from_sqlx)?;
+    let metadata: Metadata =
+        serde_json::from_value(metadata).map_err(|e| corrupt(format!("bad metadata: {e}")))?;
+    let event_id: Uuid = row.try_get("event_id").map_err(from_sqlx)?;
+    let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(from_sqlx)?;
+
+    Ok(RecordedEvent {
+        event_id,
+        stream_id,
+        stream_version: unsigned(stream_version, "stream version", position)?,
+        position,
+        recorded_at,
+        metadata,
+        event: RawEvent {
+            event_type: row.try_get("event_type").map_err(from_sqlx)?,
+            schema_version: u32::try_from(schema_version)
+                .map_err(|_| corrupt(format!("schema version is negative ({schema_version})")))?,
+            payload: row.try_get("payload").map_err(from_sqlx)?,
+        },
+    })
+}

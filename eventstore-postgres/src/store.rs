@@ -1,0 +1,418 @@
+//! [`PgEventStore`]: the [`EventStore`] contract on PostgreSQL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cqrs_core::store::check_batch;
+use cqrs_core::{
+    AppendResult, Error, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position,
+    ReadAllPage, RecordedEvent, Result, Snapshot, StreamId,
+};
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::error::{from_sqlx, violated_constraint, EVENT_ID_UNIQUE, STREAM_VERSION_UNIQUE};
+use crate::horizon::{self, HorizonBlocker};
+use crate::notify::Notifier;
+use crate::row::{decode_event, signed, unsigned, EVENT_COLUMNS};
+
+/// How often a caught-up reader looks again when no notification arrives.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The PostgreSQL event store. Cheap to clone; clones share the pool and the listener.
+///
+/// ```no_run
+/// # async fn run() -> cqrs_core::Result<()> {
+/// use eventstore_postgres::PgEventStore;
+///
+/// let store = PgEventStore::connect("postgres://postgres@127.0.0.1/shop").await?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct PgEventStore {
+    pool: PgPool,
+    notifier: Arc<Notifier>,
+    poll_interval: Duration,
+}
+
+impl PgEventStore {
+    /// A store over an existing pool. Call [`PgEventStore::migrate`] once before use.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            notifier: Arc::new(Notifier::new(pool.clone())),
+            pool,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+        }
+    }
+
+    /// Connects a pool of up to 32 connections to `url`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(32)
+            .connect(url)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(Self::new(pool))
+    }
+
+    /// How often a caught-up reader looks again when no notification arrives.
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// The pool the store uses (read models may share it).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the store's migrations (idempotent; safe from several processes at once).
+    pub async fn migrate(&self) -> Result<()> {
+        crate::migrate(&self.pool).await
+    }
+
+    /// The open write transactions that hold readers back right now, oldest first.
+    ///
+    /// Readers see an event only once every transaction that started writing before it has
+    /// ended, so a transaction left open (an idle session in `BEGIN`, a slow batch job) holds
+    /// back every reader until it ends. This names them: pid, age, state and query.
+    pub async fn horizon_blockers(&self) -> Result<Vec<HorizonBlocker>> {
+        horizon::blockers(&self.pool).await
+    }
+
+    async fn append_once(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        metadata: &Metadata,
+    ) -> Result<AppendResult> {
+        let (kind, version) = match expected {
+            ExpectedVersion::Any => (0i16, 0),
+            ExpectedVersion::NoStream => (1, 0),
+            ExpectedVersion::StreamExists => (2, 0),
+            ExpectedVersion::Exact(v) => (3, signed(v, "expected version")?),
+        };
+        let metadata = serde_json::to_value(metadata).map_err(|e| Error::Encode {
+            event_type: "metadata".into(),
+            reason: e.to_string(),
+        })?;
+        let schema_versions = events
+            .iter()
+            .map(|e| {
+                i32::try_from(e.data.schema_version).map_err(|_| {
+                    Error::InvalidInput(format!(
+                        "schema version {} is out of range",
+                        e.data.schema_version
+                    ))
+                })
+            })
+            .collect::<Result<Vec<i32>>>()?;
+
+        let row = sqlx::query(
+            "SELECT outcome, stream_version, transaction_id, positions, recorded_at, \
+                    stored_ids, stored_streams, stored_versions \
+             FROM es_append($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(stream.as_str())
+        .bind(kind)
+        .bind(version)
+        .bind(events.iter().map(|e| e.event_id).collect::<Vec<Uuid>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.data.event_type.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(schema_versions)
+        .bind(events.iter().map(|e| &e.data.payload).collect::<Vec<_>>())
+        .bind(metadata)
+        .fetch_one(&self.pool)
+        .await;
+
+        let row = match row {
+            Ok(row) => row,
+            Err(error) => return Err(self.explain_append_error(stream, expected, error).await),
+        };
+        let outcome: &str = row.try_get("outcome").map_err(from_sqlx)?;
+        let current: i64 = row.try_get("stream_version").map_err(from_sqlx)?;
+        let current = unsigned(current, "stream version", Position::START)?;
+        match outcome {
+            "appended" => {
+                let commit: i64 = row.try_get("transaction_id").map_err(from_sqlx)?;
+                let positions: Vec<i64> = row.try_get("positions").map_err(from_sqlx)?;
+                Ok(AppendResult {
+                    stream_version: current,
+                    positions: positions
+                        .into_iter()
+                        .map(|p| Position::new(commit as u64, p as u64))
+                        .collect(),
+                    recorded_at: row.try_get("recorded_at").map_err(from_sqlx)?,
+                    already_stored: false,
+                })
+            }
+            "conflict" => Err(Error::Conflict {
+                stream: stream.clone(),
+                expected,
+                actual: current,
+            }),
+            "stored" => self.earlier_append(stream, events, &row).await,
+            other => Err(Error::Backend(
+                format!("es_append answered {other:?}").into(),
+            )),
+        }
+    }
+
+    /// Some ids of the batch were stored before. If the whole batch sits in this stream as
+    /// one contiguous run, this is a retry: report the earlier write. Otherwise the ids clash.
+    async fn earlier_append(
+        &self,
+        stream: &StreamId,
+        events: &[NewEvent],
+        row: &PgRow,
+    ) -> Result<AppendResult> {
+        let ids: Vec<Uuid> = row.try_get("stored_ids").map_err(from_sqlx)?;
+        let streams: Vec<String> = row.try_get("stored_streams").map_err(from_sqlx)?;
+        let versions: Vec<i64> = row.try_get("stored_versions").map_err(from_sqlx)?;
+        let wanted: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let same_batch = ids == wanted
+            && streams.iter().all(|s| s == stream.as_str())
+            && versions.windows(2).all(|w| w[1] == w[0] + 1);
+        if !same_batch {
+            let (event_id, stored_in) = ids
+                .iter()
+                .zip(&streams)
+                .find(|(_, s)| *s != stream.as_str())
+                .or_else(|| ids.iter().zip(&streams).next())
+                .ok_or_else(|| Error::Backend("es_append reported stored ids but none".into()))?;
+            return Err(Error::DuplicateEventId {
+                event_id: *event_id,
+                stored_in: StreamId::new(stored_in.clone())?,
+            });
+        }
+        // Read the earlier events back for their positions (with their commit) and time.
+        let first = versions.first().copied().unwrap_or(1);
+        let stored = self
+            .read_stream(stream, first.max(1) as u64, events.len())
+            .await?;
+        let last = stored
+            .last()
+            .ok_or_else(|| Error::Backend("stored events vanished".into()))?;
+        Ok(AppendResult {
+            stream_version: last.stream_version,
+            positions: stored.iter().map(|e| e.position).collect(),
+            recorded_at: stored[0].recorded_at,
+            already_stored: true,
+        })
+    }
+
+    /// Turns a failed `es_append` into the error the caller should see. The unique
+    /// constraints are the last line of defence behind the stream lock.
+    async fn explain_append_error(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        error: sqlx::Error,
+    ) -> Error {
+        match violated_constraint(&error) {
+            Some(STREAM_VERSION_UNIQUE) => match self.stream_version(stream).await {
+                Ok(actual) => Error::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual,
+                },
+                Err(e) => e,
+            },
+            Some(EVENT_ID_UNIQUE) => Error::Backend(
+                format!("an event id of this batch was stored concurrently elsewhere: {error}")
+                    .into(),
+            ),
+            _ => from_sqlx(error),
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for PgEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: &Metadata,
+    ) -> Result<AppendResult> {
+        check_batch(&events)?;
+        self.append_once(stream, expected, &events, metadata).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let limit = page_limit(limit)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM es_events e \
+             WHERE e.stream_id = $1 AND e.stream_version >= $2 \
+             ORDER BY e.stream_version LIMIT $3"
+        ))
+        .bind(stream.as_str())
+        .bind(signed(from_version, "version")?)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM es_streams WHERE stream_id = $1")
+                .bind(stream.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(from_sqlx)?;
+        unsigned(version.unwrap_or(0), "stream version", Position::START)
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<ReadAllPage> {
+        let limit_i64 = page_limit(limit)?;
+        let types = (!filter.event_types.is_empty()).then_some(&filter.event_types);
+        let categories = (!filter.categories.is_empty()).then_some(&filter.categories);
+        // One statement, so the rows and the horizon come from the same snapshot: every
+        // transaction with an id below `horizon` has ended, and no later event can sort
+        // before (horizon, 0).
+        let rows = sqlx::query(&format!(
+            "WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
+             SELECT h.xmin::text::bigint AS horizon, e.* FROM h LEFT JOIN LATERAL ( \
+                 SELECT {EVENT_COLUMNS} FROM es_events e \
+                 WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2) \
+                   AND e.transaction_id < h.xmin \
+                   AND ($4::text[] IS NULL OR e.event_type = ANY ($4)) \
+                   AND ($5::text[] IS NULL OR split_part(e.stream_id, '-', 1) = ANY ($5)) \
+                 ORDER BY e.transaction_id, e.position \
+                 LIMIT $3 \
+             ) e ON true"
+        ))
+        .bind(after.commit.to_string())
+        .bind(signed(after.sequence, "position")?)
+        .bind(limit_i64)
+        .bind(types)
+        .bind(categories)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+
+        let horizon: i64 = match rows.first() {
+            Some(row) => row.try_get("horizon").map_err(from_sqlx)?,
+            None => return Err(Error::Backend("read_all returned no horizon row".into())),
+        };
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let position: Option<i64> = row.try_get("position").map_err(from_sqlx)?;
+            if position.is_some() {
+                events.push(decode_event(row)?);
+            }
+        }
+        let scanned_to = match events.last() {
+            Some(last) if events.len() == limit => last.position,
+            _ => Position::new(unsigned(horizon, "horizon", after)?, 0).max(after),
+        };
+        Ok(ReadAllPage { events, scanned_to })
+    }
+
+    async fn head(&self) -> Result<Position> {
+        let row = sqlx::query(
+            "SELECT e.transaction_id::text::bigint AS commit, e.position FROM es_events e \
+             WHERE e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY e.transaction_id DESC, e.position DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        match row {
+            None => Ok(Position::START),
+            Some(row) => {
+                let commit: i64 = row.try_get("commit").map_err(from_sqlx)?;
+                let sequence: i64 = row.try_get("position").map_err(from_sqlx)?;
+                Ok(Position::new(commit.max(0) as u64, sequence.max(0) as u64))
+            }
+        }
+    }
+
+    async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<bool> {
+        let mut signal = self.notifier.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.head().await? > after {
+                return Ok(true);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            let nap = (deadline - now).min(self.poll_interval);
+            // Woken by a notification or by the poll interval, look again either way.
+            let _ = tokio::time::timeout(nap, signal.changed()).await;
+        }
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
+        let row = sqlx::query(
+            "SELECT version, schema_version, state, taken_at FROM es_snapshots WHERE stream_id = $1",
+        )
+        .bind(stream.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        let Some(row) = row else { return Ok(None) };
+        let version: i64 = row.try_get("version").map_err(from_sqlx)?;
+        let schema_version: i32 = row.try_get("schema_version").map_err(from_sqlx)?;
+        let taken_at: DateTime<Utc> = row.try_get("taken_at").map_err(from_sqlx)?;
+        Ok(Some(Snapshot {
+            stream_id: stream.clone(),
+            version: unsigned(version, "snapshot version", Position::START)?,
+            schema_version: schema_version.max(0) as u32,
+            state: row.try_get("state").map_err(from_sqlx)?,
+            taken_at,
+        }))
+    }
+
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO es_snapshots AS s (stream_id, version, schema_version, state, taken_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, \
+                 schema_version = EXCLUDED.schema_version, state = EXCLUDED.state, \
+                 taken_at = EXCLUDED.taken_at \
+             WHERE s.version < EXCLUDED.version",
+        )
+        .bind(snapshot.stream_id.as_str())
+        .bind(signed(snapshot.version, "snapshot version")?)
+        .bind(i32::try_from(snapshot.schema_version).unwrap_or(i32::MAX))
+        .bind(&snapshot.state)
+        .bind(snapshot.taken_at)
+        .execute(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        Ok(())
+    }
+}
+
+/// A page size as a SQL `LIMIT`: at least 1.
+fn page_limit(limit: usize) -> Result<i64> {
+    if limit == 0 {
+        return Err(Error::InvalidInput("limit must be at least 1".into()));
+    }
+    Ok(i64::try_from(limit).unwrap_or(i64::MAX))
+}
