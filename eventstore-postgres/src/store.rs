@@ -11,7 +11,7 @@ use cqrs_core::{
     ReadAllPage, RecordedEvent, Result, Snapshot, StreamId,
 };
 use sqlx::postgres::{PgPoolOptions, PgRow};
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use crate::error::{from_sqlx, violated_constraint, EVENT_ID_UNIQUE, STREAM_VERSION_UNIQUE};
@@ -84,13 +84,36 @@ impl PgEventStore {
         horizon::blockers(&self.pool).await
     }
 
-    async fn append_once(
+    /// Appends inside the caller's transaction, so events and other writes (an outbox row,
+    /// a read model) commit or roll back together. Nothing is visible, and no reader is woken,
+    /// before the caller commits.
+    ///
+    /// While the transaction stays open it holds back every reader of the log (see the crate
+    /// docs): keep it short.
+    pub async fn append_in_transaction(
         &self,
+        transaction: &mut PgConnection,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: &Metadata,
+    ) -> Result<AppendResult> {
+        check_batch(&events)?;
+        self.append_with(&mut *transaction, stream, expected, &events, metadata)
+            .await
+    }
+
+    async fn append_with<'c, X>(
+        &self,
+        executor: X,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: &[NewEvent],
         metadata: &Metadata,
-    ) -> Result<AppendResult> {
+    ) -> Result<AppendResult>
+    where
+        X: sqlx::Executor<'c, Database = Postgres>,
+    {
         let (kind, version) = match expected {
             ExpectedVersion::Any => (0i16, 0),
             ExpectedVersion::NoStream => (1, 0),
@@ -131,7 +154,7 @@ impl PgEventStore {
         .bind(schema_versions)
         .bind(events.iter().map(|e| &e.data.payload).collect::<Vec<_>>())
         .bind(metadata)
-        .fetch_one(&self.pool)
+        .fetch_one(executor)
         .await;
 
         let row = match row {
@@ -246,7 +269,8 @@ impl EventStore for PgEventStore {
         metadata: &Metadata,
     ) -> Result<AppendResult> {
         check_batch(&events)?;
-        self.append_once(stream, expected, &events, metadata).await
+        self.append_with(&self.pool, stream, expected, &events, metadata)
+            .await
     }
 
     async fn read_stream(

@@ -1,0 +1,387 @@
+//! The global order under concurrency (ARCHITECTURE.md invariant 5) and optimistic
+//! concurrency on one stream (invariant 2), on a real PostgreSQL.
+//!
+//! `ES_STRESS_SCALE=10 cargo test -p eventstore-postgres --test ordering` runs the no-skip
+//! stress test ten times longer.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cqrs_core::conformance::TestEvent;
+use cqrs_core::{
+    Error, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, StreamId,
+};
+use eventstore_postgres::testing::TestDatabase;
+use eventstore_postgres::PgEventStore;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+async fn store(connections: u32) -> (PgEventStore, TestDatabase) {
+    let db = TestDatabase::create(connections).await;
+    let store = PgEventStore::new(db.pool.clone()).with_poll_interval(Duration::from_millis(100));
+    store.migrate().await.expect("migrate");
+    (store, db)
+}
+
+fn events(n: usize) -> Vec<NewEvent> {
+    (0..n)
+        .map(|i| NewEvent::from_domain(&TestEvent::Added { amount: i as u64 }).expect("encode"))
+        .collect()
+}
+
+fn stream(name: String) -> StreamId {
+    StreamId::new(name).expect("stream id")
+}
+
+fn scale() -> usize {
+    std::env::var("ES_STRESS_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Follows the log from the start with a checkpoint, as a projection would, until `stop`
+/// says how many events to expect and it has seen them; returns the ids in the order seen.
+fn follower(
+    store: PgEventStore,
+    mut stop: watch::Receiver<Option<usize>>,
+) -> tokio::task::JoinHandle<Vec<Uuid>> {
+    tokio::spawn(async move {
+        let mut checkpoint = Position::START;
+        let mut seen = Vec::new();
+        let mut deadline = None;
+        loop {
+            let page = store
+                .read_all(checkpoint, 50, &EventFilter::all())
+                .await
+                .expect("read_all");
+            for event in &page.events {
+                assert!(event.position > checkpoint, "went backwards");
+                seen.push(event.event_id);
+            }
+            checkpoint = page.scanned_to;
+            if let Some(total) = *stop.borrow() {
+                if seen.len() >= total {
+                    return seen;
+                }
+                let deadline = *deadline.get_or_insert(Instant::now() + Duration::from_secs(30));
+                assert!(
+                    Instant::now() < deadline,
+                    "follower saw {} of {total}",
+                    seen.len()
+                );
+            }
+            if page.events.is_empty() {
+                tokio::select! {
+                    _ = store.wait_for_events(checkpoint, Duration::from_millis(200)) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    })
+}
+
+/// 32 writers append with random delays inside their transactions (some roll back) while two
+/// followers read with checkpoints: each follower sees every committed event exactly once,
+/// none of the rolled-back ones, and both see one order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_reader_skips_or_duplicates_under_concurrent_writers() {
+    const WRITERS: usize = 32;
+    let appends_each = 15 * scale();
+    let (store, db) = store(WRITERS as u32 + 8).await;
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let followers = [
+        follower(store.clone(), stop_rx.clone()),
+        follower(store.clone(), stop_rx),
+    ];
+
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        let pool = db.pool.clone();
+        writers.push(tokio::spawn(async move {
+            let mut committed = Vec::new();
+            let mut rolled_back = Vec::new();
+            for i in 0..appends_each {
+                let batch = events(1 + fastrand::usize(0..3));
+                let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
+                let mut tx = pool.begin().await.expect("begin");
+                tokio::time::sleep(Duration::from_micros(fastrand::u64(0..3_000))).await;
+                store
+                    .append_in_transaction(
+                        &mut tx,
+                        &stream(format!("writer-{w}")),
+                        ExpectedVersion::Any,
+                        batch,
+                        &Metadata::default(),
+                    )
+                    .await
+                    .expect("append");
+                tokio::time::sleep(Duration::from_micros(fastrand::u64(0..3_000))).await;
+                if i % 10 == 7 {
+                    tx.rollback().await.expect("rollback");
+                    rolled_back.extend(ids);
+                } else {
+                    tx.commit().await.expect("commit");
+                    committed.extend(ids);
+                }
+            }
+            (committed, rolled_back)
+        }));
+    }
+    let mut committed = HashSet::new();
+    let mut rolled_back = HashSet::new();
+    for writer in writers {
+        let (c, r) = writer.await.expect("writer");
+        committed.extend(c);
+        rolled_back.extend(r);
+    }
+    stop_tx.send_replace(Some(committed.len()));
+
+    let [a, b] = followers;
+    let a = a.await.expect("follower a");
+    let b = b.await.expect("follower b");
+    for seen in [&a, &b] {
+        assert_eq!(seen.len(), committed.len(), "exactly the committed events");
+        let unique: HashSet<Uuid> = seen.iter().copied().collect();
+        assert_eq!(unique.len(), seen.len(), "no event seen twice");
+        assert_eq!(unique, committed, "no committed event skipped");
+        assert!(
+            unique.is_disjoint(&rolled_back),
+            "no rolled-back event seen"
+        );
+    }
+    assert_eq!(a, b, "both followers saw one order");
+    db.drop_database().await;
+}
+
+/// A transaction that takes its position early and commits seconds later is not skipped,
+/// and holds readers back no longer than it stays open; while it is open, the store names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_commit_is_not_skipped_and_stalls_readers_only_while_open() {
+    let (store, db) = store(10).await;
+    let mut slow = db.pool.begin().await.expect("begin");
+    let slow_ids: Vec<Uuid> = {
+        let batch = events(1);
+        let ids = batch.iter().map(|e| e.event_id).collect();
+        store
+            .append_in_transaction(
+                &mut slow,
+                &stream("slow-1".into()),
+                ExpectedVersion::NoStream,
+                batch,
+                &Metadata::default(),
+            )
+            .await
+            .expect("slow append");
+        ids
+    };
+    let fast = store
+        .append(
+            &stream("fast-1".into()),
+            ExpectedVersion::NoStream,
+            events(3),
+            &Metadata::default(),
+        )
+        .await
+        .expect("fast append");
+    assert!(
+        fast.positions[0].sequence > 1,
+        "the slow writer took the earlier sequence"
+    );
+
+    // While the slow transaction is open, the fast events are held back, not skipped past.
+    let page = store
+        .read_all(Position::START, 100, &EventFilter::all())
+        .await
+        .expect("read");
+    assert!(
+        page.events.is_empty(),
+        "nothing is readable behind an open transaction"
+    );
+    let blockers = store.horizon_blockers().await.expect("blockers");
+    assert!(
+        blockers
+            .iter()
+            .any(|b| b.database.as_deref() == Some(db.name.as_str())),
+        "the open transaction is reported: {blockers:?}"
+    );
+
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut checkpoint = Position::START;
+            let mut seen = Vec::new();
+            while seen.len() < 4 {
+                let page = store
+                    .read_all(checkpoint, 100, &EventFilter::all())
+                    .await
+                    .expect("read");
+                seen.extend(page.events.iter().map(|e| e.event_id));
+                checkpoint = page.scanned_to;
+                if page.events.is_empty() {
+                    store
+                        .wait_for_events(checkpoint, Duration::from_secs(5))
+                        .await
+                        .expect("wait");
+                }
+            }
+            (seen, Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    slow.commit().await.expect("commit");
+    let committed_at = Instant::now();
+    let (seen, finished_at) = reader.await.expect("reader");
+    assert_eq!(
+        seen[0], slow_ids[0],
+        "the slow event comes first: its transaction is older"
+    );
+    assert_eq!(seen.len(), 4);
+    let stalled_after_commit = finished_at.saturating_duration_since(committed_at);
+    assert!(
+        stalled_after_commit < Duration::from_millis(1_000),
+        "readers caught up {stalled_after_commit:?} after the slow commit"
+    );
+    db.drop_database().await;
+}
+
+/// A rolled-back transaction leaves nothing behind and releases readers when it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollback_is_never_seen_and_releases_readers() {
+    let (store, db) = store(10).await;
+    let mut doomed = db.pool.begin().await.expect("begin");
+    store
+        .append_in_transaction(
+            &mut doomed,
+            &stream("doomed-1".into()),
+            ExpectedVersion::NoStream,
+            events(2),
+            &Metadata::default(),
+        )
+        .await
+        .expect("append");
+    let kept = store
+        .append(
+            &stream("kept-1".into()),
+            ExpectedVersion::NoStream,
+            events(2),
+            &Metadata::default(),
+        )
+        .await
+        .expect("append");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    doomed.rollback().await.expect("rollback");
+
+    let started = Instant::now();
+    let mut checkpoint = Position::START;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "reader stalled after the rollback"
+        );
+        let page = store
+            .read_all(checkpoint, 100, &EventFilter::all())
+            .await
+            .expect("read");
+        seen.extend(
+            page.events
+                .iter()
+                .map(|e| (e.stream_id.to_string(), e.position)),
+        );
+        checkpoint = page.scanned_to;
+        if page.events.is_empty() {
+            store
+                .wait_for_events(checkpoint, Duration::from_millis(500))
+                .await
+                .expect("wait");
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("kept-1".to_owned(), kept.positions[0]),
+            ("kept-1".to_owned(), kept.positions[1])
+        ]
+    );
+    assert_eq!(
+        store
+            .stream_version(&stream("doomed-1".into()))
+            .await
+            .expect("v"),
+        0
+    );
+    db.drop_database().await;
+}
+
+/// 8 writers race on one stream with `Exact` versions: every stored version is unique and
+/// contiguous, and every attempt that did not win got the typed conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn contention_on_one_stream_gives_contiguous_versions_and_typed_conflicts() {
+    const WRITERS: usize = 8;
+    const WINS_EACH: usize = 10;
+    let (store, db) = store(WRITERS as u32 + 2).await;
+    let s = stream("hot-1".into());
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for _ in 0..WRITERS {
+        let store = Arc::clone(&store);
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut wins, mut conflicts) = (Vec::new(), 0usize);
+            while wins.len() < WINS_EACH * 2 {
+                let version = store.stream_version(&s).await.expect("version");
+                let batch = events(2);
+                let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
+                match store
+                    .append(
+                        &s,
+                        ExpectedVersion::Exact(version),
+                        batch,
+                        &Metadata::default(),
+                    )
+                    .await
+                {
+                    Ok(r) => {
+                        assert_eq!(r.stream_version, version + 2);
+                        wins.extend(ids);
+                    }
+                    Err(Error::Conflict {
+                        stream,
+                        expected,
+                        actual,
+                    }) => {
+                        assert_eq!(stream, s);
+                        assert_eq!(expected, ExpectedVersion::Exact(version));
+                        assert!(actual > version);
+                        conflicts += 1;
+                    }
+                    Err(other) => panic!("a loser must get a conflict, got {other}"),
+                }
+            }
+            (wins, conflicts)
+        }));
+    }
+    let mut won: HashMap<Uuid, ()> = HashMap::new();
+    let mut conflicts = 0;
+    for task in tasks {
+        let (wins, c) = task.await.expect("writer");
+        won.extend(wins.into_iter().map(|id| (id, ())));
+        conflicts += c;
+    }
+    let stored = store.read_stream(&s, 1, 10_000).await.expect("read");
+    let versions: Vec<u64> = stored.iter().map(|e| e.stream_version).collect();
+    assert_eq!(
+        versions,
+        (1..=(WRITERS * WINS_EACH * 2) as u64).collect::<Vec<_>>()
+    );
+    assert!(
+        stored.iter().all(|e| won.contains_key(&e.event_id)),
+        "only winners' events are stored"
+    );
+    assert_eq!(stored.len(), won.len());
+    assert!(conflicts > 0, "the writers really raced");
+    db.drop_database().await;
+}
