@@ -21,11 +21,18 @@
 //! ## How appends work
 //!
 //! One append is one call of the `es_append` SQL function: one round trip, one transaction.
-//! It locks the stream's row in `es_streams` (writers of one stream queue, other streams run
-//! in parallel), checks the [`ExpectedVersion`](cqrs_core::ExpectedVersion), detects a retry
-//! of a batch already stored (same event ids), inserts all events with one multi-row
-//! statement and sends one `NOTIFY es_events` per transaction. The unique constraints on
-//! `event_id` and on `(stream_id, stream_version)` back the lock up.
+//! It takes a transaction-level advisory lock on the stream (writers of one stream queue,
+//! other streams run in parallel, and the lock writes nothing), reads the stream's version
+//! from the `(stream_id, stream_version)` index, checks the
+//! [`ExpectedVersion`](cqrs_core::ExpectedVersion) and inserts all events with one multi-row
+//! statement. The unique constraints on `event_id` and on `(stream_id, stream_version)` back
+//! the lock up. When a version check fails or an event id is already stored, the client looks
+//! the ids up: a batch stored before in full is a retry after a lost reply, and is reported as
+//! [`AppendResult::already_stored`](cqrs_core::AppendResult::already_stored).
+//!
+//! Readers are woken by `NOTIFY es_events`. A notifying commit takes a cluster-wide lock, so
+//! the store sends it after the append has committed, one per burst of appends, rather than
+//! from inside every append (see `notify`).
 //!
 //! ## The global order, and its trade-off
 //!

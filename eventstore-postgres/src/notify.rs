@@ -1,12 +1,20 @@
-//! Waking readers when events are appended: LISTEN on the channel every append notifies
-//! (one notification per transaction), with polling as the fallback.
+//! Waking readers when events are appended: NOTIFY after appends, LISTEN in every process
+//! that reads, and polling as the fallback.
+//!
+//! A transaction that sends NOTIFY takes a cluster-wide lock while it commits, which would
+//! make concurrent appends commit one at a time. So an append on its own transaction does not
+//! notify from inside it: once it has committed, the store wakes the readers of its own
+//! process at once and asks a publisher task to send one `NOTIFY`; appends that land while a
+//! `NOTIFY` is in flight share the next one (one notification per burst, at most one per
+//! append transaction). Appends inside a caller's transaction notify from within it, since
+//! only its commit can tell.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 /// The channel `es_append` notifies once per appending transaction.
@@ -25,6 +33,8 @@ pub(crate) struct Notifier {
     pool: PgPool,
     signal: watch::Sender<u64>,
     listener: OnceLock<JoinHandle<()>>,
+    publisher: OnceLock<JoinHandle<()>>,
+    pending: Arc<Notify>,
 }
 
 impl Notifier {
@@ -33,7 +43,18 @@ impl Notifier {
             pool,
             signal: watch::Sender::new(0),
             listener: OnceLock::new(),
+            publisher: OnceLock::new(),
+            pending: Arc::new(Notify::new()),
         }
+    }
+
+    /// Tells readers that an append has committed: this process's at once, other processes'
+    /// through the next `NOTIFY` the publisher sends.
+    pub(crate) fn announce(&self) {
+        self.signal.send_modify(|n| *n += 1);
+        self.publisher
+            .get_or_init(|| tokio::spawn(publish(self.pool.clone(), Arc::clone(&self.pending))));
+        self.pending.notify_one();
     }
 
     /// A receiver that changes whenever an append is notified (and after each reconnect).
@@ -47,7 +68,10 @@ impl Notifier {
 
 impl Drop for Notifier {
     fn drop(&mut self) {
-        if let Some(task) = self.listener.get() {
+        for task in [self.listener.get(), self.publisher.get()]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
     }
@@ -74,6 +98,26 @@ async fn listen(pool: PgPool, signal: watch::Sender<u64>) {
             }
         }
         tokio::time::sleep(RECONNECT_DELAY).await;
+    }
+}
+
+/// The shortest time between two `NOTIFY`s the publisher sends: a burst of appends within it
+/// costs one notification, and a reader in another process waits at most this much longer.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(2);
+
+/// Sends one `NOTIFY` per wake-up; announcements made while one is in flight (or within
+/// [`PUBLISH_INTERVAL`]) leave a single permit behind, so a burst costs one more `NOTIFY`.
+async fn publish(pool: PgPool, pending: Arc<Notify>) {
+    loop {
+        pending.notified().await;
+        tokio::time::sleep(PUBLISH_INTERVAL).await;
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(%error, "cannot NOTIFY; readers in other processes fall back to polling");
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use cqrs_core::{Error, Metadata, Position, RawEvent, RecordedEvent, Result, StreamId};
 use sqlx::postgres::PgRow;
+use sqlx::types::Json;
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -40,9 +41,13 @@ pub(crate) fn decode_event(row: &PgRow) -> Result<RecordedEvent> {
     let stream_id = StreamId::new(stream_id).map_err(|e| corrupt(e.to_string()))?;
     let stream_version: i64 = row.try_get("stream_version").map_err(from_sqlx)?;
     let schema_version: i32 = row.try_get("schema_version").map_err(from_sqlx)?;
-    let metadata: serde_json::Value = row.try_get("metadata").map_err(from_sqlx)?;
-    let metadata: Metadata =
-        serde_json::from_value(metadata).map_err(|e| corrupt(format!("bad metadata: {e}")))?;
+    let metadata: Metadata = match row.try_get::<Json<Metadata>, _>("metadata") {
+        Ok(Json(metadata)) => metadata,
+        Err(sqlx::Error::ColumnDecode { source, .. }) => {
+            return Err(corrupt(format!("bad metadata: {source}")))
+        }
+        Err(e) => return Err(from_sqlx(e)),
+    };
     let event_id: Uuid = row.try_get("event_id").map_err(from_sqlx)?;
     let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(from_sqlx)?;
 

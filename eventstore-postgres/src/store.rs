@@ -10,7 +10,7 @@ use cqrs_core::{
     AppendResult, Error, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position,
     ReadAllPage, RecordedEvent, Result, Snapshot, StreamId,
 };
-use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
@@ -89,7 +89,8 @@ impl PgEventStore {
     /// before the caller commits.
     ///
     /// While the transaction stays open it holds back every reader of the log (see the crate
-    /// docs): keep it short.
+    /// docs): keep it short. A batch whose ids are stored already aborts the transaction and
+    /// is refused with [`Error::DuplicateEventId`].
     pub async fn append_in_transaction(
         &self,
         transaction: &mut PgConnection,
@@ -99,7 +100,7 @@ impl PgEventStore {
         metadata: &Metadata,
     ) -> Result<AppendResult> {
         check_batch(&events)?;
-        self.append_with(&mut *transaction, stream, expected, &events, metadata)
+        self.append_with(&mut *transaction, stream, expected, &events, metadata, true)
             .await
     }
 
@@ -110,6 +111,7 @@ impl PgEventStore {
         expected: ExpectedVersion,
         events: &[NewEvent],
         metadata: &Metadata,
+        in_transaction: bool,
     ) -> Result<AppendResult>
     where
         X: sqlx::Executor<'c, Database = Postgres>,
@@ -137,9 +139,8 @@ impl PgEventStore {
             .collect::<Result<Vec<i32>>>()?;
 
         let row = sqlx::query(
-            "SELECT outcome, stream_version, transaction_id, positions, recorded_at, \
-                    stored_ids, stored_streams, stored_versions \
-             FROM es_append($1, $2, $3, $4, $5, $6, $7, $8)",
+            "SELECT outcome, stream_version, transaction_id, positions, recorded_at \
+             FROM es_append($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(stream.as_str())
         .bind(kind)
@@ -154,12 +155,17 @@ impl PgEventStore {
         .bind(schema_versions)
         .bind(events.iter().map(|e| &e.data.payload).collect::<Vec<_>>())
         .bind(metadata)
+        .bind(in_transaction)
         .fetch_one(executor)
         .await;
 
         let row = match row {
             Ok(row) => row,
-            Err(error) => return Err(self.explain_append_error(stream, expected, error).await),
+            Err(error) => {
+                return self
+                    .explain_append_error(stream, expected, events, in_transaction, error)
+                    .await
+            }
         };
         let outcome: &str = row.try_get("outcome").map_err(from_sqlx)?;
         let current: i64 = row.try_get("stream_version").map_err(from_sqlx)?;
@@ -178,70 +184,75 @@ impl PgEventStore {
                     already_stored: false,
                 })
             }
-            "conflict" => Err(Error::Conflict {
-                stream: stream.clone(),
-                expected,
-                actual: current,
-            }),
-            "stored" => self.earlier_append(stream, events, &row).await,
+            "conflict" => match self.earlier_append(stream, events).await? {
+                Some(earlier) => Ok(earlier),
+                None => Err(Error::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual: current,
+                }),
+            },
             other => Err(Error::Backend(
                 format!("es_append answered {other:?}").into(),
             )),
         }
     }
 
-    /// Some ids of the batch were stored before. If the whole batch sits in this stream as
-    /// one contiguous run, this is a retry: report the earlier write. Otherwise the ids clash.
+    /// Whether ids of this batch are stored already. If the whole batch sits in this stream
+    /// as one contiguous run, this append is a retry: the earlier write is reported. If only
+    /// some ids, or ids in another stream, are stored, the ids clash.
     async fn earlier_append(
         &self,
         stream: &StreamId,
         events: &[NewEvent],
-        row: &PgRow,
-    ) -> Result<AppendResult> {
-        let ids: Vec<Uuid> = row.try_get("stored_ids").map_err(from_sqlx)?;
-        let streams: Vec<String> = row.try_get("stored_streams").map_err(from_sqlx)?;
-        let versions: Vec<i64> = row.try_get("stored_versions").map_err(from_sqlx)?;
-        let wanted: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-        let same_batch = ids == wanted
-            && streams.iter().all(|s| s == stream.as_str())
-            && versions.windows(2).all(|w| w[1] == w[0] + 1);
+    ) -> Result<Option<AppendResult>> {
+        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, n) \
+             JOIN es_events e ON e.event_id = i.id ORDER BY i.n"
+        ))
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        let stored = rows.iter().map(decode_event).collect::<Result<Vec<_>>>()?;
+        let Some(first) = stored.first() else {
+            return Ok(None);
+        };
+        let same_batch = stored.len() == events.len()
+            && stored.iter().all(|e| &e.stream_id == stream)
+            && stored
+                .windows(2)
+                .all(|w| w[1].stream_version == w[0].stream_version + 1);
         if !same_batch {
-            let (event_id, stored_in) = ids
+            let clash = stored
                 .iter()
-                .zip(&streams)
-                .find(|(_, s)| *s != stream.as_str())
-                .or_else(|| ids.iter().zip(&streams).next())
-                .ok_or_else(|| Error::Backend("es_append reported stored ids but none".into()))?;
+                .find(|e| &e.stream_id != stream)
+                .unwrap_or(first);
             return Err(Error::DuplicateEventId {
-                event_id: *event_id,
-                stored_in: StreamId::new(stored_in.clone())?,
+                event_id: clash.event_id,
+                stored_in: clash.stream_id.clone(),
             });
         }
-        // Read the earlier events back for their positions (with their commit) and time.
-        let first = versions.first().copied().unwrap_or(1);
-        let stored = self
-            .read_stream(stream, first.max(1) as u64, events.len())
-            .await?;
-        let last = stored
-            .last()
-            .ok_or_else(|| Error::Backend("stored events vanished".into()))?;
-        Ok(AppendResult {
-            stream_version: last.stream_version,
+        Ok(Some(AppendResult {
+            stream_version: stored[stored.len() - 1].stream_version,
             positions: stored.iter().map(|e| e.position).collect(),
-            recorded_at: stored[0].recorded_at,
+            recorded_at: first.recorded_at,
             already_stored: true,
-        })
+        }))
     }
 
-    /// Turns a failed `es_append` into the error the caller should see. The unique
-    /// constraints are the last line of defence behind the stream lock.
+    /// Turns a failed `es_append` into what the caller should see. The unique constraints
+    /// are the last line of defence behind the stream lock.
     async fn explain_append_error(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
+        events: &[NewEvent],
+        in_transaction: bool,
         error: sqlx::Error,
-    ) -> Error {
-        match violated_constraint(&error) {
+    ) -> Result<AppendResult> {
+        Err(match violated_constraint(&error) {
             Some(STREAM_VERSION_UNIQUE) => match self.stream_version(stream).await {
                 Ok(actual) => Error::Conflict {
                     stream: stream.clone(),
@@ -250,12 +261,20 @@ impl PgEventStore {
                 },
                 Err(e) => e,
             },
-            Some(EVENT_ID_UNIQUE) => Error::Backend(
-                format!("an event id of this batch was stored concurrently elsewhere: {error}")
-                    .into(),
-            ),
+            Some(EVENT_ID_UNIQUE) => match self.earlier_append(stream, events).await {
+                // A retry of a stored batch. Outside a transaction of the caller's, report it
+                // as stored; inside one, the failed insert has aborted that transaction, so
+                // the caller must not be told to go on.
+                Ok(Some(earlier)) if !in_transaction => return Ok(earlier),
+                Ok(Some(_)) => Error::DuplicateEventId {
+                    event_id: events[0].event_id,
+                    stored_in: stream.clone(),
+                },
+                Ok(None) => from_sqlx(error),
+                Err(e) => e,
+            },
             _ => from_sqlx(error),
-        }
+        })
     }
 }
 
@@ -269,8 +288,13 @@ impl EventStore for PgEventStore {
         metadata: &Metadata,
     ) -> Result<AppendResult> {
         check_batch(&events)?;
-        self.append_with(&self.pool, stream, expected, &events, metadata)
-            .await
+        let appended = self
+            .append_with(&self.pool, stream, expected, &events, metadata, false)
+            .await?;
+        if !appended.already_stored {
+            self.notifier.announce();
+        }
+        Ok(appended)
     }
 
     async fn read_stream(
@@ -296,9 +320,9 @@ impl EventStore for PgEventStore {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         let version: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM es_streams WHERE stream_id = $1")
+            sqlx::query_scalar("SELECT max(stream_version) FROM es_events WHERE stream_id = $1")
                 .bind(stream.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_one(&self.pool)
                 .await
                 .map_err(from_sqlx)?;
         unsigned(version.unwrap_or(0), "stream version", Position::START)
@@ -313,24 +337,15 @@ impl EventStore for PgEventStore {
         let limit_i64 = page_limit(limit)?;
         let types = (!filter.event_types.is_empty()).then_some(&filter.event_types);
         let categories = (!filter.categories.is_empty()).then_some(&filter.categories);
-        // One statement, so the rows and the horizon come from the same snapshot: every
-        // transaction with an id below `horizon` has ended, and no later event can sort
-        // before (horizon, 0).
-        let rows = sqlx::query(&format!(
-            "WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) \
-             SELECT h.xmin::text::bigint AS horizon, e.* FROM h LEFT JOIN LATERAL ( \
-                 SELECT {EVENT_COLUMNS} FROM es_events e \
-                 WHERE (e.transaction_id, e.position) > ($1::text::xid8, $2) \
-                   AND e.transaction_id < h.xmin \
-                   AND ($4::text[] IS NULL OR e.event_type = ANY ($4)) \
-                   AND ($5::text[] IS NULL OR split_part(e.stream_id, '-', 1) = ANY ($5)) \
-                 ORDER BY e.transaction_id, e.position \
-                 LIMIT $3 \
-             ) e ON true"
-        ))
-        .bind(after.commit.to_string())
+        // One statement, so the rows and the horizon come from the same snapshot.
+        let rows = sqlx::query(
+            "SELECT horizon, commit, position, event_id, stream_id, stream_version, event_type, \
+                    schema_version, payload, metadata, recorded_at \
+             FROM es_read_all($1, $2, $3, $4, $5)",
+        )
+        .bind(signed(after.commit, "position")?)
         .bind(signed(after.sequence, "position")?)
-        .bind(limit_i64)
+        .bind(i32::try_from(limit_i64).unwrap_or(i32::MAX))
         .bind(types)
         .bind(categories)
         .fetch_all(&self.pool)
@@ -356,14 +371,10 @@ impl EventStore for PgEventStore {
     }
 
     async fn head(&self) -> Result<Position> {
-        let row = sqlx::query(
-            "SELECT e.transaction_id::text::bigint AS commit, e.position FROM es_events e \
-             WHERE e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-             ORDER BY e.transaction_id DESC, e.position DESC LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
+        let row = sqlx::query("SELECT commit, position FROM es_head()")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
         match row {
             None => Ok(Position::START),
             Some(row) => {

@@ -1,0 +1,453 @@
+//! The event store's throughput beside raw PostgreSQL doing the same work, in one run.
+//!
+//! Run with: cargo bench -p eventstore-postgres -- [--json] [--scale N] [--runs N]
+//!
+//! Every toolkit figure has a raw twin measured on the same database with the same row
+//! shape (a table with the same columns and unique indexes), and is printed with its ratio
+//! to that twin. With `--runs N` each figure is the median of N runs. `--json` prints one
+//! JSON object per line: `{"name":"append_16x1","events_per_sec":5210.4}`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cqrs_core::conformance::{Counter, TestEvent};
+use cqrs_core::{
+    EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, Repository,
+    SnapshotPolicy, StreamId,
+};
+use eventstore_postgres::testing::TestDatabase;
+use eventstore_postgres::PgEventStore;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+struct Options {
+    json: bool,
+    scale: usize,
+    runs: usize,
+}
+
+fn options() -> Options {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str, default: usize| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    Options {
+        json: args.iter().any(|a| a == "--json"),
+        scale: value("--scale", 1).max(1),
+        runs: value("--runs", 1).max(1),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Unit {
+    EventsPerSec,
+    Ms,
+}
+
+struct Figure {
+    name: &'static str,
+    value: f64,
+    unit: Unit,
+}
+
+const RAW_TABLE: &str = "CREATE TABLE raw_events (
+    position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id uuid NOT NULL UNIQUE,
+    stream_id text NOT NULL,
+    stream_version bigint NOT NULL,
+    event_type text NOT NULL,
+    schema_version integer NOT NULL,
+    payload jsonb NOT NULL,
+    metadata jsonb NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (stream_id, stream_version))";
+
+fn event() -> NewEvent {
+    NewEvent::from_domain(&TestEvent::Added {
+        amount: fastrand::u64(0..1_000_000),
+    })
+    .expect("encode")
+}
+
+fn stream(name: String) -> StreamId {
+    StreamId::new(name).expect("stream id")
+}
+
+fn rate(events: usize, elapsed: Duration) -> f64 {
+    events as f64 / elapsed.as_secs_f64()
+}
+
+async fn raw_insert(
+    pool: &PgPool,
+    stream: &str,
+    version: i64,
+    events: &[NewEvent],
+    metadata: &serde_json::Value,
+) {
+    sqlx::query(
+        "INSERT INTO raw_events (event_id, stream_id, stream_version, event_type, schema_version, payload, metadata) \
+         SELECT e.id, $2, $3 + e.n, e.t, e.v, e.p, $7 \
+         FROM unnest($1::uuid[], $4::text[], $5::int4[], $6::jsonb[]) WITH ORDINALITY AS e(id, t, v, p, n)",
+    )
+    .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+    .bind(stream)
+    .bind(version)
+    .bind(events.iter().map(|e| e.data.event_type.clone()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.data.schema_version as i32).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.data.payload.clone()).collect::<Vec<_>>())
+    .bind(metadata)
+    .execute(pool)
+    .await
+    .expect("raw insert");
+}
+
+async fn raw_insert_one(
+    pool: &PgPool,
+    stream: &str,
+    event: &NewEvent,
+    metadata: &serde_json::Value,
+) {
+    sqlx::query(
+        "INSERT INTO raw_events (event_id, stream_id, stream_version, event_type, schema_version, payload, metadata) \
+         VALUES ($1, $2, 1, $3, $4, $5, $6)",
+    )
+    .bind(event.event_id)
+    .bind(stream)
+    .bind(&event.data.event_type)
+    .bind(event.data.schema_version as i32)
+    .bind(&event.data.payload)
+    .bind(metadata)
+    .execute(pool)
+    .await
+    .expect("raw insert");
+}
+
+/// `writers` tasks each append `per_writer` single events to streams of their own.
+async fn append_singles(store: &PgEventStore, writers: usize, per_writer: usize) -> f64 {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let run = Uuid::new_v4().simple().to_string();
+                for i in 0..per_writer {
+                    store
+                        .append(
+                            &stream(format!("single-{run}{w}x{i}")),
+                            ExpectedVersion::NoStream,
+                            vec![event()],
+                            &Metadata::default(),
+                        )
+                        .await
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    rate(writers * per_writer, started.elapsed())
+}
+
+async fn raw_singles(pool: &PgPool, writers: usize, per_writer: usize) -> f64 {
+    let metadata = serde_json::to_value(Metadata::default()).expect("metadata");
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let pool = pool.clone();
+            let metadata = metadata.clone();
+            tokio::spawn(async move {
+                let run = Uuid::new_v4().simple().to_string();
+                for i in 0..per_writer {
+                    raw_insert_one(&pool, &format!("single-{run}{w}x{i}"), &event(), &metadata)
+                        .await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    rate(writers * per_writer, started.elapsed())
+}
+
+async fn append_batches(store: &PgEventStore, batches: usize, size: usize) -> f64 {
+    let prepared: Vec<Vec<NewEvent>> = (0..batches)
+        .map(|_| (0..size).map(|_| event()).collect())
+        .collect();
+    let run = Uuid::new_v4().simple().to_string();
+    let started = Instant::now();
+    for (b, batch) in prepared.into_iter().enumerate() {
+        store
+            .append(
+                &stream(format!("batch-{run}x{b}")),
+                ExpectedVersion::NoStream,
+                batch,
+                &Metadata::default(),
+            )
+            .await
+            .expect("append batch");
+    }
+    rate(batches * size, started.elapsed())
+}
+
+async fn raw_batches(pool: &PgPool, batches: usize, size: usize) -> f64 {
+    let prepared: Vec<Vec<NewEvent>> = (0..batches)
+        .map(|_| (0..size).map(|_| event()).collect())
+        .collect();
+    let metadata = serde_json::to_value(Metadata::default()).expect("metadata");
+    let run = Uuid::new_v4().simple().to_string();
+    let started = Instant::now();
+    for (b, batch) in prepared.iter().enumerate() {
+        raw_insert(pool, &format!("batch-{run}x{b}"), 0, batch, &metadata).await;
+    }
+    rate(batches * size, started.elapsed())
+}
+
+async fn read_all(store: &PgEventStore) -> f64 {
+    let started = Instant::now();
+    let mut after = Position::START;
+    let mut count = 0;
+    loop {
+        let page = store
+            .read_all(after, 1_000, &EventFilter::all())
+            .await
+            .expect("read_all");
+        if page.events.is_empty() {
+            break;
+        }
+        count += page.events.len();
+        after = page.scanned_to;
+    }
+    rate(count, started.elapsed())
+}
+
+/// The same paged scan by hand: keyset on the position, rows decoded into owned values.
+async fn raw_scan(pool: &PgPool) -> f64 {
+    let started = Instant::now();
+    let mut after = 0i64;
+    let mut count = 0;
+    loop {
+        let rows = sqlx::query(
+            "SELECT position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata, recorded_at \
+             FROM raw_events WHERE position > $1 ORDER BY position LIMIT 1000",
+        )
+        .bind(after)
+        .fetch_all(pool)
+        .await
+        .expect("scan");
+        if rows.is_empty() {
+            break;
+        }
+        for row in &rows {
+            let _: Uuid = row.get("event_id");
+            let _: String = row.get("stream_id");
+            let _: i64 = row.get("stream_version");
+            let _: String = row.get("event_type");
+            let _: i32 = row.get("schema_version");
+            let _: serde_json::Value = row.get("payload");
+            let _: serde_json::Value = row.get("metadata");
+            let _: chrono::DateTime<chrono::Utc> = row.get("recorded_at");
+            after = row.get("position");
+        }
+        count += rows.len();
+    }
+    rate(count, started.elapsed())
+}
+
+/// Median milliseconds to load (read, decode, fold) a 1,000-event aggregate.
+async fn load_1000(store: Arc<dyn EventStore>, snapshots: SnapshotPolicy) -> f64 {
+    let repository = Repository::<Counter>::new(Arc::clone(&store), ()).with_snapshots(snapshots);
+    let id = Uuid::new_v4().simple().to_string();
+    let stream = Repository::<Counter>::stream_id(&id).expect("id");
+    let mut version = 0;
+    for _ in 0..10 {
+        let batch: Vec<NewEvent> = (0..100).map(|_| event()).collect();
+        store
+            .append(
+                &stream,
+                ExpectedVersion::Exact(version),
+                batch,
+                &Metadata::default(),
+            )
+            .await
+            .expect("append");
+        version += 100;
+    }
+    if let SnapshotPolicy::EveryNEvents(_) = snapshots {
+        // The snapshot the repository would have taken at version 1,000.
+        let state = Repository::<Counter>::new(Arc::clone(&store), ())
+            .load(&id)
+            .await
+            .expect("load")
+            .state;
+        store
+            .save_snapshot(&cqrs_core::Snapshot {
+                stream_id: stream.clone(),
+                version,
+                schema_version: 1,
+                state: serde_json::to_value(state).expect("state"),
+                taken_at: chrono::Utc::now(),
+            })
+            .await
+            .expect("snapshot");
+    }
+    let mut times = Vec::new();
+    for _ in 0..15 {
+        let started = Instant::now();
+        let loaded = repository.load(&id).await.expect("load");
+        times.push(started.elapsed().as_secs_f64() * 1_000.0);
+        assert_eq!(loaded.state.applied, 1_000);
+    }
+    median(times)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+async fn run_once(store: &PgEventStore, pool: &PgPool, scale: usize) -> Vec<Figure> {
+    let mut figures = Vec::new();
+    let mut push = |name, value, unit| figures.push(Figure { name, value, unit });
+    use Unit::*;
+    // Each pair runs raw first, then the toolkit, on the same database.
+    push(
+        "raw_1x1",
+        raw_singles(pool, 1, 500 * scale).await,
+        EventsPerSec,
+    );
+    push(
+        "append_1x1",
+        append_singles(store, 1, 500 * scale).await,
+        EventsPerSec,
+    );
+    push(
+        "raw_16x1",
+        raw_singles(pool, 16, 150 * scale).await,
+        EventsPerSec,
+    );
+    push(
+        "append_16x1",
+        append_singles(store, 16, 150 * scale).await,
+        EventsPerSec,
+    );
+    push(
+        "raw_batch",
+        raw_batches(pool, 20 * scale, 1_000).await,
+        EventsPerSec,
+    );
+    push(
+        "append_batch",
+        append_batches(store, 20 * scale, 1_000).await,
+        EventsPerSec,
+    );
+    push("raw_scan", raw_scan(pool).await, EventsPerSec);
+    push("read_all", read_all(store).await, EventsPerSec);
+    let dyn_store: Arc<dyn EventStore> = Arc::new(store.clone());
+    push(
+        "load_1000",
+        load_1000(Arc::clone(&dyn_store), SnapshotPolicy::Never).await,
+        Ms,
+    );
+    push(
+        "load_1000_snapshot",
+        load_1000(dyn_store, SnapshotPolicy::EveryNEvents(100)).await,
+        Ms,
+    );
+    figures
+}
+
+/// Each toolkit figure and the twin it is compared with.
+const PAIRS: &[(&str, &str)] = &[
+    ("append_1x1", "raw_1x1"),
+    ("append_16x1", "raw_16x1"),
+    ("append_batch", "raw_batch"),
+    ("read_all", "raw_scan"),
+    ("load_1000_snapshot", "load_1000"),
+];
+
+#[tokio::main]
+async fn main() {
+    let options = options();
+    let db = TestDatabase::create(20).await;
+    let store = PgEventStore::new(db.pool.clone());
+    store.migrate().await.expect("migrate");
+    sqlx::query(RAW_TABLE)
+        .execute(&db.pool)
+        .await
+        .expect("raw table");
+
+    // Warm up connections and plans.
+    let _ = append_singles(&store, 4, 20).await;
+    let _ = raw_singles(&db.pool, 4, 20).await;
+
+    let mut runs = Vec::new();
+    for _ in 0..options.runs {
+        runs.push(run_once(&store, &db.pool, options.scale).await);
+    }
+    let figures: Vec<Figure> = runs[0]
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Figure {
+            name: f.name,
+            value: median(runs.iter().map(|r| r[i].value).collect()),
+            unit: f.unit,
+        })
+        .collect();
+    let value = |name: &str| {
+        figures
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.value)
+            .unwrap_or(f64::NAN)
+    };
+
+    if options.json {
+        for f in &figures {
+            let key = match f.unit {
+                Unit::EventsPerSec => "events_per_sec",
+                Unit::Ms => "ms",
+            };
+            println!("{{\"name\":\"{}\",\"{key}\":{:.1}}}", f.name, f.value);
+        }
+        for (ours, raw) in PAIRS {
+            println!(
+                "{{\"name\":\"{ours}_vs_{raw}\",\"ratio\":{:.3}}}",
+                value(ours) / value(raw)
+            );
+        }
+    } else {
+        println!(
+            "{:<20} {:>14} {:<10} {:<12} {:>7}",
+            "figure", "value", "unit", "vs", "ratio"
+        );
+        for f in &figures {
+            let unit = match f.unit {
+                Unit::EventsPerSec => "events/s",
+                Unit::Ms => "ms",
+            };
+            match PAIRS.iter().find(|(ours, _)| *ours == f.name) {
+                Some((_, raw)) => println!(
+                    "{:<20} {:>14.1} {:<10} {:<12} {:>7.3}",
+                    f.name,
+                    f.value,
+                    unit,
+                    raw,
+                    f.value / value(raw)
+                ),
+                None => println!("{:<20} {:>14.1} {:<10}", f.name, f.value, unit),
+            }
+        }
+        println!(
+            "(median of {} run(s), scale {})",
+            options.runs, options.scale
+        );
+    }
+    db.drop_database().await;
+}

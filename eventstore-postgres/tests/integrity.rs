@@ -1,0 +1,155 @@
+//! Append-only, idempotent retries, bad rows and lost connections (ARCHITECTURE.md
+//! invariants 1, 4, 9 and 10) on a real PostgreSQL.
+
+use std::time::Duration;
+
+use cqrs_core::conformance::TestEvent;
+use cqrs_core::{
+    Error, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, StreamId,
+};
+use eventstore_postgres::testing::TestDatabase;
+use eventstore_postgres::PgEventStore;
+
+async fn store() -> (PgEventStore, TestDatabase) {
+    let db = TestDatabase::create(10).await;
+    let store = PgEventStore::new(db.pool.clone());
+    store.migrate().await.expect("migrate");
+    (store, db)
+}
+
+fn events(n: u64) -> Vec<NewEvent> {
+    (0..n)
+        .map(|amount| NewEvent::from_domain(&TestEvent::Added { amount }).expect("encode"))
+        .collect()
+}
+
+fn stream(name: &str) -> StreamId {
+    StreamId::new(name).expect("stream id")
+}
+
+/// A retry that races its original (the reply was slow, not lost) stores the batch once;
+/// both callers are told it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_racing_its_original_stores_once() {
+    let (store, db) = store().await;
+    for round in 0..20 {
+        let s = stream(&format!("race-{round}"));
+        let batch = events(3);
+        let expected = if round % 2 == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Any
+        };
+        let meta = Metadata::default();
+        let (a, b) = tokio::join!(
+            store.append(&s, expected, batch.clone(), &meta),
+            store.append(&s, expected, batch.clone(), &meta),
+        );
+        let (a, b) = (a.expect("first"), b.expect("second"));
+        assert_eq!(a.positions, b.positions, "both describe the same write");
+        assert!(
+            a.already_stored != b.already_stored,
+            "exactly one of them stored it"
+        );
+        assert_eq!(store.stream_version(&s).await.expect("version"), 3);
+    }
+    db.drop_database().await;
+}
+
+/// The database itself refuses to update or delete an event.
+#[tokio::test]
+async fn events_cannot_be_updated_or_deleted() {
+    let (store, db) = store().await;
+    store
+        .append(
+            &stream("fixed-1"),
+            ExpectedVersion::NoStream,
+            events(1),
+            &Metadata::default(),
+        )
+        .await
+        .expect("append");
+    let update = sqlx::query("UPDATE es_events SET event_type = 'Changed'")
+        .execute(&db.pool)
+        .await;
+    assert!(update.is_err(), "an update must fail");
+    let delete = sqlx::query("DELETE FROM es_events").execute(&db.pool).await;
+    assert!(delete.is_err(), "a delete must fail");
+    let stored = store
+        .read_stream(&stream("fixed-1"), 1, 10)
+        .await
+        .expect("read");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].event.event_type, "Added");
+    db.drop_database().await;
+}
+
+/// A row the toolkit did not write (bad metadata) is an error naming its position, never a
+/// panic or a silent skip.
+#[tokio::test]
+async fn a_bad_row_is_an_error_with_its_position() {
+    let (store, db) = store().await;
+    sqlx::query(
+        "INSERT INTO es_events (event_id, stream_id, stream_version, event_type, schema_version, payload, metadata) \
+         VALUES (gen_random_uuid(), 'odd-1', 1, 'Added', 1, '{}', '\"not an object\"')",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("insert a bad row by hand");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let error = loop {
+        match store
+            .read_all(Position::START, 10, &EventFilter::all())
+            .await
+        {
+            Err(error) => break error,
+            Ok(page) if page.events.is_empty() && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Ok(page) => panic!("the bad row was read as {:?}", page.events),
+        }
+    };
+    match &error {
+        Error::Corrupt { position, reason } => {
+            assert!(position.sequence >= 1);
+            assert!(reason.contains("metadata"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+    assert!(store.read_stream(&stream("odd-1"), 1, 10).await.is_err());
+    db.drop_database().await;
+}
+
+/// A lost connection surfaces as a retryable error, and nothing half-written remains.
+#[tokio::test]
+async fn a_lost_connection_is_retryable() {
+    let (store, db) = store().await;
+    store.pool().close().await;
+    let error = store
+        .append(
+            &stream("gone-1"),
+            ExpectedVersion::Any,
+            events(1),
+            &Metadata::default(),
+        )
+        .await
+        .expect_err("the pool is closed");
+    assert!(error.is_retryable(), "{error}");
+    assert!(matches!(error, Error::Unavailable(_)));
+    let reopened = PgEventStore::new(
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&db.url)
+            .await
+            .expect("reconnect"),
+    );
+    assert_eq!(
+        reopened
+            .stream_version(&stream("gone-1"))
+            .await
+            .expect("version"),
+        0
+    );
+    reopened.pool().close().await;
+    db.drop_database().await;
+}
