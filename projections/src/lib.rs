@@ -1,5 +1,89 @@
 //! # projections
 //!
-//! The read side: the `Projection` trait and the checkpointed runner that turns the global
-//! log into read models exactly once, the lease that keeps one active worker per projection,
-//! the error policy, status and lag, and rebuild by replay.
+//! The read side: [`Projection`]s turn the global log into read models, exactly once.
+//!
+//! - A [`ProjectionRunner`] follows the log from the projection's checkpoint in batches and
+//!   commits each batch's read-model writes and its checkpoint in **one transaction**, by
+//!   compare-and-set on the position the batch started from. Killed at any instant, it
+//!   resumes with nothing lost and nothing applied twice.
+//! - A **lease** keeps one active worker per projection across processes (a PostgreSQL
+//!   advisory lock held by a session of its own); standbys take over when it dies.
+//! - An **error policy** decides what happens to an event the projection cannot handle:
+//!   stop, marked failed with the event's position, or dead-letter it and go on.
+//! - [`status`] reports checkpoint, head, lag and state; [`ProjectionRunner::rebuild`]
+//!   replays the log into a fresh generation while the old one serves, then switches.
+//!
+//! The same projection code runs on PostgreSQL ([`PgTarget`]) and in memory
+//! ([`MemoryTarget`], the demo's embedded default): read models are JSON documents written
+//! through [`Documents`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use async_trait::async_trait;
+//! use cqrs_core::{EventStore, ExpectedVersion, InMemoryEventStore, Metadata, NewEvent, RecordedEvent, StreamId};
+//! use cqrs_core::conformance::TestEvent;
+//! use projections::{ApplyError, Documents, DocumentsExt, MemoryTarget, Projection, ProjectionRunner, Target};
+//!
+//! struct Totals;
+//!
+//! #[async_trait]
+//! impl Projection for Totals {
+//!     fn name(&self) -> &str { "totals" }
+//!     async fn apply(&self, docs: &mut dyn Documents, event: &RecordedEvent) -> Result<(), ApplyError> {
+//!         let amount = event.event.payload["amount"].as_u64().ok_or_else(|| ApplyError::poison("no amount"))?;
+//!         let total: u64 = docs.load("totals", event.stream_id.as_str()).await?.unwrap_or(0);
+//!         docs.save("totals", event.stream_id.as_str(), &(total + amount)).await?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = Arc::new(InMemoryEventStore::new());
+//! let stream = StreamId::new("counter-1").unwrap();
+//! for amount in [2, 3] {
+//!     let event = NewEvent::from_domain(&TestEvent::Added { amount }).unwrap();
+//!     store.append(&stream, ExpectedVersion::Any, vec![event], &Metadata::default()).await.unwrap();
+//! }
+//! let target = MemoryTarget::new();
+//! let runner = ProjectionRunner::new(store, target.clone(), Arc::new(Totals));
+//! runner.run_until_caught_up().await.unwrap();
+//! assert_eq!(target.get("totals", "totals", "counter-1").await.unwrap(), Some(serde_json::json!(5)));
+//! # });
+//! ```
+//!
+//! ## Layout
+//!
+//! | module | holds |
+//! | --- | --- |
+//! | [`projection`] | [`Projection`], [`ApplyError`] |
+//! | [`documents`] | [`Documents`]: what a projection writes through |
+//! | [`runner`] | [`ProjectionRunner`], [`RunnerOptions`] |
+//! | [`policy`] | [`ErrorPolicy`] |
+//! | [`rebuild`] | rebuild by replay, [`RebuildProgress`] |
+//! | [`status`] | [`status()`], [`ProjectionStatus`] |
+//! | [`target`] | [`Target`]: read models, checkpoints, leases |
+//! | [`postgres`] | [`PgTarget`] and its lease |
+//! | [`memory`] | [`MemoryTarget`] |
+//! | [`error`] | [`Error`] |
+
+pub mod documents;
+pub mod error;
+pub mod memory;
+pub mod policy;
+pub mod postgres;
+pub mod projection;
+pub mod rebuild;
+pub mod runner;
+pub mod status;
+pub mod target;
+
+pub use documents::{Documents, DocumentsExt};
+pub use error::{Error, Result};
+pub use memory::MemoryTarget;
+pub use policy::ErrorPolicy;
+pub use postgres::PgTarget;
+pub use projection::{ApplyError, Projection};
+pub use rebuild::{RebuildProgress, RebuildReport};
+pub use runner::{ProjectionRunner, RunnerOptions};
+pub use status::{clear_failure, status, ProjectionState, ProjectionStatus};
+pub use target::{Checkpoint, Failure, StoredState, Target};
