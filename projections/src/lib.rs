@@ -64,6 +64,7 @@
 //! | [`target`] | [`Target`]: read models, checkpoints, leases |
 //! | [`postgres`] | [`PgTarget`] and its lease |
 //! | [`memory`] | [`MemoryTarget`] |
+//! | [`testing`] | scenarios every target passes; the `Tallies` test projection |
 //! | [`error`] | [`Error`] |
 
 pub mod documents;
@@ -76,6 +77,7 @@ pub mod rebuild;
 pub mod runner;
 pub mod status;
 pub mod target;
+pub mod testing;
 
 pub use documents::{Documents, DocumentsExt};
 pub use error::{Error, Result};

@@ -1,6 +1,6 @@
 //! The projection scenarios on the in-memory store and target (the embedded default).
 
-mod common;
+use projections::testing as common;
 
 use std::sync::Arc;
 

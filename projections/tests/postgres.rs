@@ -1,7 +1,7 @@
 //! The projection scenarios on PostgreSQL: `PgEventStore` and `PgTarget` in one fresh
 //! database per test.
 
-mod common;
+use projections::testing as common;
 
 use std::sync::Arc;
 

@@ -1,32 +1,35 @@
-//! Scenarios every projection target must pass, written once and run on the in-memory target
-//! and on PostgreSQL.
-
-#![allow(dead_code)]
+//! Scenarios every projection target must pass, written once and run on the in-memory
+//! target and on PostgreSQL (`tests/memory.rs`, `tests/postgres.rs`), and the `Tallies`
+//! projection the fault tests of the workspace run in worker processes. Each scenario
+//! panics with a message on failure, like any test assertion.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::{
+    status, ApplyError, Documents, DocumentsExt, Error, ErrorPolicy, Projection, ProjectionRunner,
+    ProjectionState, RunnerOptions, Target,
+};
 use async_trait::async_trait;
 use cqrs_core::conformance::TestEvent;
 use cqrs_core::{
     EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId,
-};
-use projections::{
-    status, ApplyError, Documents, DocumentsExt, Error, ErrorPolicy, Projection, ProjectionRunner,
-    ProjectionState, RunnerOptions, Target,
 };
 use serde::{Deserialize, Serialize};
 
 /// Per stream: how many events and the sum of their amounts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
+    /// Events applied.
     pub count: u64,
+    /// Sum of their amounts (times the projection version).
     pub total: u64,
 }
 
 /// Tallies `Added` events per stream; a `Noted { text: "poison" }` event cannot be handled.
 /// Version 2 counts each amount twice (a changed projection that needs a rebuild).
 pub struct Tallies {
+    /// The projection version.
     pub version: u32,
 }
 
@@ -66,14 +69,17 @@ impl Projection for Tallies {
     }
 }
 
+/// An `Added` event.
 pub fn added(amount: u64) -> NewEvent {
     NewEvent::from_domain(&TestEvent::Added { amount }).expect("encode")
 }
 
+/// A `Noted` event (`"poison"` cannot be handled).
 pub fn noted(text: &str) -> NewEvent {
     NewEvent::from_domain(&TestEvent::Noted { text: text.into() }).expect("encode")
 }
 
+/// Appends `events` to `stream` with no version check.
 pub async fn append(store: &dyn EventStore, stream: &str, events: Vec<NewEvent>) {
     store
         .append(
@@ -105,6 +111,7 @@ pub async fn seed(store: &dyn EventStore, streams: usize, per_stream: u64) -> Ve
     expected
 }
 
+/// The tallies read model, by stream.
 pub async fn tallies<T: Target>(target: &T) -> Vec<(String, Tally)> {
     target
         .list("tallies", "tallies")
@@ -115,7 +122,8 @@ pub async fn tallies<T: Target>(target: &T) -> Vec<(String, Tally)> {
         .collect()
 }
 
-fn options(policy: ErrorPolicy) -> RunnerOptions {
+/// Small batches and short waits, for tests.
+pub fn options(policy: ErrorPolicy) -> RunnerOptions {
     RunnerOptions {
         batch_size: 37,
         idle_wait: Duration::from_millis(100),
@@ -125,6 +133,7 @@ fn options(policy: ErrorPolicy) -> RunnerOptions {
     }
 }
 
+/// A runner of `Tallies` with small batches and short waits.
 pub fn runner<T: Target>(
     store: Arc<dyn EventStore>,
     target: T,
@@ -388,7 +397,7 @@ pub async fn a_stale_worker_cannot_overwrite_progress<T: Target + Clone>(
     let result = target
         .commit(
             stale,
-            projections::target::Role::Live,
+            crate::target::Role::Live,
             cqrs_core::Position::START,
             head,
             None,
