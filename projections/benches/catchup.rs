@@ -12,10 +12,15 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cqrs_core::conformance::TestEvent;
-use cqrs_core::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId};
+use cqrs_core::{
+    EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId,
+};
 use eventstore_postgres::testing::TestDatabase;
 use eventstore_postgres::PgEventStore;
-use projections::{ApplyError, Documents, DocumentsExt, PgTarget, Projection, ProjectionRunner, RunnerOptions, Target};
+use projections::{
+    ApplyError, Documents, DocumentsExt, PgTarget, Projection, ProjectionRunner, RunnerOptions,
+    Target,
+};
 use sqlx::Row;
 
 const STREAMS: usize = 1_000;
@@ -57,7 +62,11 @@ impl Projection for Counter {
         EventFilter::all().categories(["bench"])
     }
 
-    async fn apply(&self, docs: &mut dyn Documents, event: &RecordedEvent) -> Result<(), ApplyError> {
+    async fn apply(
+        &self,
+        docs: &mut dyn Documents,
+        event: &RecordedEvent,
+    ) -> Result<(), ApplyError> {
         let key = event.stream_id.as_str();
         let count: u64 = docs.load("counts", key).await?.unwrap_or(0);
         docs.save("counts", key, &(count + 1)).await?;
@@ -77,10 +86,17 @@ async fn seed(store: &Arc<PgEventStore>, events: usize) {
             tokio::spawn(async move {
                 for i in (w..appends).step_by(WRITERS) {
                     let batch: Vec<NewEvent> = (0..PER_APPEND)
-                        .map(|a| NewEvent::from_domain(&TestEvent::Added { amount: a as u64 }).expect("encode"))
+                        .map(|a| {
+                            NewEvent::from_domain(&TestEvent::Added { amount: a as u64 })
+                                .expect("encode")
+                        })
                         .collect();
-                    let stream = StreamId::new(format!("bench-{}", (i * 7919) % STREAMS)).expect("id");
-                    store.append(&stream, ExpectedVersion::Any, batch, &Metadata::default()).await.expect("seed");
+                    let stream =
+                        StreamId::new(format!("bench-{}", (i * 7919) % STREAMS)).expect("id");
+                    store
+                        .append(&stream, ExpectedVersion::Any, batch, &Metadata::default())
+                        .await
+                        .expect("seed");
                 }
             })
         })
@@ -99,7 +115,10 @@ async fn catchup(runner: &ProjectionRunner<PgTarget>) -> f64 {
 /// The same work by hand: pages of 1,000 by the log order, one transaction per page, an
 /// upsert per event.
 async fn raw_catchup(pool: &sqlx::PgPool) -> f64 {
-    sqlx::query("DROP TABLE IF EXISTS raw_counts").execute(pool).await.expect("drop");
+    sqlx::query("DROP TABLE IF EXISTS raw_counts")
+        .execute(pool)
+        .await
+        .expect("drop");
     sqlx::query("CREATE TABLE raw_counts (key text PRIMARY KEY, n bigint NOT NULL)")
         .execute(pool)
         .await
@@ -144,10 +163,11 @@ async fn raw_catchup(pool: &sqlx::PgPool) -> f64 {
 /// Appends at 500/s for `seconds` while a live runner follows; returns (p50, p99) in ms from
 /// the append's return to the read model's checkpoint passing it.
 async fn latency(store: Arc<PgEventStore>, target: PgTarget, seconds: u64) -> (f64, f64) {
-    let runner = ProjectionRunner::new(store.clone(), target.clone(), Arc::new(Counter)).with_options(RunnerOptions {
-        idle_wait: Duration::from_millis(500),
-        ..RunnerOptions::default()
-    });
+    let runner = ProjectionRunner::new(store.clone(), target.clone(), Arc::new(Counter))
+        .with_options(RunnerOptions {
+            idle_wait: Duration::from_millis(500),
+            ..RunnerOptions::default()
+        });
     runner.run_until_caught_up().await.expect("caught up");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let live = tokio::spawn(async move {
@@ -170,7 +190,12 @@ async fn latency(store: Arc<PgEventStore>, target: PgTarget, seconds: u64) -> (f
                 let stream = StreamId::new(format!("bench-{}", i % STREAMS)).expect("id");
                 let event = NewEvent::from_domain(&TestEvent::Added { amount: 1 }).expect("encode");
                 let written = store
-                    .append(&stream, ExpectedVersion::Any, vec![event], &Metadata::default())
+                    .append(
+                        &stream,
+                        ExpectedVersion::Any,
+                        vec![event],
+                        &Metadata::default(),
+                    )
                     .await
                     .expect("append");
                 let _ = sent_tx.send((written.positions[0], Instant::now()));
@@ -187,7 +212,11 @@ async fn latency(store: Arc<PgEventStore>, target: PgTarget, seconds: u64) -> (f
             pending.push(sent);
         }
         writer_done = writer_done || writer.is_finished();
-        let generation = target.register("bench_counter", 1).await.expect("state").active_generation;
+        let generation = target
+            .register("bench_counter", 1)
+            .await
+            .expect("state")
+            .active_generation;
         let checkpoint = target
             .checkpoint("bench_counter", generation)
             .await
@@ -228,7 +257,10 @@ async fn main() {
     let target = PgTarget::new(db.pool.clone());
     target.migrate().await.expect("migrate target");
     seed(&store, options.events).await;
-    sqlx::query("ANALYZE").execute(&db.pool).await.expect("analyze");
+    sqlx::query("ANALYZE")
+        .execute(&db.pool)
+        .await
+        .expect("analyze");
 
     let runner = ProjectionRunner::new(store.clone(), target.clone(), Arc::new(Counter));
     let (mut ours, mut raw, mut p50s, mut p99s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -243,16 +275,32 @@ async fn main() {
     if options.json {
         println!("{{\"name\":\"raw_catchup\",\"events_per_sec\":{raw:.1}}}");
         println!("{{\"name\":\"catchup\",\"events_per_sec\":{ours:.1}}}");
-        println!("{{\"name\":\"catchup_vs_raw_catchup\",\"ratio\":{:.3}}}", ours / raw);
+        println!(
+            "{{\"name\":\"catchup_vs_raw_catchup\",\"ratio\":{:.3}}}",
+            ours / raw
+        );
         println!("{{\"name\":\"latency_p50\",\"ms\":{p50:.2}}}");
         println!("{{\"name\":\"latency_p99\",\"ms\":{p99:.2}}}");
     } else {
-        println!("{:<14} {:>14} {:<10} {:<12} {:>7}", "figure", "value", "unit", "vs", "ratio");
+        println!(
+            "{:<14} {:>14} {:<10} {:<12} {:>7}",
+            "figure", "value", "unit", "vs", "ratio"
+        );
         println!("{:<14} {:>14.1} {:<10}", "raw_catchup", raw, "events/s");
-        println!("{:<14} {:>14.1} {:<10} {:<12} {:>7.3}", "catchup", ours, "events/s", "raw_catchup", ours / raw);
+        println!(
+            "{:<14} {:>14.1} {:<10} {:<12} {:>7.3}",
+            "catchup",
+            ours,
+            "events/s",
+            "raw_catchup",
+            ours / raw
+        );
         println!("{:<14} {:>14.2} {:<10}", "latency_p50", p50, "ms");
         println!("{:<14} {:>14.2} {:<10}", "latency_p99", p99, "ms");
-        println!("({} events, median of {} run(s), latency at 500 appends/s for {} s)", options.events, options.runs, options.seconds);
+        println!(
+            "({} events, median of {} run(s), latency at 500 appends/s for {} s)",
+            options.events, options.runs, options.seconds
+        );
     }
     db.drop_database().await;
 }

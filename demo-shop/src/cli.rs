@@ -1,0 +1,182 @@
+//! The command line: the scenario, the service, rebuilds, status and load.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::domain::payment::SimulatedGateway;
+use crate::shop::Shop;
+use crate::storage::Storage;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The demo shop: orders, inventory and payments on the CQRS toolkit.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// PostgreSQL to run on; without it, everything runs in memory.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+
+    /// What to do; with none, runs the narrated scenario and exits.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the HTTP API and the projection workers until Ctrl-C.
+    Serve {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        addr: SocketAddr,
+    },
+    /// Rebuilds one read model by replaying the log, with a progress bar.
+    Rebuild {
+        /// The projection: order_summaries, product_stock, customer_orders or daily_sales.
+        projection: String,
+    },
+    /// Prints every projection with its checkpoint and lag.
+    Status,
+    /// Places orders through the HTTP API and reports throughput and latency.
+    Simulate {
+        /// Orders to place.
+        #[arg(long, default_value_t = 200)]
+        orders: usize,
+        /// Orders in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// A running `demo-shop serve` (host:port); without it, one is started in-process.
+        #[arg(long)]
+        target: Option<SocketAddr>,
+    },
+}
+
+async fn shop(database_url: Option<&str>) -> Result<Shop> {
+    let storage = match database_url {
+        Some(url) => Storage::postgres(url).await?,
+        None => Storage::in_memory(),
+    };
+    Ok(Shop::new(storage, Arc::new(SimulatedGateway::default())))
+}
+
+/// Runs the command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let url = cli.database_url.as_deref();
+    let mut out = std::io::stdout();
+    match cli.command {
+        None => crate::scenario::run(&shop(url).await?, &mut out).await,
+        Some(Command::Serve { addr }) => serve(shop(url).await?, addr).await,
+        Some(Command::Status) => {
+            let shop = needs_database(url, "status").await?;
+            writeln!(
+                out,
+                "{:<16} {:<11} {:>4} {:<20} {:<20} {:>10} {:>9}  last error",
+                "projection", "state", "gen", "checkpoint", "head", "lag", "lag (s)"
+            )?;
+            for s in shop.status().await? {
+                writeln!(
+                    out,
+                    "{:<16} {:<11} {:>4} {:<20} {:<20} {:>10} {:>9.1}  {}",
+                    s.name,
+                    format!("{:?}", s.state).to_lowercase(),
+                    s.generation,
+                    s.checkpoint,
+                    s.head,
+                    s.lag_events,
+                    s.lag_seconds,
+                    s.last_error.unwrap_or_default()
+                )?;
+            }
+            Ok(())
+        }
+        Some(Command::Rebuild { projection }) => {
+            let shop = needs_database(url, "rebuild").await?;
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+                )?
+                .progress_chars("=> "),
+            );
+            bar.set_message(projection.clone());
+            let report = shop
+                .rebuild(&projection, |p| {
+                    bar.set_length(p.total.max(p.done));
+                    bar.set_position(p.done);
+                })
+                .await?;
+            bar.finish();
+            writeln!(
+                out,
+                "rebuilt {projection}: {} events into generation {} in {:?}",
+                report.applied, report.generation, report.elapsed
+            )?;
+            Ok(())
+        }
+        Some(Command::Simulate {
+            orders,
+            concurrency,
+            target,
+        }) => {
+            let load = crate::simulate::Load {
+                orders,
+                concurrency,
+            };
+            match target {
+                Some(addr) => crate::simulate::run(addr, load, &mut out).await,
+                None => {
+                    let shop = shop(url).await?;
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                    let addr = listener.local_addr()?;
+                    let (stop, stopped) = tokio::sync::watch::channel(false);
+                    let workers = shop.spawn_workers(stopped.clone());
+                    let server = tokio::spawn(crate::http::serve(
+                        listener,
+                        crate::http::router(Arc::new(shop)),
+                        async move {
+                            let mut stopped = stopped;
+                            let _ = stopped.wait_for(|s| *s).await;
+                        },
+                    ));
+                    let outcome = crate::simulate::run(addr, load, &mut out).await;
+                    stop.send_replace(true);
+                    let _ = server.await;
+                    for worker in workers {
+                        let _ = worker.await;
+                    }
+                    outcome
+                }
+            }
+        }
+    }
+}
+
+async fn needs_database(url: Option<&str>, what: &str) -> Result<Shop> {
+    match url {
+        Some(_) => shop(url).await,
+        None => Err(format!("`{what}` works on a shop's stored events: set DATABASE_URL (or --database-url); in memory nothing outlives the process").into()),
+    }
+}
+
+async fn serve(shop: Shop, addr: SocketAddr) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = shop.spawn_workers(stopped);
+    tracing::info!(%addr, storage = shop.storage().kind(), "serving");
+    crate::http::serve(listener, crate::http::router(Arc::new(shop)), async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    stop.send_replace(true);
+    for worker in workers {
+        if let Ok(Err(error)) = worker.await {
+            tracing::error!(%error, "a projection stopped with an error");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Money in minor units (cents), never floating point, and the ids of the shop.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// An amount of money in minor units (cents). Never negative in this shop.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Money(pub u64);
+
+impl Money {
+    /// `self × quantity`, or `None` on overflow.
+    pub fn times(self, quantity: u32) -> Option<Money> {
+        self.0.checked_mul(u64::from(quantity)).map(Money)
+    }
+
+    /// `self + other`, or `None` on overflow.
+    pub fn plus(self, other: Money) -> Option<Money> {
+        self.0.checked_add(other.0).map(Money)
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:02}", self.0 / 100, self.0 % 100)
+    }
+}
+
+/// A product's stock-keeping unit: 1 to 40 of `[A-Za-z0-9_.]`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Sku(String);
+
+impl Sku {
+    /// Checks and wraps a SKU.
+    pub fn new(sku: impl Into<String>) -> Result<Self, String> {
+        let sku = sku.into();
+        let ok = (1..=40).contains(&sku.len())
+            && sku
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        if ok {
+            Ok(Self(sku))
+        } else {
+            Err(format!(
+                "{sku:?} is not a SKU (1 to 40 of letters, digits, '_' and '.')"
+            ))
+        }
+    }
+
+    /// The SKU as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Sku {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        Self::new(value)
+    }
+}
+
+impl From<Sku> for String {
+    fn from(value: Sku) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for Sku {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A fresh random id.
+            pub fn new() -> Self {
+                Self(Uuid::new_v4())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// An order's id (also its payment's id: one payment per order).
+    OrderId
+);
+uuid_id!(
+    /// A customer's id.
+    CustomerId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_prints_in_major_units_and_refuses_overflow() {
+        assert_eq!(Money(1234).to_string(), "12.34");
+        assert_eq!(Money(5).to_string(), "0.05");
+        assert_eq!(Money(250).times(3), Some(Money(750)));
+        assert_eq!(Money(u64::MAX).times(2), None);
+    }
+
+    #[test]
+    fn skus_are_checked() {
+        assert!(Sku::new("MUG-1").is_err());
+        assert!(Sku::new("").is_err());
+        assert_eq!(
+            Sku::new("MUG_1.red").map(|s| s.to_string()),
+            Ok("MUG_1.red".to_owned())
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! The HTTP API: commands as `POST` (answering `202 Accepted` with ids and the log position
+//! written), queries as `GET` (which may wait for `?min_position=`).
+//!
+//! | route | does |
+//! | --- | --- |
+//! | `POST /products` | register a product `{sku, name, price_cents}` |
+//! | `POST /products/{sku}/restock` | add stock `{quantity}` |
+//! | `GET /products`, `GET /products/{sku}` | products with stock |
+//! | `POST /orders` | place an order `{customer_id, lines: [{sku, quantity}], card}` |
+//! | `POST /orders/{id}/cancel` | cancel `{reason}` |
+//! | `POST /orders/{id}/ship` | ship |
+//! | `GET /orders/{id}` | an order's summary |
+//! | `GET /customers/{id}/orders` | a customer's orders |
+//! | `GET /sales/daily` | sales per day |
+//! | `GET /status` | projections with lag |
+
+pub mod consistency;
+pub mod error;
+pub mod extract;
+pub mod inventory;
+pub mod orders;
+pub mod status;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Router;
+use cqrs_core::Metadata;
+
+use crate::shop::Shop;
+
+/// The state every handler gets.
+pub type AppState = State<Arc<Shop>>;
+
+/// The whole API over `shop`.
+pub fn router(shop: Arc<Shop>) -> Router {
+    Router::new()
+        .merge(inventory::router())
+        .merge(orders::router())
+        .merge(status::router())
+        .with_state(shop)
+}
+
+/// The metadata of a command that comes in over HTTP: a fresh correlation id.
+pub(crate) fn request_metadata() -> Metadata {
+    Metadata::new_request().with_actor("http")
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,30 @@
+//! # demo-shop
+//!
+//! A small e-commerce service on the toolkit: orders, inventory and payments, a checkout
+//! process across them, read models, an HTTP API and a CLI. It runs in memory with no
+//! database, or on PostgreSQL with `DATABASE_URL`.
+//!
+//! ## Layout
+//!
+//! | module | holds |
+//! | --- | --- |
+//! | [`domain`] | the aggregates: [`domain::inventory`], [`domain::order`], [`domain::payment`]; money and ids |
+//! | [`checkout`] | the process manager from placed to confirmed or cancelled |
+//! | [`read_models`] | one projection and its queries per file |
+//! | [`shop`] | [`shop::Shop`]: commands, workers, status, rebuild |
+//! | [`storage`] | in memory or PostgreSQL |
+//! | [`http`] | the axum API; [`http::error::ApiError`] maps errors to status codes |
+//! | [`cli`] | the command line |
+//! | [`scenario`] | the narrated scenario |
+//! | [`simulate`] | the load driver; [`http_client`] its minimal client |
+
+pub mod checkout;
+pub mod cli;
+pub mod domain;
+pub mod http;
+pub mod http_client;
+pub mod read_models;
+pub mod scenario;
+pub mod shop;
+pub mod simulate;
+pub mod storage;

@@ -1,0 +1,370 @@
+//! [`Shop`]: the application: commands through the aggregates, queries through the read
+//! models, and the workers (read-model projections and the checkout) in between.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_core::{CommandError, EventEnvelope, Metadata, Position, Repository};
+use projections::{
+    Projection, ProjectionRunner, ProjectionStatus, RebuildProgress, RebuildReport, RunnerOptions,
+    Target,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::checkout::Checkout;
+use crate::domain::inventory::{Inventory, InventoryCommand};
+use crate::domain::money::{CustomerId, Money, OrderId, Sku};
+use crate::domain::order::{Order, OrderCommand, OrderLine};
+use crate::domain::payment::{Payment, PaymentGateway};
+use crate::read_models;
+use crate::storage::{ReadModels, Storage};
+
+/// How often a command is tried again after losing a race on its aggregate.
+const CONFLICT_RETRIES: u32 = 20;
+
+/// Why the shop did not carry out a command. Nothing was stored in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum ShopError {
+    /// A rule of the domain refused it.
+    #[error("{0}")]
+    Rejected(String),
+    /// What it names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Another writer kept winning the race on the same aggregate.
+    #[error("{0}")]
+    Conflict(String),
+    /// The event store or the read models failed.
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+impl<E: std::error::Error> From<CommandError<E>> for ShopError {
+    fn from(error: CommandError<E>) -> Self {
+        match error {
+            CommandError::Rejected(e) => Self::Rejected(e.to_string()),
+            CommandError::Store(e) if e.is_conflict() => Self::Conflict(e.to_string()),
+            CommandError::Store(cqrs_core::Error::InvalidInput(e)) => Self::Rejected(e),
+            CommandError::Store(e) => Self::Storage(e.to_string()),
+            other => Self::Storage(other.to_string()),
+        }
+    }
+}
+
+impl From<cqrs_core::Error> for ShopError {
+    fn from(error: cqrs_core::Error) -> Self {
+        Self::Storage(error.to_string())
+    }
+}
+
+impl From<projections::Error> for ShopError {
+    fn from(error: projections::Error) -> Self {
+        match error {
+            projections::Error::UnknownProjection(name) => {
+                Self::NotFound(format!("no projection named {name}"))
+            }
+            other => Self::Storage(other.to_string()),
+        }
+    }
+}
+
+/// What a command stored: where its last event stands in the log. A client passes it as
+/// `min_position` to read its own write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Written {
+    /// The position of the command's last event (`None` when the command changed nothing).
+    pub position: Option<Position>,
+}
+
+fn written<E>(events: &[EventEnvelope<E>]) -> Written {
+    Written {
+        position: events.last().map(|e| e.position),
+    }
+}
+
+/// The shop.
+#[derive(Clone)]
+pub struct Shop {
+    storage: Storage,
+    inventory: Repository<Inventory>,
+    orders: Repository<Order>,
+    payments: Repository<Payment>,
+}
+
+impl Shop {
+    /// A shop on `storage`, paying through `gateway`.
+    pub fn new(storage: Storage, gateway: Arc<dyn PaymentGateway>) -> Self {
+        let store = Arc::clone(&storage.store);
+        Self {
+            inventory: Repository::new(Arc::clone(&store), ())
+                .with_conflict_retries(CONFLICT_RETRIES),
+            orders: Repository::new(Arc::clone(&store), ()).with_conflict_retries(CONFLICT_RETRIES),
+            payments: Repository::new(store, gateway).with_conflict_retries(CONFLICT_RETRIES),
+            storage,
+        }
+    }
+
+    /// Where events and read models live.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The read models queries read.
+    pub fn read_models(&self) -> &ReadModels {
+        &self.storage.read_models
+    }
+
+    /// The read-model projections and the checkout process manager.
+    pub fn projections(&self) -> Vec<Arc<dyn Projection>> {
+        let mut all = read_models::all();
+        all.push(Arc::new(Checkout {
+            inventory: self.inventory.clone(),
+            orders: self.orders.clone(),
+            payments: self.payments.clone(),
+        }));
+        all
+    }
+
+    fn options() -> RunnerOptions {
+        RunnerOptions {
+            idle_wait: Duration::from_millis(500),
+            ..RunnerOptions::default()
+        }
+    }
+
+    /// Starts one worker per projection; they stop when `shutdown` turns `true`.
+    pub fn spawn_workers(
+        &self,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<JoinHandle<projections::Result<()>>> {
+        match &self.storage.read_models {
+            ReadModels::Memory(t) => spawn_all(self, t.clone(), shutdown),
+            ReadModels::Postgres(t) => spawn_all(self, t.clone(), shutdown),
+        }
+    }
+
+    /// Runs every projection until nothing is left to do (the checkout's commands make new
+    /// events, so it goes round until the log stops growing).
+    pub async fn settle(&self) -> Result<(), ShopError> {
+        loop {
+            let head = self.storage.store.head().await?;
+            match &self.storage.read_models {
+                ReadModels::Memory(t) => catch_up_all(self, t.clone()).await?,
+                ReadModels::Postgres(t) => catch_up_all(self, t.clone()).await?,
+            }
+            if self.storage.store.head().await? == head {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The status of every projection.
+    pub async fn status(&self) -> Result<Vec<ProjectionStatus>, ShopError> {
+        let store = self.storage.store.as_ref();
+        Ok(match &self.storage.read_models {
+            ReadModels::Memory(t) => projections::status(store, t).await?,
+            ReadModels::Postgres(t) => projections::status(store, t).await?,
+        })
+    }
+
+    /// Rebuilds the read model of projection `name` by replay.
+    pub async fn rebuild(
+        &self,
+        name: &str,
+        on_progress: impl FnMut(RebuildProgress) + Send,
+    ) -> Result<RebuildReport, ShopError> {
+        let projection = self
+            .projections()
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| ShopError::NotFound(format!("no projection named {name}")))?;
+        let store = Arc::clone(&self.storage.store);
+        Ok(match &self.storage.read_models {
+            ReadModels::Memory(t) => {
+                ProjectionRunner::new(store, t.clone(), projection)
+                    .rebuild(on_progress)
+                    .await?
+            }
+            ReadModels::Postgres(t) => {
+                ProjectionRunner::new(store, t.clone(), projection)
+                    .rebuild(on_progress)
+                    .await?
+            }
+        })
+    }
+
+    /// Waits (up to `timeout`) until the read model of `projection` has reached `position`.
+    /// Returns whether it did.
+    pub async fn wait_for(
+        &self,
+        projection: &str,
+        position: Position,
+        timeout: Duration,
+    ) -> Result<bool, ShopError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let reached = self
+                .read_models()
+                .checkpoint(projection)
+                .await?
+                .is_some_and(|c| c >= position);
+            if reached {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Adds a product to the catalogue.
+    pub async fn register_product(
+        &self,
+        sku: Sku,
+        name: String,
+        price: Money,
+        meta: &Metadata,
+    ) -> Result<Written, ShopError> {
+        let command = InventoryCommand::RegisterProduct { name, price };
+        Ok(written(
+            &self
+                .inventory
+                .execute(sku.as_str(), (sku.clone(), command), meta)
+                .await?,
+        ))
+    }
+
+    /// Adds units of a product to the stock.
+    pub async fn restock(
+        &self,
+        sku: Sku,
+        quantity: u32,
+        meta: &Metadata,
+    ) -> Result<Written, ShopError> {
+        let command = InventoryCommand::Restock { quantity };
+        Ok(written(
+            &self
+                .inventory
+                .execute(sku.as_str(), (sku.clone(), command), meta)
+                .await?,
+        ))
+    }
+
+    /// Places an order at today's prices; the checkout takes it from there.
+    pub async fn place_order(
+        &self,
+        customer_id: CustomerId,
+        lines: Vec<(Sku, u32)>,
+        card: String,
+        meta: &Metadata,
+    ) -> Result<(OrderId, Written), ShopError> {
+        let mut priced = Vec::with_capacity(lines.len());
+        for (sku, quantity) in lines {
+            let product = self.inventory.load(sku.as_str()).await?;
+            if product.state.sku.is_none() {
+                return Err(ShopError::Rejected(format!(
+                    "product {sku} is not registered"
+                )));
+            }
+            priced.push(OrderLine {
+                sku,
+                quantity,
+                unit_price: product.state.price,
+            });
+        }
+        let order_id = OrderId::new();
+        let command = OrderCommand::Place {
+            customer_id,
+            lines: priced,
+            card,
+        };
+        let events = self
+            .orders
+            .execute(&order_id.to_string(), (order_id, command), meta)
+            .await?;
+        Ok((order_id, written(&events)))
+    }
+
+    /// Cancels an order, with a reason, before it ships.
+    pub async fn cancel_order(
+        &self,
+        order_id: OrderId,
+        reason: String,
+        meta: &Metadata,
+    ) -> Result<Written, ShopError> {
+        self.order_exists(order_id).await?;
+        Ok(written(
+            &self
+                .orders
+                .execute(
+                    &order_id.to_string(),
+                    (order_id, OrderCommand::Cancel { reason }),
+                    meta,
+                )
+                .await?,
+        ))
+    }
+
+    /// Ships a confirmed order.
+    pub async fn ship_order(
+        &self,
+        order_id: OrderId,
+        meta: &Metadata,
+    ) -> Result<Written, ShopError> {
+        self.order_exists(order_id).await?;
+        Ok(written(
+            &self
+                .orders
+                .execute(&order_id.to_string(), (order_id, OrderCommand::Ship), meta)
+                .await?,
+        ))
+    }
+
+    async fn order_exists(&self, order_id: OrderId) -> Result<(), ShopError> {
+        if self.orders.load(&order_id.to_string()).await?.version == 0 {
+            return Err(ShopError::NotFound(format!("no order {order_id}")));
+        }
+        Ok(())
+    }
+}
+
+fn runner<T: Target + Clone>(
+    shop: &Shop,
+    target: T,
+    projection: Arc<dyn Projection>,
+) -> ProjectionRunner<T> {
+    ProjectionRunner::new(Arc::clone(&shop.storage.store), target, projection)
+        .with_options(Shop::options())
+}
+
+fn spawn_all<T: Target + Clone>(
+    shop: &Shop,
+    target: T,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<projections::Result<()>>> {
+    shop.projections()
+        .into_iter()
+        .map(|projection| {
+            let runner = runner(shop, target.clone(), projection);
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                runner
+                    .run(async move {
+                        let _ = shutdown.wait_for(|stop| *stop).await;
+                    })
+                    .await
+            })
+        })
+        .collect()
+}
+
+async fn catch_up_all<T: Target + Clone>(shop: &Shop, target: T) -> projections::Result<()> {
+    for projection in shop.projections() {
+        runner(shop, target.clone(), projection)
+            .run_until_caught_up()
+            .await?;
+    }
+    Ok(())
+}

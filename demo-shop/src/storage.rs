@@ -1,0 +1,126 @@
+//! Where the shop keeps its events and read models: in memory (the embedded default) or in
+//! PostgreSQL.
+
+use std::sync::Arc;
+
+use cqrs_core::{EventStore, InMemoryEventStore, Position};
+use eventstore_postgres::PgEventStore;
+use projections::{MemoryTarget, PgTarget, Target};
+use serde::de::DeserializeOwned;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+/// The read models, wherever they live. Queries go through it.
+#[derive(Clone, Debug)]
+pub enum ReadModels {
+    /// In memory.
+    Memory(MemoryTarget),
+    /// In PostgreSQL.
+    Postgres(PgTarget),
+}
+
+impl ReadModels {
+    /// A document of `projection`'s read model.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        projection: &str,
+        collection: &str,
+        key: &str,
+    ) -> projections::Result<Option<T>> {
+        let doc = match self {
+            Self::Memory(t) => t.get(projection, collection, key).await?,
+            Self::Postgres(t) => t.get(projection, collection, key).await?,
+        };
+        doc.map(|d| decode(collection, key, d)).transpose()
+    }
+
+    /// Every document of a collection of `projection`'s read model, by key.
+    pub async fn list<T: DeserializeOwned>(
+        &self,
+        projection: &str,
+        collection: &str,
+    ) -> projections::Result<Vec<T>> {
+        let docs = match self {
+            Self::Memory(t) => t.list(projection, collection).await?,
+            Self::Postgres(t) => t.list(projection, collection).await?,
+        };
+        docs.into_iter()
+            .map(|(key, d)| decode(collection, &key, d))
+            .collect()
+    }
+
+    /// How far `projection`'s read model has got (`None` before it first ran).
+    pub async fn checkpoint(&self, projection: &str) -> projections::Result<Option<Position>> {
+        let states = match self {
+            Self::Memory(t) => t.states().await?,
+            Self::Postgres(t) => t.states().await?,
+        };
+        Ok(states
+            .into_iter()
+            .find(|s| s.name == projection)
+            .map(|s| s.checkpoint.position))
+    }
+}
+
+fn decode<T: DeserializeOwned>(
+    collection: &str,
+    key: &str,
+    doc: serde_json::Value,
+) -> projections::Result<T> {
+    serde_json::from_value(doc).map_err(|e| projections::Error::Document {
+        collection: collection.to_owned(),
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// The event store and the read models of one shop.
+#[derive(Clone)]
+pub struct Storage {
+    /// The event store.
+    pub store: Arc<dyn EventStore>,
+    /// The read models.
+    pub read_models: ReadModels,
+}
+
+impl Storage {
+    /// Everything in memory: nothing survives the process.
+    pub fn in_memory() -> Self {
+        Self {
+            store: Arc::new(InMemoryEventStore::new()),
+            read_models: ReadModels::Memory(MemoryTarget::new()),
+        }
+    }
+
+    /// Connects to PostgreSQL at `url` and applies the store's and the projections'
+    /// migrations.
+    pub async fn postgres(url: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let pool = PgPoolOptions::new()
+            .max_connections(24)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| format!("cannot connect to PostgreSQL at {url}: {e}"))?;
+        Self::from_pool(pool).await
+    }
+
+    /// Uses `pool` for both events and read models, after applying the migrations.
+    pub async fn from_pool(pool: PgPool) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let store = PgEventStore::new(pool.clone());
+        store.migrate().await?;
+        let target = PgTarget::new(pool);
+        target.migrate().await?;
+        Ok(Self {
+            store: Arc::new(store),
+            read_models: ReadModels::Postgres(target),
+        })
+    }
+
+    /// `"PostgreSQL"` or `"memory"`.
+    pub fn kind(&self) -> &'static str {
+        match self.read_models {
+            ReadModels::Memory(_) => "memory",
+            ReadModels::Postgres(_) => "PostgreSQL",
+        }
+    }
+}
