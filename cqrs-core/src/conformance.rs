@@ -468,6 +468,11 @@ pub async fn global_order_and_paging(store: Arc<dyn EventStore>) {
     }
     let head = store.head().await.expect("head");
     assert!(Some(&head) > written.last(), "the head is the last marker");
+    let barrier = store.read_barrier().await.expect("barrier");
+    assert!(
+        barrier >= head,
+        "the barrier is at or after every committed event"
+    );
 }
 
 /// Filters by event type and by stream category.

@@ -230,6 +230,10 @@ impl EventStore for InMemoryEventStore {
         Ok(*self.head.borrow())
     }
 
+    async fn read_barrier(&self) -> Result<Position> {
+        self.head().await
+    }
+
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<bool> {
         let mut head = self.head.subscribe();
         let arrived = tokio::time::timeout(timeout, head.wait_for(|p| *p > after)).await;

@@ -126,6 +126,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position of the last event a reader can see now ([`Position::START`] if none).
     async fn head(&self) -> Result<Position>;
 
+    /// A position at or after every event committed when it is called. A reader whose
+    /// [`ReadAllPage::scanned_to`] reaches it has seen all of those events. (Where events
+    /// become readable only once older transactions end, as on PostgreSQL, reaching it may
+    /// take as long as the transactions open at the call.) "Catch up with everything written
+    /// so far" means "read until the barrier".
+    async fn read_barrier(&self) -> Result<Position>;
+
     /// Waits until an event after `after` may be readable, or `timeout` passes. Returns
     /// `true` if new events are there. Readers call it when caught up instead of polling.
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<bool>;

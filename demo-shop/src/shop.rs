@@ -144,16 +144,15 @@ impl Shop {
         }
     }
 
-    /// Runs every projection until nothing is left to do (the checkout's commands make new
-    /// events, so it goes round until the log stops growing).
+    /// Runs every projection until nothing is left to do: the checkout's commands make new
+    /// events, so it goes round until a round applies none.
     pub async fn settle(&self) -> Result<(), ShopError> {
         loop {
-            let head = self.storage.store.head().await?;
-            match &self.storage.read_models {
+            let applied = match &self.storage.read_models {
                 ReadModels::Memory(t) => catch_up_all(self, t.clone()).await?,
                 ReadModels::Postgres(t) => catch_up_all(self, t.clone()).await?,
-            }
-            if self.storage.store.head().await? == head {
+            };
+            if applied == 0 {
                 return Ok(());
             }
         }
@@ -360,11 +359,14 @@ fn spawn_all<T: Target + Clone>(
         .collect()
 }
 
-async fn catch_up_all<T: Target + Clone>(shop: &Shop, target: T) -> projections::Result<()> {
+/// Catches every projection up; returns how many events they applied in all.
+async fn catch_up_all<T: Target + Clone>(shop: &Shop, target: T) -> projections::Result<u64> {
+    let mut applied = 0;
     for projection in shop.projections() {
-        runner(shop, target.clone(), projection)
+        applied += runner(shop, target.clone(), projection)
             .run_until_caught_up()
-            .await?;
+            .await?
+            .applied;
     }
-    Ok(())
+    Ok(applied)
 }

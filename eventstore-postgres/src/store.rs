@@ -385,6 +385,17 @@ impl EventStore for PgEventStore {
         }
     }
 
+    async fn read_barrier(&self) -> Result<Position> {
+        // Every committed transaction has an id below the snapshot's xmax, so every committed
+        // event sorts before (xmax, 0).
+        let xmax: i64 =
+            sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(from_sqlx)?;
+        Ok(Position::new(unsigned(xmax, "xmax", Position::START)?, 0))
+    }
+
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<bool> {
         let mut signal = self.notifier.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;

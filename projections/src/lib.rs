@@ -86,6 +86,6 @@ pub use policy::ErrorPolicy;
 pub use postgres::PgTarget;
 pub use projection::{ApplyError, Projection};
 pub use rebuild::{RebuildProgress, RebuildReport};
-pub use runner::{ProjectionRunner, RunnerOptions};
+pub use runner::{CaughtUp, ProjectionRunner, RunnerOptions};
 pub use status::{clear_failure, status, ProjectionState, ProjectionStatus};
 pub use target::{Checkpoint, Failure, StoredState, Target};

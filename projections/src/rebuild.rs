@@ -84,6 +84,7 @@ pub(crate) async fn rebuild_with<T: Target>(
         .position;
 
     let started = Instant::now();
+    let barrier = runner.store.read_barrier().await?;
     let total = runner.store.head().await?.sequence;
     let filter = projection.filter();
     let mut applied = 0u64;
@@ -93,12 +94,25 @@ pub(crate) async fn rebuild_with<T: Target>(
             .read_all(checkpoint, runner.options.batch_size.max(500), &filter)
             .await?;
         if page.events.is_empty() && page.scanned_to <= checkpoint {
-            break;
+            if checkpoint >= barrier {
+                break;
+            }
+            // Events committed before the rebuild began are still held back by older
+            // transactions: wait for them.
+            runner
+                .store
+                .wait_for_events(checkpoint, Duration::from_millis(20))
+                .await?;
+            continue;
         }
-        applied += page.events.len() as u64;
         checkpoint = runner
             .apply_page(generation, Role::Rebuild, checkpoint, &page)
             .await?;
+        applied += page
+            .events
+            .iter()
+            .filter(|e| e.position <= checkpoint)
+            .count() as u64;
         let done = page
             .events
             .last()
@@ -113,7 +127,7 @@ pub(crate) async fn rebuild_with<T: Target>(
             events_per_sec: rate,
             eta: (rate > 0.0).then(|| Duration::from_secs_f64(left as f64 / rate)),
         });
-        if page.events.is_empty() {
+        if page.events.is_empty() && checkpoint >= barrier {
             break;
         }
     }

@@ -47,8 +47,17 @@ impl Default for RunnerOptions {
 /// Why a stint of work ended.
 enum Stint {
     ShutDown,
-    CaughtUp(Position),
+    CaughtUp(CaughtUp),
     LeaseLost,
+}
+
+/// What [`ProjectionRunner::run_until_caught_up`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaughtUp {
+    /// The checkpoint reached: at or after every event committed when the call began.
+    pub checkpoint: Position,
+    /// Events applied by this call.
+    pub applied: u64,
 }
 
 /// Runs one projection: the lease, the catch-up, the live loop, the error policy.
@@ -116,7 +125,7 @@ impl<T: Target> ProjectionRunner<T> {
             match lease {
                 Ok(Some(mut lease)) => {
                     tracing::info!(projection = %name, "took the lease");
-                    match self.work(&mut lease, false, &mut shutdown).await {
+                    match self.work(&mut lease, None, &mut shutdown).await {
                         Ok(Stint::ShutDown) => return Ok(()),
                         Ok(Stint::LeaseLost) => {
                             tracing::warn!(projection = %name, "lost the lease; standing by")
@@ -141,16 +150,17 @@ impl<T: Target> ProjectionRunner<T> {
         }
     }
 
-    /// Takes the lease (waiting for it) and applies everything readable now, then returns
-    /// the checkpoint. For tests, tools and the demo's scenario.
-    pub async fn run_until_caught_up(&self) -> Result<Position> {
+    /// Takes the lease (waiting for it) and applies every event committed before the call,
+    /// then returns. For tests, tools and the demo's scenario.
+    pub async fn run_until_caught_up(&self) -> Result<CaughtUp> {
         let name = self.projection.name().to_owned();
+        let barrier = self.store.read_barrier().await?;
         let never = std::future::pending::<()>();
         tokio::pin!(never);
         loop {
             if let Some(mut lease) = self.target.try_lease(&name).await? {
-                match self.work(&mut lease, true, &mut never).await? {
-                    Stint::CaughtUp(position) => return Ok(position),
+                match self.work(&mut lease, Some(barrier), &mut never).await? {
+                    Stint::CaughtUp(done) => return Ok(done),
                     Stint::LeaseLost | Stint::ShutDown => {}
                 }
             }
@@ -158,10 +168,11 @@ impl<T: Target> ProjectionRunner<T> {
         }
     }
 
+    /// Works while the lease holds: live, or (with `until`) until the checkpoint reaches it.
     async fn work<S>(
         &self,
         lease: &mut T::Lease,
-        until_caught_up: bool,
+        until: Option<Position>,
         shutdown: &mut S,
     ) -> Result<Stint>
     where
@@ -185,6 +196,7 @@ impl<T: Target> ProjectionRunner<T> {
         let filter = projection.filter();
         let mut backoff = Backoff::new(self.options.max_backoff);
         let mut last_idle_checkpoint = Instant::now();
+        let mut applied = 0u64;
 
         loop {
             if futures_ready(shutdown).await {
@@ -209,7 +221,7 @@ impl<T: Target> ProjectionRunner<T> {
             if page.events.is_empty() {
                 let idle_long =
                     last_idle_checkpoint.elapsed() >= self.options.idle_checkpoint_every;
-                if page.scanned_to > checkpoint && (until_caught_up || idle_long) {
+                if page.scanned_to > checkpoint && (until.is_some() || idle_long) {
                     let batch = self.target.begin(&name, generation).await?;
                     match self
                         .target
@@ -222,12 +234,20 @@ impl<T: Target> ProjectionRunner<T> {
                     }
                     last_idle_checkpoint = Instant::now();
                 }
-                if until_caught_up {
-                    return Ok(Stint::CaughtUp(checkpoint));
+                if until.is_some_and(|barrier| checkpoint >= barrier) {
+                    return Ok(Stint::CaughtUp(CaughtUp {
+                        checkpoint,
+                        applied,
+                    }));
                 }
+                let wait = match until {
+                    // Older transactions still hold events back: look again soon.
+                    Some(_) => self.options.idle_wait.min(Duration::from_millis(20)),
+                    None => self.options.idle_wait,
+                };
                 tokio::select! {
                     _ = &mut *shutdown => return Ok(Stint::ShutDown),
-                    _ = self.store.wait_for_events(checkpoint, self.options.idle_wait) => {}
+                    _ = self.store.wait_for_events(checkpoint, wait) => {}
                 }
                 continue;
             }
@@ -239,6 +259,7 @@ impl<T: Target> ProjectionRunner<T> {
                 .await
             {
                 Ok(to) => {
+                    applied += page.events.iter().filter(|e| e.position <= to).count() as u64;
                     checkpoint = to;
                     backoff.reset();
                 }
