@@ -30,6 +30,18 @@ pub trait Documents: Send {
 
     /// Removes the document under `collection`/`key`, if any.
     async fn delete(&mut self, collection: &str, key: &str) -> Result<()>;
+
+    /// The generation of the read model this batch writes: a rebuild writes a new one while
+    /// queries read the active one.
+    fn generation(&self) -> u64;
+
+    /// The batch's open PostgreSQL transaction (`None` in memory), for a projection that
+    /// also writes tables of its own: they commit with the documents and the checkpoint.
+    /// Such tables should carry [`generation`](Documents::generation) in their rows, so that
+    /// a rebuild does not disturb what queries read.
+    fn postgres(&mut self) -> Option<&mut sqlx::PgConnection> {
+        None
+    }
 }
 
 /// Typed access to [`Documents`]: serde in, serde out.

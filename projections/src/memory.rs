@@ -85,6 +85,10 @@ impl Documents for MemoryBatch {
             .insert((collection.to_owned(), key.to_owned()), None);
         Ok(())
     }
+
+    fn generation(&self) -> u64 {
+        self.generation
+    }
 }
 
 fn lease_lost(name: &str, from: Position) -> Error {

@@ -410,3 +410,54 @@ pub async fn a_stale_worker_cannot_overwrite_progress<T: Target + Clone>(
         "nothing of the stale batch landed"
     );
 }
+
+/// A rebuild interrupted half-way (its task dropped, as in a crash) resumes in the same
+/// generation when started again, and ends equal to the live model.
+pub async fn an_interrupted_rebuild_resumes_and_ends_correct<T: Target + Clone>(
+    store: Arc<dyn EventStore>,
+    target: T,
+) {
+    seed(store.as_ref(), 20, 40).await;
+    let r = runner(Arc::clone(&store), target.clone(), 1, ErrorPolicy::Stop);
+    r.run_until_caught_up().await.expect("live");
+    let live = tallies(&target).await;
+
+    // The process "dies" right after the rebuild's first batch (500 events) committed.
+    let crashing = r.clone();
+    let crashed = tokio::spawn(async move {
+        let mut batches = 0;
+        crashing
+            .rebuild(move |_| {
+                batches += 1;
+                assert!(batches > 1, "simulated crash during the rebuild");
+            })
+            .await
+    })
+    .await;
+    assert!(crashed.is_err(), "the rebuild was interrupted");
+    let half = crate::status(store.as_ref(), &target)
+        .await
+        .expect("status");
+    assert_eq!(
+        half[0].state,
+        ProjectionState::Rebuilding,
+        "an unfinished rebuild shows"
+    );
+    assert_eq!(
+        tallies(&target).await,
+        live,
+        "queries still read the old generation"
+    );
+
+    let report = r.rebuild(|_| {}).await.expect("resumed rebuild");
+    assert_eq!(
+        report.generation, 2,
+        "the interrupted generation was resumed"
+    );
+    assert!(
+        report.applied < 20 * 40,
+        "only the rest was replayed ({})",
+        report.applied
+    );
+    assert_eq!(tallies(&target).await, live);
+}

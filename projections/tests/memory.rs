@@ -29,4 +29,5 @@ scenarios!(
     rebuild_equals_the_live_model,
     a_new_version_is_rebuilt,
     a_stale_worker_cannot_overwrite_progress,
+    an_interrupted_rebuild_resumes_and_ends_correct,
 );

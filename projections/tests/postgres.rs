@@ -38,4 +38,65 @@ scenarios!(
     rebuild_equals_the_live_model,
     a_new_version_is_rebuilt,
     a_stale_worker_cannot_overwrite_progress,
+    an_interrupted_rebuild_resumes_and_ends_correct,
 );
+
+/// A projection that writes a table of its own through the batch's transaction: its rows
+/// commit with the checkpoint, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_can_write_its_own_tables_in_the_batch_transaction() {
+    use async_trait::async_trait;
+    use cqrs_core::RecordedEvent;
+    use projections::{ApplyError, Documents, ErrorPolicy, Projection, ProjectionRunner};
+
+    struct Ledger;
+
+    #[async_trait]
+    impl Projection for Ledger {
+        fn name(&self) -> &str {
+            "ledger"
+        }
+
+        async fn apply(
+            &self,
+            docs: &mut dyn Documents,
+            event: &RecordedEvent,
+        ) -> Result<(), ApplyError> {
+            let generation = docs.generation() as i64;
+            let conn = docs
+                .postgres()
+                .ok_or_else(|| ApplyError::poison("needs PostgreSQL"))?;
+            sqlx::query("INSERT INTO ledger (generation, event_id) VALUES ($1, $2)")
+                .bind(generation)
+                .bind(event.event_id)
+                .execute(conn)
+                .await
+                .map_err(|e| ApplyError::Transient(e.to_string()))?;
+            Ok(())
+        }
+    }
+
+    let (store, target, db) = fresh().await;
+    sqlx::query("CREATE TABLE ledger (generation bigint, event_id uuid, PRIMARY KEY (generation, event_id))")
+        .execute(&db.pool)
+        .await
+        .expect("table");
+    common::seed(store.as_ref(), 5, 10).await;
+    let runner = ProjectionRunner::new(Arc::clone(&store), target.clone(), Arc::new(Ledger))
+        .with_options(common::options(ErrorPolicy::Stop));
+    runner.run_until_caught_up().await.expect("catch up");
+    runner
+        .run_until_caught_up()
+        .await
+        .expect("again: nothing new");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger WHERE generation = 1")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    assert_eq!(
+        rows,
+        5 * 10 + 5,
+        "every event once (the seed writes 5 noise events too)"
+    );
+    db.drop_database().await;
+}

@@ -37,11 +37,6 @@ impl PgBatch {
         }
     }
 
-    /// The batch's connection, inside its transaction.
-    pub fn connection(&mut self) -> &mut PgConnection {
-        &mut self.tx
-    }
-
     /// Writes the buffered documents: one upsert for the puts, one delete for the deletes.
     pub(crate) async fn flush(&mut self) -> Result<()> {
         let (mut put_c, mut put_k, mut put_d) = (Vec::new(), Vec::new(), Vec::new());
@@ -124,5 +119,13 @@ impl Documents for PgBatch {
     async fn delete(&mut self, collection: &str, key: &str) -> Result<()> {
         self.mark((collection.to_owned(), key.to_owned()), None);
         Ok(())
+    }
+
+    fn generation(&self) -> u64 {
+        u64::try_from(self.generation).unwrap_or(0)
+    }
+
+    fn postgres(&mut self) -> Option<&mut PgConnection> {
+        Some(&mut self.tx)
     }
 }
