@@ -4,6 +4,7 @@
 //! | --- | --- |
 //! | `tests/projection_faults.rs` | a worker killed with SIGKILL at random moments loses and doubles nothing; a standby process takes over |
 //! | `src/bin/projection_worker.rs` | the worker process those tests start and kill |
+//! | `tests/connection_loss.rs` | every session killed again and again: retried appends store nothing twice, the read model converges |
 //! | `tests/shop_http.rs` | the demo shop end to end through its HTTP API on PostgreSQL |
 
 use std::sync::Arc;
