@@ -151,7 +151,15 @@ impl<A: Aggregate> Repository<A> {
         let mut attempt = 0;
         loop {
             match self.try_execute(&stream, command.clone(), metadata).await {
-                Err(e) if e.is_conflict() && attempt < self.conflict_retries => attempt += 1,
+                Err(e) if e.is_conflict() && attempt < self.conflict_retries => {
+                    // Back off a little more each time, so that a crowd of writers on one
+                    // hot aggregate spreads out instead of colliding again in lockstep.
+                    tokio::time::sleep(std::time::Duration::from_millis(u64::from(
+                        attempt.min(20),
+                    )))
+                    .await;
+                    attempt += 1;
+                }
                 other => return other,
             }
         }

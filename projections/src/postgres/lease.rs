@@ -17,17 +17,16 @@ pub struct PgLease {
 const KEY_SQL: &str = "hashtextextended('projection:' || $1, 0)";
 
 pub(crate) async fn try_acquire(pool: &PgPool, name: &str) -> Result<Option<PgLease>> {
-    let mut connection = pool.acquire().await?.detach();
+    let mut connection = pool.acquire().await?;
     let granted: bool = sqlx::query_scalar(&format!("SELECT pg_try_advisory_lock({KEY_SQL})"))
         .bind(name)
-        .fetch_one(&mut connection)
+        .fetch_one(&mut *connection)
         .await?;
-    if granted {
-        Ok(Some(PgLease { connection }))
-    } else {
-        let _ = connection.close().await;
-        Ok(None)
-    }
+    // Refused, the session holds nothing: it goes back to the pool. Granted, it leaves the
+    // pool for good, so that the lock lives exactly as long as this lease.
+    Ok(granted.then(|| PgLease {
+        connection: connection.detach(),
+    }))
 }
 
 /// The lock lives as long as the session: a live session still holds it.
