@@ -61,6 +61,7 @@ impl From<cqrs_core::Error> for ShopError {
 impl From<projections::Error> for ShopError {
     fn from(error: projections::Error) -> Self {
         match error {
+            e @ projections::Error::NotReplayable(_) => Self::Rejected(e.to_string()),
             projections::Error::UnknownProjection(name) => {
                 Self::NotFound(format!("no projection named {name}"))
             }

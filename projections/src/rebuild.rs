@@ -105,9 +105,31 @@ pub(crate) async fn rebuild_with<T: Target>(
                 .await?;
             continue;
         }
-        checkpoint = runner
+        checkpoint = match runner
             .apply_page(generation, Role::Rebuild, checkpoint, &page)
-            .await?;
+            .await
+        {
+            Ok(to) => to,
+            // Another rebuilder of the same generation moved it on (a second `rebuild`
+            // started elsewhere): carry on from where it got, or stop if it finished.
+            Err(Error::LeaseLost { .. }) => {
+                let state = runner.target.register(&name, version).await?;
+                if state.active_generation >= generation {
+                    tracing::info!(projection = %name, generation, "another rebuilder finished this generation");
+                    return Ok(RebuildReport {
+                        generation,
+                        applied,
+                        checkpoint: state.checkpoint.position,
+                        elapsed: started.elapsed(),
+                    });
+                }
+                match runner.target.checkpoint(&name, generation).await? {
+                    Some(c) => c.position,
+                    None => return Err(Error::UnknownProjection(name)),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         applied += page
             .events
             .iter()

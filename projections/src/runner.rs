@@ -184,8 +184,9 @@ impl<T: Target> ProjectionRunner<T> {
         if let Some(failure) = state.failure {
             return Err(failed(&name, &failure));
         }
-        let outdated =
-            state.checkpoint.version != projection.version() || state.rebuilding.is_some();
+        // A rebuild another process has under way is its business; this worker rebuilds only
+        // when its own version is not the one that built the active read model.
+        let outdated = state.checkpoint.version != projection.version();
         if outdated && !projection.has_side_effects() {
             tracing::info!(projection = %name, "read model is outdated: rebuilding");
             crate::rebuild::rebuild_with(self, |_| {}).await?;

@@ -461,3 +461,62 @@ pub async fn an_interrupted_rebuild_resumes_and_ends_correct<T: Target + Clone>(
     );
     assert_eq!(tallies(&target).await, live);
 }
+
+/// A rebuild while the live worker keeps running and writers keep appending: the live worker
+/// notices the switch, carries on from the new generation, and the result has every event
+/// exactly once.
+pub async fn a_rebuild_under_live_traffic_loses_nothing<T: Target + Clone>(
+    store: Arc<dyn EventStore>,
+    target: T,
+) {
+    let mut expected: std::collections::BTreeMap<String, Tally> =
+        seed(store.as_ref(), 10, 30).await.into_iter().collect();
+    let live = runner(Arc::clone(&store), target.clone(), 1, ErrorPolicy::Stop);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = {
+        let live = live.clone();
+        tokio::spawn(async move {
+            live.run(async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut more: Vec<(String, u64)> = Vec::new();
+            for i in 0..100u64 {
+                let stream = format!("tally-{:03}", i % 10);
+                append(store.as_ref(), &stream, vec![added(i)]).await;
+                more.push((stream, i));
+                tokio::task::yield_now().await;
+            }
+            more
+        })
+    };
+    let report = live.rebuild(|_| {}).await.expect("rebuild under traffic");
+    assert_eq!(report.generation, 2);
+    for (stream, amount) in writer.await.expect("writer") {
+        let tally = expected.entry(stream).or_default();
+        tally.count += 1;
+        tally.total += amount;
+    }
+    let expected: Vec<(String, Tally)> = expected.into_iter().collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tallies(&target).await != expected {
+        if worker.is_finished() {
+            panic!("the live worker stopped: {:?}", worker.await);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the live worker did not carry on after the switch"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(());
+    let stopped = worker.await.expect("task");
+    assert!(stopped.is_ok(), "the live worker stopped with {stopped:?}");
+    let s = &status(store.as_ref(), &target).await.expect("status")[0];
+    assert_eq!((s.generation, s.state), (2, ProjectionState::Running));
+}

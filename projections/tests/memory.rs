@@ -30,4 +30,5 @@ scenarios!(
     a_new_version_is_rebuilt,
     a_stale_worker_cannot_overwrite_progress,
     an_interrupted_rebuild_resumes_and_ends_correct,
+    a_rebuild_under_live_traffic_loses_nothing,
 );

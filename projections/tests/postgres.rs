@@ -39,6 +39,7 @@ scenarios!(
     a_new_version_is_rebuilt,
     a_stale_worker_cannot_overwrite_progress,
     an_interrupted_rebuild_resumes_and_ends_correct,
+    a_rebuild_under_live_traffic_loses_nothing,
 );
 
 /// A projection that writes a table of its own through the batch's transaction: its rows

@@ -280,6 +280,11 @@ async fn a_rebuild_of_every_read_model_equals_the_live_one() {
         );
     }
     assert_eq!(snapshot().await, live);
+    let refused = app.shop.rebuild("checkout", |_| {}).await;
+    assert!(
+        matches!(refused, Err(demo_shop::shop::ShopError::Rejected(_))),
+        "the checkout has side effects and is never replayed: {refused:?}"
+    );
     app.shutdown().await;
 }
 

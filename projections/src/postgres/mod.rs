@@ -195,6 +195,12 @@ impl Target for PgTarget {
         to: Position,
         last_recorded_at: Option<DateTime<Utc>>,
     ) -> Result<()> {
+        // Lock the projection's state row first, as a switch of generation does, so that the
+        // two always lock in the same order (documents second) and never deadlock.
+        sqlx::query("SELECT 1 FROM projection_state WHERE name = $1 FOR SHARE")
+            .bind(&batch.name)
+            .execute(&mut *batch.tx)
+            .await?;
         batch.flush().await?;
         // The compare-and-set: the checkpoint must still be where the batch started, and the
         // generation must still play its role. `FOR SHARE` on the state row keeps a switch
