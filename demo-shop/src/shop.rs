@@ -227,13 +227,8 @@ impl Shop {
         price: Money,
         meta: &Metadata,
     ) -> Result<Written, ShopError> {
-        let command = InventoryCommand::RegisterProduct { name, price };
-        Ok(written(
-            &self
-                .inventory
-                .execute(sku.as_str(), (sku.clone(), command), meta)
-                .await?,
-        ))
+        self.inventory_command(sku, InventoryCommand::RegisterProduct { name, price }, meta)
+            .await
     }
 
     /// Adds units of a product to the stock.
@@ -243,13 +238,21 @@ impl Shop {
         quantity: u32,
         meta: &Metadata,
     ) -> Result<Written, ShopError> {
-        let command = InventoryCommand::Restock { quantity };
-        Ok(written(
-            &self
-                .inventory
-                .execute(sku.as_str(), (sku.clone(), command), meta)
-                .await?,
-        ))
+        self.inventory_command(sku, InventoryCommand::Restock { quantity }, meta)
+            .await
+    }
+
+    async fn inventory_command(
+        &self,
+        sku: Sku,
+        command: InventoryCommand,
+        meta: &Metadata,
+    ) -> Result<Written, ShopError> {
+        let events = self
+            .inventory
+            .execute(sku.as_str(), (sku.clone(), command), meta)
+            .await?;
+        Ok(written(&events))
     }
 
     /// Places an order at today's prices; the checkout takes it from there.
@@ -294,17 +297,8 @@ impl Shop {
         reason: String,
         meta: &Metadata,
     ) -> Result<Written, ShopError> {
-        self.order_exists(order_id).await?;
-        Ok(written(
-            &self
-                .orders
-                .execute(
-                    &order_id.to_string(),
-                    (order_id, OrderCommand::Cancel { reason }),
-                    meta,
-                )
-                .await?,
-        ))
+        self.existing_order_command(order_id, OrderCommand::Cancel { reason }, meta)
+            .await
     }
 
     /// Ships a confirmed order.
@@ -313,20 +307,24 @@ impl Shop {
         order_id: OrderId,
         meta: &Metadata,
     ) -> Result<Written, ShopError> {
-        self.order_exists(order_id).await?;
-        Ok(written(
-            &self
-                .orders
-                .execute(&order_id.to_string(), (order_id, OrderCommand::Ship), meta)
-                .await?,
-        ))
+        self.existing_order_command(order_id, OrderCommand::Ship, meta)
+            .await
     }
 
-    async fn order_exists(&self, order_id: OrderId) -> Result<(), ShopError> {
-        if self.orders.load(&order_id.to_string()).await?.version == 0 {
+    /// Carries out `command` on an order that must have been placed (404 otherwise).
+    async fn existing_order_command(
+        &self,
+        order_id: OrderId,
+        command: OrderCommand,
+        meta: &Metadata,
+    ) -> Result<Written, ShopError> {
+        let id = order_id.to_string();
+        if self.orders.load(&id).await?.version == 0 {
             return Err(ShopError::NotFound(format!("no order {order_id}")));
         }
-        Ok(())
+        Ok(written(
+            &self.orders.execute(&id, (order_id, command), meta).await?,
+        ))
     }
 }
 
