@@ -8,8 +8,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrs_core::conformance::TestEvent;
-use cqrs_core::{EventFilter, EventStore, ExpectedVersion, InMemoryEventStore, Metadata, NewEvent, RecordedEvent, StreamId};
-use projections::{status, ApplyError, Documents, DocumentsExt, MemoryTarget, Projection, ProjectionRunner, Target};
+use cqrs_core::{
+    EventFilter, EventStore, ExpectedVersion, InMemoryEventStore, Metadata, NewEvent,
+    RecordedEvent, StreamId,
+};
+use projections::{
+    status, ApplyError, Documents, DocumentsExt, MemoryTarget, Projection, ProjectionRunner, Target,
+};
 
 /// Sums the `amount` of every `Added` event, per stream.
 struct Totals;
@@ -24,7 +29,11 @@ impl Projection for Totals {
         EventFilter::all().event_types(["Added"])
     }
 
-    async fn apply(&self, docs: &mut dyn Documents, event: &RecordedEvent) -> Result<(), ApplyError> {
+    async fn apply(
+        &self,
+        docs: &mut dyn Documents,
+        event: &RecordedEvent,
+    ) -> Result<(), ApplyError> {
         let amount = event.event.payload["amount"]
             .as_u64()
             .ok_or_else(|| ApplyError::poison("an Added event without an amount"))?;
@@ -56,20 +65,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (stream, amount) in [("till-1", 5), ("till-2", 7), ("till-1", 3)] {
         let event = NewEvent::from_domain(&TestEvent::Added { amount })?;
         store
-            .append(&StreamId::new(stream)?, ExpectedVersion::Any, vec![event], &Metadata::new_request())
+            .append(
+                &StreamId::new(stream)?,
+                ExpectedVersion::Any,
+                vec![event],
+                &Metadata::new_request(),
+            )
             .await?;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let live = target.list("totals", "totals").await?;
     println!("live read model: {live:?}");
     for s in status(store.as_ref(), &target).await? {
-        println!("{}: {:?}, checkpoint {}, lag {} events", s.name, s.state, s.checkpoint, s.lag_events);
+        println!(
+            "{}: {:?}, checkpoint {}, lag {} events",
+            s.name, s.state, s.checkpoint, s.lag_events
+        );
     }
 
     let _ = stop.send(());
     worker.await??;
-    let report = runner.rebuild(|p| println!("rebuild: {}/{} events", p.done, p.total)).await?;
+    let report = runner
+        .rebuild(|p| println!("rebuild: {}/{} events", p.done, p.total))
+        .await?;
     let rebuilt = target.list("totals", "totals").await?;
-    println!("rebuilt into generation {}: identical = {}", report.generation, rebuilt == live);
+    println!(
+        "rebuilt into generation {}: identical = {}",
+        report.generation,
+        rebuilt == live
+    );
     Ok(())
 }
