@@ -166,9 +166,6 @@ pub async fn read_stream_to_end(
     }
 }
 
-/// How long a caught-up reader waits for a signal before looking again anyway.
-pub const DEFAULT_IDLE_WAIT: Duration = Duration::from_secs(1);
-
 /// Checks a batch before a store looks anything up: at least one event, no event id twice.
 pub fn check_batch(events: &[NewEvent]) -> Result<()> {
     if events.is_empty() {

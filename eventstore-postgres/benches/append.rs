@@ -15,6 +15,7 @@ use cqrs_core::{
     EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, Repository,
     SnapshotPolicy, StreamId,
 };
+use eventstore_postgres::bench::{median, BenchArgs};
 use eventstore_postgres::testing::TestDatabase;
 use eventstore_postgres::PgEventStore;
 use sqlx::{PgPool, Row};
@@ -27,18 +28,11 @@ struct Options {
 }
 
 fn options() -> Options {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str, default: usize| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let args = BenchArgs::from_env();
     Options {
-        json: args.iter().any(|a| a == "--json"),
-        scale: value("--scale", 1).max(1),
-        runs: value("--runs", 1).max(1),
+        json: args.flag("--json"),
+        scale: args.number("--scale", 1).max(1),
+        runs: args.number("--runs", 1).max(1),
     }
 }
 
@@ -305,11 +299,6 @@ async fn load_1000(store: Arc<dyn EventStore>, snapshots: SnapshotPolicy) -> f64
         assert_eq!(loaded.state.applied, 1_000);
     }
     median(times)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
 }
 
 async fn run_once(store: &PgEventStore, pool: &PgPool, scale: usize) -> Vec<Figure> {

@@ -59,8 +59,10 @@
 //! | `horizon` | [`HorizonBlocker`]: what holds readers back |
 //! | `error` | mapping `sqlx` errors to [`cqrs_core::Error`] |
 //! | [`testing`] | [`testing::TestDatabase`]: a fresh database per test |
+//! | [`bench`] | the command line and medians of the benchmarks |
 //! | `migrations/` | the schema and the `es_append` function |
 
+pub mod bench;
 mod error;
 mod horizon;
 mod notify;

@@ -15,6 +15,7 @@ use cqrs_core::conformance::TestEvent;
 use cqrs_core::{
     EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId,
 };
+use eventstore_postgres::bench::{median, BenchArgs};
 use eventstore_postgres::testing::TestDatabase;
 use eventstore_postgres::PgEventStore;
 use projections::{
@@ -33,19 +34,12 @@ struct Options {
 }
 
 fn options() -> Options {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str, default: usize| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let args = BenchArgs::from_env();
     Options {
-        json: args.iter().any(|a| a == "--json"),
-        events: value("--events", 200_000).max(1_000),
-        runs: value("--runs", 1).max(1),
-        seconds: value("--seconds", 5).max(1) as u64,
+        json: args.flag("--json"),
+        events: args.number("--events", 200_000).max(1_000),
+        runs: args.number("--runs", 1).max(1),
+        seconds: args.number("--seconds", 5).max(1) as u64,
     }
 }
 
@@ -241,11 +235,6 @@ async fn latency(store: Arc<PgEventStore>, target: PgTarget, seconds: u64) -> (f
     samples.sort_by(|a, b| a.total_cmp(b));
     let pick = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
     (pick(0.50), pick(0.99))
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
 }
 
 #[tokio::main]

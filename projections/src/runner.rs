@@ -44,6 +44,9 @@ impl Default for RunnerOptions {
     }
 }
 
+/// How often a working runner makes sure it still holds its lease.
+const LEASE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// Why a stint of work ended.
 enum Stint {
     ShutDown,
@@ -198,13 +201,19 @@ impl<T: Target> ProjectionRunner<T> {
         let mut backoff = Backoff::new(self.options.max_backoff);
         let mut last_idle_checkpoint = Instant::now();
         let mut applied = 0u64;
+        let mut lease_checked = Instant::now();
 
         loop {
             if futures_ready(shutdown).await {
                 return Ok(Stint::ShutDown);
             }
-            if !self.target.lease_held(lease).await {
-                return Ok(Stint::LeaseLost);
+            // The compare-and-set at every commit is what fences a stale worker; this check
+            // only makes one that lost its lease stand down sooner, so once a second will do.
+            if lease_checked.elapsed() >= LEASE_CHECK_EVERY {
+                if !self.target.lease_held(lease).await {
+                    return Ok(Stint::LeaseLost);
+                }
+                lease_checked = Instant::now();
             }
             let page = match self
                 .store
@@ -223,13 +232,11 @@ impl<T: Target> ProjectionRunner<T> {
                 let idle_long =
                     last_idle_checkpoint.elapsed() >= self.options.idle_checkpoint_every;
                 if page.scanned_to > checkpoint && (until.is_some() || idle_long) {
-                    let batch = self.target.begin(&name, generation).await?;
                     match self
-                        .target
-                        .commit(batch, Role::Live, checkpoint, page.scanned_to, None)
+                        .apply_page(generation, Role::Live, checkpoint, &page)
                         .await
                     {
-                        Ok(()) => checkpoint = page.scanned_to,
+                        Ok(to) => checkpoint = to,
                         Err(Error::LeaseLost { .. }) => return Ok(Stint::LeaseLost),
                         Err(e) => return Err(e),
                     }

@@ -17,6 +17,36 @@ use cqrs_core::{
 };
 use serde::{Deserialize, Serialize};
 
+/// Generates one `#[tokio::test]` per scenario of this module, each on a fresh store and
+/// target from `$fresh` (an async fn returning `(Arc<dyn EventStore>, T, Teardown)`, the
+/// teardown run after a passing test), so that a new scenario runs on every target at once.
+#[macro_export]
+macro_rules! target_scenarios {
+    ($fresh:path) => {
+        $crate::target_scenarios!(@each $fresh;
+            builds_the_read_model_exactly_once,
+            follows_the_log_and_shuts_down,
+            poison_stops_with_its_position,
+            poison_is_dead_lettered,
+            rebuild_equals_the_live_model,
+            a_new_version_is_rebuilt,
+            a_stale_worker_cannot_overwrite_progress,
+            an_interrupted_rebuild_resumes_and_ends_correct,
+            a_rebuild_under_live_traffic_loses_nothing
+        );
+    };
+    (@each $fresh:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (store, target, teardown) = $fresh().await;
+                $crate::testing::$name(store, target).await;
+                teardown.await;
+            }
+        )*
+    };
+}
+
 /// Per stream: how many events and the sum of their amounts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {

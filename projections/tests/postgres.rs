@@ -1,16 +1,16 @@
 //! The projection scenarios on PostgreSQL: `PgEventStore` and `PgTarget` in one fresh
 //! database per test.
 
-use projections::testing as common;
-
 use std::sync::Arc;
 
+use cqrs_core::conformance::Teardown;
 use cqrs_core::EventStore;
 use eventstore_postgres::testing::TestDatabase;
 use eventstore_postgres::PgEventStore;
+use projections::testing as common;
 use projections::PgTarget;
 
-async fn fresh() -> (Arc<dyn EventStore>, PgTarget, TestDatabase) {
+async fn fresh_database() -> (Arc<dyn EventStore>, PgTarget, TestDatabase) {
     let db = TestDatabase::create(12).await;
     let store = PgEventStore::new(db.pool.clone());
     store.migrate().await.expect("store migrations");
@@ -19,28 +19,12 @@ async fn fresh() -> (Arc<dyn EventStore>, PgTarget, TestDatabase) {
     (Arc::new(store), target, db)
 }
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let (store, target, db) = fresh().await;
-            common::$name(store, target).await;
-            db.drop_database().await;
-        }
-    )*};
+async fn fresh() -> (Arc<dyn EventStore>, PgTarget, Teardown) {
+    let (store, target, db) = fresh_database().await;
+    (store, target, Box::pin(db.drop_database()))
 }
 
-scenarios!(
-    builds_the_read_model_exactly_once,
-    follows_the_log_and_shuts_down,
-    poison_stops_with_its_position,
-    poison_is_dead_lettered,
-    rebuild_equals_the_live_model,
-    a_new_version_is_rebuilt,
-    a_stale_worker_cannot_overwrite_progress,
-    an_interrupted_rebuild_resumes_and_ends_correct,
-    a_rebuild_under_live_traffic_loses_nothing,
-);
+projections::target_scenarios!(fresh);
 
 /// A projection that writes a table of its own through the batch's transaction: its rows
 /// commit with the checkpoint, exactly once.
@@ -77,7 +61,7 @@ async fn a_projection_can_write_its_own_tables_in_the_batch_transaction() {
         }
     }
 
-    let (store, target, db) = fresh().await;
+    let (store, target, db) = fresh_database().await;
     sqlx::query("CREATE TABLE ledger (generation bigint, event_id uuid, PRIMARY KEY (generation, event_id))")
         .execute(&db.pool)
         .await

@@ -203,13 +203,13 @@ impl Target for PgTarget {
             .await?;
         batch.flush().await?;
         // The compare-and-set: the checkpoint must still be where the batch started, and the
-        // generation must still play its role. `FOR SHARE` on the state row keeps a switch
-        // from slipping between the check and the commit.
+        // generation must still play its role (the state row, locked above, cannot switch
+        // between this check and the commit).
         let moved = sqlx::query(
             "UPDATE projection_checkpoints c \
              SET commit = $5, sequence = $6, last_recorded_at = coalesce($7, c.last_recorded_at), \
                  updated_at = now() \
-             FROM (SELECT active_generation FROM projection_state WHERE name = $1 FOR SHARE) s \
+             FROM (SELECT active_generation FROM projection_state WHERE name = $1) s \
              WHERE c.name = $1 AND c.generation = $2 AND c.commit = $3 AND c.sequence = $4 \
                AND CASE WHEN $8 THEN s.active_generation = c.generation \
                         ELSE c.generation > s.active_generation END",
