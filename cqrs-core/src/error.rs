@@ -78,6 +78,17 @@ pub enum Error {
     #[error("event store unavailable: {0}")]
     Unavailable(#[source] BoxError),
 
+    /// The log holds transaction ids at or above the server's next one: it was copied from a
+    /// cluster whose transaction counter was ahead. New events would sort before the copied
+    /// ones and readers past them would skip them, so the store refuses to read or write.
+    #[error("the event log holds transaction id {newest}, at or above this server's next transaction id {next}: it was copied from a cluster whose transaction counter was ahead (pg_dump/restore, logical replication, a failover to a lagging standby), and new events would sort before it and be skipped by readers. Refusing to read or write. Fix: raise this cluster's transaction id epoch above the log's before it takes writes (pg_resetwal --epoch); see \"Moving a store between clusters\" in the eventstore-postgres docs")]
+    LogAhead {
+        /// The highest transaction id in the log.
+        newest: u64,
+        /// The server's next transaction id.
+        next: u64,
+    },
+
     /// Any other failure of the store's backend.
     #[error("event store backend error: {0}")]
     Backend(#[source] BoxError),

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::event::{Metadata, NewEvent, RecordedEvent};
+use crate::horizon::Horizon;
 use crate::snapshot::Snapshot;
 use crate::store::{check_batch, AppendResult, EventFilter, EventStore, ReadAllPage};
 use crate::stream::{ExpectedVersion, Position, StreamId};
@@ -238,6 +239,17 @@ impl EventStore for InMemoryEventStore {
         let mut head = self.head.subscribe();
         let arrived = tokio::time::timeout(timeout, head.wait_for(|p| *p > after)).await;
         Ok(matches!(arrived, Ok(Ok(_))))
+    }
+
+    async fn count_after(&self, after: Position, limit: u64) -> Result<u64> {
+        let inner = self.lock();
+        let start = inner.log.partition_point(|e| e.position <= after);
+        Ok(((inner.log.len() - start) as u64).min(limit))
+    }
+
+    async fn horizon(&self) -> Result<Horizon> {
+        // Appends are visible the moment they are stored: nothing is ever held back.
+        Ok(Horizon::default())
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {

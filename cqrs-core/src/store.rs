@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
 use crate::event::{Metadata, NewEvent, RecordedEvent};
+use crate::horizon::Horizon;
 use crate::snapshot::Snapshot;
 use crate::stream::{ExpectedVersion, Position, StreamId};
 
@@ -136,6 +137,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// Waits until an event after `after` may be readable, or `timeout` passes. Returns
     /// `true` if new events are there. Readers call it when caught up instead of polling.
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<bool>;
+
+    /// How many events a reader can see after `after`, counting at most `limit` (for lag).
+    async fn count_after(&self, after: Position, limit: u64) -> Result<u64>;
+
+    /// What holds readers back now: committed events not yet readable, and the open
+    /// transactions in the way (always empty where nothing can hold readers back).
+    async fn horizon(&self) -> Result<Horizon>;
 
     /// The newest snapshot of `stream`, if any.
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>>;

@@ -56,7 +56,8 @@
 //! | `store` | [`PgEventStore`] and its [`EventStore`](cqrs_core::EventStore) implementation |
 //! | `row` | decoding event rows, refusing bad data with its position |
 //! | `notify` | the LISTEN task that wakes waiting readers |
-//! | `horizon` | [`HorizonBlocker`]: what holds readers back |
+//! | `horizon` | what holds readers back ([`cqrs_core::Horizon`]) |
+//! | `log_order` | the start-up guard against a log copied from a cluster that was ahead |
 //! | `error` | mapping `sqlx` errors to [`cqrs_core::Error`] |
 //! | [`testing`] | [`testing::TestDatabase`]: a fresh database per test |
 //! | [`bench`] | the command line and medians of the benchmarks |
@@ -65,13 +66,14 @@
 pub mod bench;
 mod error;
 mod horizon;
+mod log_order;
 mod notify;
 mod row;
 mod store;
 pub mod testing;
 
+pub use cqrs_core::HorizonBlocker;
 pub use error::is_transient;
-pub use horizon::HorizonBlocker;
 pub use notify::CHANNEL as NOTIFY_CHANNEL;
 pub use store::{PgEventStore, DEFAULT_POLL_INTERVAL};
 

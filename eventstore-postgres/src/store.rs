@@ -7,15 +7,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_core::store::check_batch;
 use cqrs_core::{
-    AppendResult, Error, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position,
-    ReadAllPage, RecordedEvent, Result, Snapshot, StreamId,
+    AppendResult, Error, EventFilter, EventStore, ExpectedVersion, Horizon, HorizonBlocker,
+    Metadata, NewEvent, Position, ReadAllPage, RecordedEvent, Result, Snapshot, StreamId,
 };
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use crate::error::{from_sqlx, violated_constraint, EVENT_ID_UNIQUE, STREAM_VERSION_UNIQUE};
-use crate::horizon::{self, HorizonBlocker};
+use crate::horizon;
+use crate::log_order::LogOrderGuard;
 use crate::notify::Notifier;
 use crate::row::{decode_event, signed, unsigned, EVENT_COLUMNS};
 
@@ -37,6 +38,7 @@ pub struct PgEventStore {
     pool: PgPool,
     notifier: Arc<Notifier>,
     poll_interval: Duration,
+    log_order: LogOrderGuard,
 }
 
 impl PgEventStore {
@@ -46,6 +48,7 @@ impl PgEventStore {
             notifier: Arc::new(Notifier::new(pool.clone())),
             pool,
             poll_interval: DEFAULT_POLL_INTERVAL,
+            log_order: LogOrderGuard::default(),
         }
     }
 
@@ -75,6 +78,13 @@ impl PgEventStore {
         crate::migrate(&self.pool).await
     }
 
+    /// Checks that the log's transaction ids are all below the server's next one (see
+    /// [`Error::LogAhead`]). Every read and write makes this check once per store before it
+    /// runs, and refuses while it fails; call it at start-up to fail early.
+    pub async fn check_log_order(&self) -> Result<()> {
+        self.log_order.check(&self.pool).await
+    }
+
     /// The open write transactions that hold readers back right now, oldest first.
     ///
     /// Readers see an event only once every transaction that started writing before it has
@@ -100,6 +110,7 @@ impl PgEventStore {
         metadata: &Metadata,
     ) -> Result<AppendResult> {
         check_batch(&events)?;
+        self.check_log_order().await?;
         self.append_with(&mut *transaction, stream, expected, &events, metadata, true)
             .await
     }
@@ -288,6 +299,7 @@ impl EventStore for PgEventStore {
         metadata: &Metadata,
     ) -> Result<AppendResult> {
         check_batch(&events)?;
+        self.check_log_order().await?;
         let appended = self
             .append_with(&self.pool, stream, expected, &events, metadata, false)
             .await?;
@@ -304,6 +316,7 @@ impl EventStore for PgEventStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         let limit = page_limit(limit)?;
+        self.check_log_order().await?;
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM es_events e \
              WHERE e.stream_id = $1 AND e.stream_version >= $2 \
@@ -335,6 +348,7 @@ impl EventStore for PgEventStore {
         filter: &EventFilter,
     ) -> Result<ReadAllPage> {
         let limit_i64 = page_limit(limit)?;
+        self.check_log_order().await?;
         let types = (!filter.event_types.is_empty()).then_some(&filter.event_types);
         let categories = (!filter.categories.is_empty()).then_some(&filter.categories);
         // One statement, so the rows and the horizon come from the same snapshot.
@@ -411,6 +425,26 @@ impl EventStore for PgEventStore {
             // Woken by a notification or by the poll interval, look again either way.
             let _ = tokio::time::timeout(nap, signal.changed()).await;
         }
+    }
+
+    async fn count_after(&self, after: Position, limit: u64) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM es_events \
+                 WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+                   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                 LIMIT $3) AS readable",
+        )
+        .bind(signed(after.commit, "position")?)
+        .bind(signed(after.sequence, "position")?)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn horizon(&self) -> Result<Horizon> {
+        horizon::horizon(&self.pool).await
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {

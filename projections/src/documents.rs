@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::lease::LeaseToken;
 
 /// The read-model side of one batch's transaction.
 #[async_trait]
@@ -40,6 +41,13 @@ pub trait Documents: Send {
     /// Such tables should carry [`generation`](Documents::generation) in their rows, so that
     /// a rebuild does not disturb what queries read.
     fn postgres(&mut self) -> Option<&mut sqlx::PgConnection> {
+        None
+    }
+
+    /// The lease of the worker applying this batch (`None` in a rebuild, which has no
+    /// effects): a handler with side effects checks [`LeaseToken::is_live`] right before an
+    /// effect and sends the epoch along, so that what a deposed worker sends can be fenced.
+    fn lease(&self) -> Option<&LeaseToken> {
         None
     }
 }

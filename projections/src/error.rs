@@ -21,14 +21,64 @@ pub enum Error {
     #[error("transient failure: {0}")]
     Transient(String),
 
-    /// Another worker moved the checkpoint on since this worker read it: this worker lost its
-    /// lease and must stand down; its batch was rolled back.
-    #[error("projection `{projection}` lost its lease: the checkpoint moved on from {expected}")]
+    /// Another worker took the lease or moved the checkpoint on since this worker read it:
+    /// this worker must stand down; its batch was rolled back.
+    #[error("projection `{projection}` lost its lease: another worker took it or moved the checkpoint on from {expected}")]
     LeaseLost {
         /// The projection.
         projection: String,
         /// The checkpoint the batch started from.
         expected: Position,
+    },
+
+    /// The batch's generation no longer plays its part: a rebuild switched a newer one in
+    /// (for a live batch), or the rebuilt one was switched in or passed by (for a rebuild).
+    /// Nothing of the batch was stored; the worker moves over to the active generation.
+    #[error("projection `{projection}`: generation {generation} is no longer the one to write (the active one is {active})")]
+    GenerationMoved {
+        /// The projection.
+        projection: String,
+        /// The batch's generation.
+        generation: u64,
+        /// The active generation.
+        active: u64,
+    },
+
+    /// A switch to a rebuilt generation would move the read model back behind the active
+    /// one's checkpoint; the rebuild must read on first.
+    #[error("projection `{projection}`: generation {generation} is at {rebuilt}, behind the active one at {active}")]
+    RebuildBehind {
+        /// The projection.
+        projection: String,
+        /// The rebuilt generation.
+        generation: u64,
+        /// Its checkpoint.
+        rebuilt: Position,
+        /// The active generation's checkpoint.
+        active: Position,
+    },
+
+    /// A newer version of the projection built the active read model; this (older) code
+    /// leaves it alone.
+    #[error(
+        "projection `{projection}` is run by version {active_version}; this is version {version}"
+    )]
+    Superseded {
+        /// The projection.
+        projection: String,
+        /// This runner's version.
+        version: u32,
+        /// The version that built the active read model.
+        active_version: u32,
+    },
+
+    /// No open dead letter of that event in that projection.
+    #[error("projection `{projection}` has no open dead letter for event {event_id}")]
+    NoDeadLetter {
+        /// The projection.
+        projection: String,
+        /// The event.
+        event_id: uuid::Uuid,
     },
 
     /// The projection stopped on an event it cannot handle (the default error policy).

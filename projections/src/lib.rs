@@ -67,11 +67,14 @@
 //! | [`testing`] | scenarios every target passes; the `Tallies` test projection |
 //! | [`error`] | [`Error`] |
 
+pub mod dead_letters;
 pub mod documents;
 pub mod error;
+pub mod lease;
 pub mod memory;
 pub mod policy;
 pub mod postgres;
+pub mod progress;
 pub mod projection;
 pub mod rebuild;
 pub mod runner;
@@ -79,13 +82,16 @@ pub mod status;
 pub mod target;
 pub mod testing;
 
+pub use dead_letters::{DeadLetter, DeadLetterStatus, Resolution};
 pub use documents::{Documents, DocumentsExt};
 pub use error::{Error, Result};
+pub use lease::{LeaseInfo, LeaseOptions, LeaseToken};
 pub use memory::MemoryTarget;
 pub use policy::ErrorPolicy;
 pub use postgres::PgTarget;
+pub use progress::{wait_for, Progress, ProgressBoard, WaitOutcome};
 pub use projection::{ApplyError, Projection};
 pub use rebuild::{RebuildProgress, RebuildReport};
 pub use runner::{CaughtUp, ProjectionRunner, RunnerOptions};
-pub use status::{clear_failure, status, ProjectionState, ProjectionStatus};
+pub use status::{status, ProjectionState, ProjectionStatus};
 pub use target::{Checkpoint, Failure, StoredState, Target};

@@ -1,18 +1,24 @@
-//! [`MemoryTarget`]: read models, checkpoints and leases in memory, with the same
-//! transactional behaviour as PostgreSQL (a batch's writes and its checkpoint land together,
-//! or not at all). The embedded default of the demo; nothing survives the process.
+//! [`MemoryTarget`]: read models, checkpoints, leases and dead letters in memory, with the
+//! same transactional behaviour as PostgreSQL (a batch's writes and its checkpoint land
+//! together, or not at all; a switch waits for open batches and keeps new ones out). The
+//! embedded default of the demo; nothing survives the process.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_core::Position;
 use serde_json::Value;
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+use uuid::Uuid;
 
+use crate::dead_letters::{DeadLetter, DeadLetterStatus, Resolution};
 use crate::documents::Documents;
 use crate::error::{Error, Result};
+use crate::lease::{LeaseInfo, LeaseToken};
+use crate::progress::ProgressBoard;
 use crate::target::{Checkpoint, Failure, Role, StoredState, Target};
 
 type Key = (String, String);
@@ -21,16 +27,28 @@ type Key = (String, String);
 #[derive(Clone, Debug, Default)]
 pub struct MemoryTarget {
     state: Arc<Mutex<State>>,
-    leases: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Per projection: batches hold it shared, a switch exclusively (PostgreSQL's lock on the
+    /// state row).
+    gates: Arc<Mutex<HashMap<String, Arc<RwLock<()>>>>>,
+    progress: ProgressBoard,
+}
+
+#[derive(Debug)]
+struct MemoryLease {
+    epoch: u64,
+    holder: String,
+    expires: Instant,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Active generation and failure of each projection.
-    projections: BTreeMap<String, (u64, Option<Failure>)>,
+    /// The active generation of each projection.
+    active: BTreeMap<String, u64>,
     checkpoints: BTreeMap<(String, u64), Checkpoint>,
     documents: BTreeMap<(String, u64), BTreeMap<Key, Value>>,
-    dead_letters: BTreeMap<String, Vec<Failure>>,
+    /// Per projection, in the order first met.
+    dead_letters: BTreeMap<String, Vec<DeadLetter>>,
+    leases: HashMap<String, MemoryLease>,
 }
 
 impl MemoryTarget {
@@ -42,11 +60,22 @@ impl MemoryTarget {
     fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
     }
+
+    fn gate(&self, name: &str) -> Arc<RwLock<()>> {
+        let mut gates = self.gates.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(gates.entry(name.to_owned()).or_default())
+    }
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // Every mutation below completes without a step that can panic half-way.
     state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Debug)]
+enum Gate {
+    Shared(#[allow(dead_code)] OwnedRwLockReadGuard<()>),
+    Exclusive(#[allow(dead_code)] OwnedRwLockWriteGuard<()>),
 }
 
 /// One batch: writes buffered until commit, reads through to the committed documents.
@@ -55,8 +84,12 @@ pub struct MemoryBatch {
     state: Arc<Mutex<State>>,
     name: String,
     generation: u64,
+    role: Role,
+    lease: Option<LeaseToken>,
     writes: BTreeMap<Key, Option<Value>>,
-    dead_letters: Vec<Failure>,
+    dead_letters: Vec<(Failure, bool)>,
+    retried: Vec<Uuid>,
+    _gate: Gate,
 }
 
 #[async_trait]
@@ -89,6 +122,10 @@ impl Documents for MemoryBatch {
     fn generation(&self) -> u64 {
         self.generation
     }
+
+    fn lease(&self) -> Option<&LeaseToken> {
+        self.lease.as_ref()
+    }
 }
 
 fn lease_lost(name: &str, from: Position) -> Error {
@@ -98,44 +135,125 @@ fn lease_lost(name: &str, from: Position) -> Error {
     }
 }
 
+impl State {
+    fn stored(&self, name: &str, active: u64) -> Option<StoredState> {
+        let checkpoint = self.checkpoints.get(&(name.to_owned(), active))?.clone();
+        let rebuilding = self
+            .checkpoints
+            .range((name.to_owned(), active + 1)..=(name.to_owned(), u64::MAX))
+            .next_back()
+            .map(|((_, g), c)| (*g, c.clone()));
+        let lease = self.leases.get(name).map(|l| LeaseInfo {
+            holder: l.holder.clone(),
+            epoch: l.epoch,
+            live: l.expires > Instant::now(),
+        });
+        Some(StoredState {
+            name: name.to_owned(),
+            active_generation: active,
+            checkpoint,
+            rebuilding,
+            lease,
+        })
+    }
+
+    fn record_dead_letter(
+        &mut self,
+        name: &str,
+        generation: u64,
+        failure: Failure,
+        blocking: bool,
+    ) {
+        let letters = self.dead_letters.entry(name.to_owned()).or_default();
+        match letters
+            .iter_mut()
+            .find(|d| d.failure.event_id == failure.event_id)
+        {
+            Some(letter) => {
+                letter.generation = generation;
+                letter.failure = failure;
+                letter.blocking = blocking;
+                letter.status = DeadLetterStatus::Parked;
+                letter.attempts += 1;
+                letter.failed_at = Utc::now();
+            }
+            None => letters.push(DeadLetter {
+                projection: name.to_owned(),
+                generation,
+                failure,
+                blocking,
+                status: DeadLetterStatus::Parked,
+                attempts: 1,
+                failed_at: Utc::now(),
+            }),
+        }
+    }
+}
+
 #[async_trait]
 impl Target for MemoryTarget {
     type Batch = MemoryBatch;
-    type Lease = OwnedMutexGuard<()>;
 
     async fn register(&self, name: &str, version: u32) -> Result<StoredState> {
         crate::projection::check_name(name)?;
-        {
-            let mut state = self.lock();
-            if !state.projections.contains_key(name) {
-                state.projections.insert(name.to_owned(), (1, None));
-                state.checkpoints.insert(
-                    (name.to_owned(), 1),
-                    Checkpoint {
-                        position: Position::START,
-                        version,
-                        last_recorded_at: None,
-                    },
-                );
-            }
+        let mut state = self.lock();
+        if !state.active.contains_key(name) {
+            state.active.insert(name.to_owned(), 1);
+            state
+                .checkpoints
+                .insert((name.to_owned(), 1), Checkpoint::start(version));
         }
-        self.states()
-            .await?
-            .into_iter()
-            .find(|s| s.name == name)
+        let active = state.active[name];
+        state
+            .stored(name, active)
             .ok_or_else(|| Error::UnknownProjection(name.to_owned()))
     }
 
-    async fn try_lease(&self, name: &str) -> Result<Option<Self::Lease>> {
-        let mutex = {
-            let mut leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(leases.entry(name.to_owned()).or_default())
-        };
-        Ok(mutex.try_lock_owned().ok())
+    async fn state(&self, name: &str) -> Result<Option<StoredState>> {
+        let state = self.lock();
+        Ok(state
+            .active
+            .get(name)
+            .and_then(|active| state.stored(name, *active)))
     }
 
-    async fn lease_held(&self, _lease: &mut Self::Lease) -> bool {
-        true
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<u64>> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let epoch = match state.leases.get(name) {
+            Some(running) if running.expires > now => return Ok(None),
+            Some(expired) => expired.epoch + 1,
+            None => 1,
+        };
+        state.leases.insert(
+            name.to_owned(),
+            MemoryLease {
+                epoch,
+                holder: holder.to_owned(),
+                expires: now + ttl,
+            },
+        );
+        Ok(Some(epoch))
+    }
+
+    async fn renew_lease(&self, name: &str, epoch: u64, ttl: Duration) -> Result<bool> {
+        let mut state = self.lock();
+        match state.leases.get_mut(name) {
+            Some(lease) if lease.epoch == epoch => {
+                lease.expires = Instant::now() + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release_lease(&self, name: &str, epoch: u64) -> Result<()> {
+        if let Some(lease) = self.lock().leases.get_mut(name) {
+            if lease.epoch == epoch {
+                lease.expires = Instant::now();
+            }
+        }
+        Ok(())
     }
 
     async fn checkpoint(&self, name: &str, generation: u64) -> Result<Option<Checkpoint>> {
@@ -149,59 +267,109 @@ impl Target for MemoryTarget {
     async fn create_generation(&self, name: &str, generation: u64, version: u32) -> Result<bool> {
         let mut state = self.lock();
         let key = (name.to_owned(), generation);
-        if state.checkpoints.contains_key(&key) {
+        let newer = state.active.get(name).is_some_and(|a| generation > *a);
+        if !newer || state.checkpoints.contains_key(&key) {
             return Ok(false);
         }
-        state.checkpoints.insert(
-            key,
-            Checkpoint {
-                position: Position::START,
-                version,
-                last_recorded_at: None,
-            },
-        );
+        state.checkpoints.insert(key, Checkpoint::start(version));
         Ok(true)
     }
 
-    async fn begin(&self, name: &str, generation: u64) -> Result<Self::Batch> {
+    async fn begin(
+        &self,
+        name: &str,
+        generation: u64,
+        role: Role,
+        lease: Option<LeaseToken>,
+    ) -> Result<Self::Batch> {
+        let gate = self.gate(name);
+        let gate = match role {
+            Role::Live | Role::Rebuild => Gate::Shared(gate.read_owned().await),
+            Role::Switch => Gate::Exclusive(gate.write_owned().await),
+        };
+        let active = *self
+            .lock()
+            .active
+            .get(name)
+            .ok_or_else(|| Error::UnknownProjection(name.to_owned()))?;
+        let plays_its_role = match role {
+            Role::Live => active == generation,
+            Role::Rebuild | Role::Switch => generation > active,
+        };
+        if !plays_its_role {
+            return Err(Error::GenerationMoved {
+                projection: name.to_owned(),
+                generation,
+                active,
+            });
+        }
         Ok(MemoryBatch {
             state: Arc::clone(&self.state),
             name: name.to_owned(),
             generation,
+            role,
+            lease,
             writes: BTreeMap::new(),
             dead_letters: Vec::new(),
+            retried: Vec::new(),
+            _gate: gate,
         })
     }
 
-    async fn dead_letter(&self, batch: &mut Self::Batch, failure: &Failure) -> Result<()> {
-        batch.dead_letters.push(failure.clone());
+    async fn dead_letter(
+        &self,
+        batch: &mut Self::Batch,
+        failure: &Failure,
+        blocking: bool,
+    ) -> Result<()> {
+        batch.dead_letters.push((failure.clone(), blocking));
+        Ok(())
+    }
+
+    async fn retried(&self, batch: &mut Self::Batch, event_id: Uuid) -> Result<()> {
+        batch.retried.push(event_id);
         Ok(())
     }
 
     async fn commit(
         &self,
         batch: Self::Batch,
-        role: Role,
         from: Position,
         to: Position,
         last_recorded_at: Option<DateTime<Utc>>,
     ) -> Result<()> {
         let mut state = self.lock();
         let name = batch.name.clone();
-        let active = state.projections.get(&name).map(|(g, _)| *g);
-        let role_holds = match role {
-            Role::Live => active == Some(batch.generation),
-            Role::Rebuild => active.is_some_and(|a| batch.generation > a),
-        };
+        if let Some(lease) = &batch.lease {
+            if state.leases.get(&name).map(|l| l.epoch) != Some(lease.epoch()) {
+                return Err(lease_lost(&name, from));
+            }
+        }
         let key = (name.clone(), batch.generation);
-        let checkpoint = state
-            .checkpoints
-            .get_mut(&key)
-            .filter(|c| role_holds && c.position == from)
-            .ok_or_else(|| lease_lost(&name, from))?;
-        checkpoint.position = to;
-        if last_recorded_at.is_some() {
-            checkpoint.last_recorded_at = last_recorded_at;
+        if state.checkpoints.get(&key).map(|c| c.position) != Some(from) {
+            return Err(lease_lost(&name, from));
+        }
+        if batch.role == Role::Switch {
+            let active = state.active.get(&name).copied().unwrap_or_default();
+            let active_at = state
+                .checkpoints
+                .get(&(name.clone(), active))
+                .map_or(Position::START, |c| c.position);
+            if to < active_at {
+                return Err(Error::RebuildBehind {
+                    projection: name,
+                    generation: batch.generation,
+                    rebuilt: to,
+                    active: active_at,
+                });
+            }
+            state.active.insert(name.clone(), batch.generation);
+        }
+        if let Some(checkpoint) = state.checkpoints.get_mut(&key) {
+            checkpoint.position = to;
+            if last_recorded_at.is_some() {
+                checkpoint.last_recorded_at = last_recorded_at;
+            }
         }
         let docs = state.documents.entry(key).or_default();
         for (k, v) in batch.writes {
@@ -210,57 +378,58 @@ impl Target for MemoryTarget {
                 None => docs.remove(&k),
             };
         }
-        state
-            .dead_letters
-            .entry(name)
-            .or_default()
-            .extend(batch.dead_letters);
-        Ok(())
-    }
-
-    async fn set_failure(&self, name: &str, failure: Option<&Failure>) -> Result<()> {
-        if let Some(entry) = self.lock().projections.get_mut(name) {
-            entry.1 = failure.cloned();
+        for (failure, blocking) in batch.dead_letters {
+            state.record_dead_letter(&name, batch.generation, failure, blocking);
+        }
+        if let Some(letters) = state.dead_letters.get_mut(&name) {
+            for letter in letters
+                .iter_mut()
+                .filter(|l| batch.retried.contains(&l.failure.event_id))
+            {
+                letter.status = DeadLetterStatus::Retried;
+            }
         }
         Ok(())
     }
 
-    async fn switch_generation(&self, name: &str, generation: u64) -> Result<()> {
-        let mut state = self.lock();
-        let previous = match state.projections.get_mut(name) {
-            Some(entry) => std::mem::replace(&mut entry.0, generation),
-            None => return Err(Error::UnknownProjection(name.to_owned())),
-        };
-        let old = (name.to_owned(), previous);
-        state.documents.remove(&old);
-        state.checkpoints.remove(&old);
+    async fn set_failure(
+        &self,
+        name: &str,
+        generation: u64,
+        failure: Option<&Failure>,
+    ) -> Result<()> {
+        if let Some(checkpoint) = self
+            .lock()
+            .checkpoints
+            .get_mut(&(name.to_owned(), generation))
+        {
+            checkpoint.failure = failure.cloned();
+        }
         Ok(())
+    }
+
+    async fn retire_generations(&self, name: &str) -> Result<u64> {
+        let mut state = self.lock();
+        let Some(active) = state.active.get(name).copied() else {
+            return Ok(0);
+        };
+        let old = |(n, g): &(String, u64)| n == name && *g < active;
+        state.documents.retain(|k, _| !old(k));
+        let before = state.checkpoints.len();
+        state.checkpoints.retain(|k, _| !old(k));
+        Ok((before - state.checkpoints.len()) as u64)
     }
 
     async fn states(&self) -> Result<Vec<StoredState>> {
         let state = self.lock();
         Ok(state
-            .projections
+            .active
             .iter()
-            .filter_map(|(name, (active, failure))| {
-                let checkpoint = state.checkpoints.get(&(name.clone(), *active))?.clone();
-                let rebuilding = state
-                    .checkpoints
-                    .range((name.clone(), active + 1)..=(name.clone(), u64::MAX))
-                    .next_back()
-                    .map(|((_, g), c)| (*g, c.clone()));
-                Some(StoredState {
-                    name: name.clone(),
-                    active_generation: *active,
-                    checkpoint,
-                    rebuilding,
-                    failure: failure.clone(),
-                })
-            })
+            .filter_map(|(name, active)| state.stored(name, *active))
             .collect())
     }
 
-    async fn dead_letters(&self, name: &str) -> Result<Vec<Failure>> {
+    async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>> {
         Ok(self
             .lock()
             .dead_letters
@@ -269,9 +438,64 @@ impl Target for MemoryTarget {
             .unwrap_or_default())
     }
 
+    async fn resolve_dead_letter(
+        &self,
+        name: &str,
+        event_id: Uuid,
+        resolution: Resolution,
+    ) -> Result<bool> {
+        let mut state = self.lock();
+        let Some(letter) = state
+            .dead_letters
+            .get_mut(name)
+            .and_then(|letters| letters.iter_mut().find(|l| l.failure.event_id == event_id))
+            .filter(|l| l.status.is_open())
+        else {
+            return Ok(false);
+        };
+        letter.status = match (letter.blocking, resolution) {
+            (false, Resolution::Retry) => DeadLetterStatus::Retry,
+            (true, Resolution::Retry) => DeadLetterStatus::Retried,
+            (_, Resolution::Skip) => DeadLetterStatus::Skipped,
+        };
+        let (blocking, generation, at) =
+            (letter.blocking, letter.generation, letter.failure.position);
+        if blocking {
+            if let Some(checkpoint) = state.checkpoints.get_mut(&(name.to_owned(), generation)) {
+                if checkpoint.failure.as_ref().map(|f| f.event_id) == Some(event_id) {
+                    checkpoint.failure = None;
+                    if resolution == Resolution::Skip {
+                        checkpoint.position = checkpoint.position.max(at);
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    async fn retries_asked(&self, name: &str, limit: usize) -> Result<Vec<DeadLetter>> {
+        Ok(self
+            .lock()
+            .dead_letters
+            .get(name)
+            .map(|letters| {
+                letters
+                    .iter()
+                    .filter(|l| l.status == DeadLetterStatus::Retry)
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn progress(&self) -> &ProgressBoard {
+        &self.progress
+    }
+
     async fn get(&self, projection: &str, collection: &str, key: &str) -> Result<Option<Value>> {
         let state = self.lock();
-        let Some((active, _)) = state.projections.get(projection) else {
+        let Some(active) = state.active.get(projection) else {
             return Ok(None);
         };
         Ok(state
@@ -283,7 +507,7 @@ impl Target for MemoryTarget {
 
     async fn list(&self, projection: &str, collection: &str) -> Result<Vec<(String, Value)>> {
         let state = self.lock();
-        let Some((active, _)) = state.projections.get(projection) else {
+        let Some(active) = state.active.get(projection) else {
             return Ok(Vec::new());
         };
         Ok(state

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use cqrs_core::Position;
 
 use crate::error::{Error, Result};
+use crate::policy::ErrorPolicy;
+use crate::projection::ApplyError;
 use crate::runner::ProjectionRunner;
 use crate::target::{Role, Target};
 
@@ -43,9 +45,14 @@ impl<T: Target> ProjectionRunner<T> {
     /// generation until the switch.
     ///
     /// An interrupted rebuild resumes where it stopped when started again (its generation
-    /// keeps its own checkpoint, moved with its documents in each batch). A live worker of
-    /// the same projection, elsewhere, notices the switch at its next batch and carries on
-    /// from the new generation's checkpoint.
+    /// keeps its own checkpoint, moved with its documents in each batch). The switch is a
+    /// last batch that keeps the live worker out while it applies what the live generation
+    /// already has, so the read model never moves back; a live worker of the same
+    /// projection, here or elsewhere, finds its generation switched out at its next batch
+    /// and carries on from the new one. Two rebuilders of one generation share the work;
+    /// the second to reach the switch finds it done. A rebuild by an older version of the
+    /// projection than the one that built the active read model is refused
+    /// ([`Error::Superseded`]).
     ///
     /// `on_progress` is called after every batch.
     pub async fn rebuild(
@@ -67,31 +74,38 @@ pub(crate) async fn rebuild_with<T: Target>(
     }
     let version = projection.version();
     let state = runner.target.register(&name, version).await?;
+    if state.checkpoint.version > version {
+        return Err(Error::Superseded {
+            projection: name,
+            version,
+            active_version: state.checkpoint.version,
+        });
+    }
     let generation = match state.rebuilding {
         Some((generation, checkpoint)) if checkpoint.version == version => generation,
         Some((generation, _)) => generation + 1,
         None => state.active_generation + 1,
     };
+    let started = Instant::now();
     runner
         .target
         .create_generation(&name, generation, version)
         .await?;
-    let mut checkpoint = runner
-        .target
-        .checkpoint(&name, generation)
-        .await?
-        .ok_or_else(|| Error::UnknownProjection(name.clone()))?
-        .position;
+    let Some(start) = runner.target.checkpoint(&name, generation).await? else {
+        // Switched in (or passed) by another rebuilder before this one began.
+        return finished_elsewhere(runner, generation, 0, started).await;
+    };
+    let mut checkpoint = start.position;
 
-    let started = Instant::now();
     let barrier = runner.store.read_barrier().await?;
     let total = runner.store.head().await?.sequence;
     let filter = projection.filter();
+    let batch_size = runner.options.batch_size.max(500);
     let mut applied = 0u64;
     loop {
         let page = runner
             .store
-            .read_all(checkpoint, runner.options.batch_size.max(500), &filter)
+            .read_all(checkpoint, batch_size, &filter)
             .await?;
         if page.events.is_empty() && page.scanned_to <= checkpoint {
             if checkpoint >= barrier {
@@ -106,27 +120,21 @@ pub(crate) async fn rebuild_with<T: Target>(
             continue;
         }
         checkpoint = match runner
-            .apply_page(generation, Role::Rebuild, checkpoint, &page)
+            .apply_page(generation, Role::Rebuild, None, checkpoint, &page)
             .await
         {
             Ok(to) => to,
             // Another rebuilder of the same generation moved it on (a second `rebuild`
-            // started elsewhere): carry on from where it got, or stop if it finished.
+            // started elsewhere): carry on from where it got.
             Err(Error::LeaseLost { .. }) => {
-                let state = runner.target.register(&name, version).await?;
-                if state.active_generation >= generation {
-                    tracing::info!(projection = %name, generation, "another rebuilder finished this generation");
-                    return Ok(RebuildReport {
-                        generation,
-                        applied,
-                        checkpoint: state.checkpoint.position,
-                        elapsed: started.elapsed(),
-                    });
-                }
                 match runner.target.checkpoint(&name, generation).await? {
                     Some(c) => c.position,
-                    None => return Err(Error::UnknownProjection(name)),
+                    None => return finished_elsewhere(runner, generation, applied, started).await,
                 }
+            }
+            // It was switched in, or a newer generation was: nothing more to do here.
+            Err(Error::GenerationMoved { .. }) => {
+                return finished_elsewhere(runner, generation, applied, started).await
             }
             Err(e) => return Err(e),
         };
@@ -153,12 +161,145 @@ pub(crate) async fn rebuild_with<T: Target>(
             break;
         }
     }
-    runner.target.switch_generation(&name, generation).await?;
-    tracing::info!(projection = %name, generation, applied, "rebuild switched in");
+    let Some((checkpoint, last)) = switch_in(runner, generation, &filter, &mut applied).await?
+    else {
+        return finished_elsewhere(runner, generation, applied, started).await;
+    };
+    runner.target.retire_generations(&name).await?;
+    runner.target.progress().reached(&name, checkpoint);
+    tracing::info!(projection = %name, generation, applied, caught_up_at_switch = last, "rebuild switched in");
     Ok(RebuildReport {
         generation,
         applied,
         checkpoint,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The rebuild's last batch: with every other batch of the projection kept out, applies what
+/// the live generation has and this one has not yet, then switches this one in — so queries
+/// never see the read model move back. Returns the checkpoint and how many events that last
+/// batch applied, or `None` when another rebuilder switched this generation (or a newer one)
+/// in first.
+async fn switch_in<T: Target>(
+    runner: &ProjectionRunner<T>,
+    generation: u64,
+    filter: &cqrs_core::EventFilter,
+    applied: &mut u64,
+) -> Result<Option<(Position, u64)>> {
+    let name = runner.projection.name();
+    let mut backoff = crate::policy::Backoff::new(runner.options.max_backoff);
+    loop {
+        let mut batch = match runner
+            .target
+            .begin(name, generation, Role::Switch, None)
+            .await
+        {
+            Ok(batch) => batch,
+            Err(Error::GenerationMoved { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let from = runner
+            .target
+            .checkpoint(name, generation)
+            .await?
+            .ok_or_else(|| Error::UnknownProjection(name.to_owned()))?
+            .position;
+        let live_at = runner
+            .target
+            .state(name)
+            .await?
+            .ok_or_else(|| Error::UnknownProjection(name.to_owned()))?
+            .checkpoint
+            .position;
+        let mut scanned = from;
+        let mut last_recorded = None;
+        let mut last = 0u64;
+        let mut transient = None;
+        while scanned < live_at {
+            let page = runner
+                .store
+                .read_all(scanned, runner.options.batch_size.max(500), filter)
+                .await?;
+            if page.events.is_empty() && page.scanned_to <= scanned {
+                break;
+            }
+            for event in &page.events {
+                match runner.projection.apply(&mut batch, event).await {
+                    Ok(()) => last += 1,
+                    Err(e @ ApplyError::Transient(_)) => {
+                        transient = Some(e);
+                        break;
+                    }
+                    Err(ApplyError::Storage(e)) if e.is_transient() => {
+                        transient = Some(ApplyError::Storage(e));
+                        break;
+                    }
+                    Err(error) => match runner.options.error_policy {
+                        ErrorPolicy::DeadLetter => {
+                            let failure = crate::runner::failure_of(event, &error);
+                            runner
+                                .target
+                                .dead_letter(&mut batch, &failure, false)
+                                .await?;
+                        }
+                        ErrorPolicy::Stop => {
+                            let failure = crate::runner::failure_of(event, &error);
+                            return Err(crate::runner::failed(name, &failure));
+                        }
+                    },
+                }
+            }
+            if transient.is_some() {
+                break;
+            }
+            scanned = page.scanned_to;
+            last_recorded = page.events.last().map(|e| e.recorded_at).or(last_recorded);
+        }
+        if let Some(error) = transient {
+            drop(batch);
+            tracing::warn!(projection = %name, %error, "transient failure in the switch; retrying");
+            tokio::time::sleep(backoff.next_delay()).await;
+            continue;
+        }
+        match runner
+            .target
+            .commit(batch, from, scanned, last_recorded)
+            .await
+        {
+            Ok(()) => {
+                *applied += last;
+                return Ok(Some((scanned, last)));
+            }
+            // The live generation got further than the log let this batch read (the
+            // horizon): read on and try again.
+            Err(Error::RebuildBehind { .. } | Error::LeaseLost { .. }) => {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(Error::GenerationMoved { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The report of a rebuild whose generation another rebuilder finished (or passed).
+async fn finished_elsewhere<T: Target>(
+    runner: &ProjectionRunner<T>,
+    generation: u64,
+    applied: u64,
+    started: Instant,
+) -> Result<RebuildReport> {
+    let name = runner.projection.name();
+    let state = runner
+        .target
+        .state(name)
+        .await?
+        .ok_or_else(|| Error::UnknownProjection(name.to_owned()))?;
+    tracing::info!(projection = %name, generation, active = state.active_generation, "another rebuilder switched its generation in");
+    Ok(RebuildReport {
+        generation: state.active_generation,
+        applied,
+        checkpoint: state.checkpoint.position,
         elapsed: started.elapsed(),
     })
 }

@@ -5,13 +5,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cqrs_core::{EventStore, Position, ReadAllPage};
+use cqrs_core::{EventFilter, EventStore, Position, ReadAllPage, RecordedEvent};
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
+use crate::lease::{Lease, LeaseOptions, LeaseToken};
 use crate::policy::{Backoff, ErrorPolicy};
 use crate::projection::{ApplyError, Projection};
-use crate::target::{Failure, Role, Target};
+use crate::target::{Failure, Role, StoredState, Target};
 
 /// How a runner works.
 #[derive(Clone, Debug)]
@@ -27,8 +28,14 @@ pub struct RunnerOptions {
     /// The longest wait between retries of a transient failure.
     pub max_backoff: Duration,
     /// How often an idle worker records that the log moved on without events for it, so that
-    /// its status and a restart need not scan what the filter rejects.
+    /// its status, a restart and waiters in other processes need not scan what the filter
+    /// rejects.
     pub idle_checkpoint_every: Duration,
+    /// The lease's time-to-live and renewal period.
+    pub lease: LeaseOptions,
+    /// How often a stopped projection (an event it cannot handle) looks whether an operator
+    /// has retried or skipped the event.
+    pub failed_recheck: Duration,
 }
 
 impl Default for RunnerOptions {
@@ -39,19 +46,28 @@ impl Default for RunnerOptions {
             standby_retry: Duration::from_millis(500),
             error_policy: ErrorPolicy::Stop,
             max_backoff: Duration::from_secs(5),
-            idle_checkpoint_every: Duration::from_secs(5),
+            idle_checkpoint_every: Duration::from_secs(1),
+            lease: LeaseOptions::default(),
+            failed_recheck: Duration::from_secs(2),
         }
     }
 }
 
-/// How often a working runner makes sure it still holds its lease.
-const LEASE_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often an idle worker looks for dead letters an operator asked to retry.
+const RETRY_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// Why a stint of work ended.
 enum Stint {
     ShutDown,
     CaughtUp(CaughtUp),
     LeaseLost,
+    /// The projection stopped at an event it cannot handle (stop policy).
+    Stopped(Failure),
+    /// The active read model was built by a newer version of the projection: this worker is
+    /// the old code of a rolling deploy and leaves the projection to the new one.
+    Superseded {
+        active_version: u32,
+    },
 }
 
 /// What [`ProjectionRunner::run_until_caught_up`] did.
@@ -66,7 +82,9 @@ pub struct CaughtUp {
 /// Runs one projection: the lease, the catch-up, the live loop, the error policy.
 ///
 /// Several processes may run the same projection; the lease makes one of them the worker,
-/// and the others stand by until it dies.
+/// and the others stand by until it dies or stops renewing. A standby whose projection
+/// version is newer than the active read model's rebuilds it meanwhile (a rolling deploy);
+/// one whose version is older leaves the projection alone.
 pub struct ProjectionRunner<T: Target> {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) target: T,
@@ -74,7 +92,7 @@ pub struct ProjectionRunner<T: Target> {
     pub(crate) options: RunnerOptions,
 }
 
-impl<T: Target + Clone> Clone for ProjectionRunner<T> {
+impl<T: Target> Clone for ProjectionRunner<T> {
     fn clone(&self) -> Self {
         Self {
             store: Arc::clone(&self.store),
@@ -83,6 +101,16 @@ impl<T: Target + Clone> Clone for ProjectionRunner<T> {
             options: self.options.clone(),
         }
     }
+}
+
+/// Where a worker stands in one generation.
+struct Cursor {
+    generation: u64,
+    /// Committed: every matching event up to it is in the read model.
+    checkpoint: Position,
+    /// Read: no matching event lies between the checkpoint and it (the filter rejected
+    /// everything in between). Idle workers wait on it, not on the checkpoint.
+    scanned: Position,
 }
 
 impl<T: Target> ProjectionRunner<T> {
@@ -113,34 +141,58 @@ impl<T: Target> ProjectionRunner<T> {
     }
 
     /// Runs until `shutdown` completes: stands by while another worker holds the lease, works
-    /// while it holds it. A batch in hand when `shutdown` completes is finished first.
+    /// while it holds it, and gives the lease up on the way out. A batch in hand when
+    /// `shutdown` completes is finished first.
     ///
-    /// Returns an error when the projection stops on an event it cannot handle (policy
-    /// [`ErrorPolicy::Stop`]) or is found failed; transient failures are retried.
+    /// A projection stopped at an event it cannot handle (policy [`ErrorPolicy::Stop`]) stays
+    /// stopped, checking every [`RunnerOptions::failed_recheck`] whether an operator retried
+    /// or skipped the event ([`dead_letters`](crate::dead_letters)); transient failures are
+    /// retried. Returns an error only for what no retry can mend (an invalid name).
     pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         tokio::pin!(shutdown);
         let name = self.projection.name().to_owned();
+        let mut reported_failure = None;
         loop {
+            let mut pause = self.options.standby_retry;
             let lease = tokio::select! {
                 _ = &mut shutdown => return Ok(()),
-                lease = self.target.try_lease(&name) => lease,
+                lease = Lease::acquire(&self.target, &name, self.options.lease) => lease,
             };
             match lease {
-                Ok(Some(mut lease)) => {
-                    tracing::info!(projection = %name, "took the lease");
-                    match self.work(&mut lease, None, &mut shutdown).await {
+                Ok(Some(lease)) => {
+                    tracing::info!(projection = %name, epoch = lease.token().epoch(), "took the lease");
+                    self.target.progress().working(&name, true);
+                    let stint = self.work(&lease, None, &mut shutdown).await;
+                    self.target.progress().working(&name, false);
+                    lease.release(&self.target).await;
+                    match stint {
                         Ok(Stint::ShutDown) => return Ok(()),
                         Ok(Stint::LeaseLost) => {
                             tracing::warn!(projection = %name, "lost the lease; standing by")
                         }
                         Ok(Stint::CaughtUp(_)) => {}
+                        Ok(Stint::Stopped(failure)) => {
+                            if reported_failure.as_ref() != Some(&failure) {
+                                tracing::error!(projection = %name, position = %failure.position, event_id = %failure.event_id, error = %failure.error, "stopped at an event it cannot handle; retry or skip it to go on");
+                                reported_failure = Some(failure);
+                            }
+                            pause = self.options.failed_recheck;
+                        }
+                        Ok(Stint::Superseded { active_version }) => {
+                            tracing::info!(projection = %name, version = self.projection.version(), active_version, "a newer version runs this projection; standing by");
+                            pause = self.options.failed_recheck;
+                        }
                         Err(e) if e.is_transient() => {
                             tracing::warn!(projection = %name, error = %e, "transient failure")
                         }
                         Err(e) => return Err(e),
                     }
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    if let Err(e) = self.rebuild_if_newer().await {
+                        tracing::warn!(projection = %name, error = %e, "cannot rebuild while standing by");
+                    }
+                }
                 Err(e) if e.is_transient() => {
                     tracing::warn!(projection = %name, error = %e, "cannot reach the lease")
                 }
@@ -148,22 +200,35 @@ impl<T: Target> ProjectionRunner<T> {
             }
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
-                _ = tokio::time::sleep(self.options.standby_retry) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
 
     /// Takes the lease (waiting for it) and applies every event committed before the call,
     /// then returns. For tests, tools and the demo's scenario.
+    ///
+    /// Errors with [`Error::Failed`] when the projection is stopped at an event it cannot
+    /// handle, and with [`Error::Superseded`] when a newer version of it runs.
     pub async fn run_until_caught_up(&self) -> Result<CaughtUp> {
         let name = self.projection.name().to_owned();
         let barrier = self.store.read_barrier().await?;
         let never = std::future::pending::<()>();
         tokio::pin!(never);
         loop {
-            if let Some(mut lease) = self.target.try_lease(&name).await? {
-                match self.work(&mut lease, Some(barrier), &mut never).await? {
+            if let Some(lease) = Lease::acquire(&self.target, &name, self.options.lease).await? {
+                let stint = self.work(&lease, Some(barrier), &mut never).await;
+                lease.release(&self.target).await;
+                match stint? {
                     Stint::CaughtUp(done) => return Ok(done),
+                    Stint::Stopped(failure) => return Err(failed(&name, &failure)),
+                    Stint::Superseded { active_version } => {
+                        return Err(Error::Superseded {
+                            projection: name,
+                            version: self.projection.version(),
+                            active_version,
+                        })
+                    }
                     Stint::LeaseLost | Stint::ShutDown => {}
                 }
             }
@@ -171,53 +236,119 @@ impl<T: Target> ProjectionRunner<T> {
         }
     }
 
+    /// A standby's part in a rolling deploy: when its version is newer than the active read
+    /// model's, it rebuilds the read model (the live worker, older, moves over or stands by
+    /// once it is switched in).
+    async fn rebuild_if_newer(&self) -> Result<()> {
+        if self.projection.has_side_effects() {
+            return Ok(());
+        }
+        let name = self.projection.name();
+        let Some(state) = self.target.state(name).await? else {
+            return Ok(());
+        };
+        if state.checkpoint.version < self.projection.version() {
+            tracing::info!(projection = %name, "the active read model is of an older version: rebuilding it while standing by");
+            crate::rebuild::rebuild_with(self, |_| {}).await?;
+        }
+        Ok(())
+    }
+
     /// Works while the lease holds: live, or (with `until`) until the checkpoint reaches it.
     async fn work<S>(
         &self,
-        lease: &mut T::Lease,
+        lease: &Lease,
         until: Option<Position>,
         shutdown: &mut S,
     ) -> Result<Stint>
     where
         S: Future<Output = ()> + Unpin + Send,
     {
-        let projection = &self.projection;
-        let name = projection.name().to_owned();
-        let mut state = self.target.register(&name, projection.version()).await?;
-        if let Some(failure) = state.failure {
-            return Err(failed(&name, &failure));
+        let name = self.projection.name().to_owned();
+        let filter = self.projection.filter();
+        let token = lease.token();
+        let mut applied = 0u64;
+        // Each round works one generation; a rebuild switching a new one in starts the next.
+        loop {
+            let state = self
+                .target
+                .register(&name, self.projection.version())
+                .await?;
+            let state = match self.prepare(state).await? {
+                Ok(state) => state,
+                Err(stint) => return Ok(stint),
+            };
+            let mut cursor = Cursor {
+                generation: state.active_generation,
+                checkpoint: state.checkpoint.position,
+                scanned: state.checkpoint.position,
+            };
+            self.target.progress().reached(&name, cursor.checkpoint);
+            match self
+                .follow(&mut cursor, token, until, &filter, &mut applied, shutdown)
+                .await
+            {
+                Err(Error::GenerationMoved { active, .. }) => {
+                    tracing::info!(projection = %name, from = cursor.generation, to = active, "a rebuild switched a new generation in; moving over");
+                }
+                other => return other,
+            }
         }
-        // A rebuild another process has under way is its business; this worker rebuilds only
-        // when its own version is not the one that built the active read model.
-        let outdated = state.checkpoint.version != projection.version();
-        if outdated && !projection.has_side_effects() {
+    }
+
+    /// Checks the state before work: stopped, superseded, or outdated (then rebuilt first).
+    async fn prepare(&self, state: StoredState) -> Result<std::result::Result<StoredState, Stint>> {
+        let name = self.projection.name();
+        if let Some(failure) = state.failure() {
+            self.target.progress().failed(name, failure);
+            return Ok(Err(Stint::Stopped(failure.clone())));
+        }
+        let version = self.projection.version();
+        let active_version = state.checkpoint.version;
+        if active_version > version {
+            return Ok(Err(Stint::Superseded { active_version }));
+        }
+        if active_version < version && !self.projection.has_side_effects() {
             tracing::info!(projection = %name, "read model is outdated: rebuilding");
             crate::rebuild::rebuild_with(self, |_| {}).await?;
-            state = self.target.register(&name, projection.version()).await?;
+            let state = self.target.register(name, version).await?;
+            return Ok(Ok(state));
         }
-        let generation = state.active_generation;
-        let mut checkpoint = state.checkpoint.position;
-        let filter = projection.filter();
+        self.target.retire_generations(name).await?;
+        Ok(Ok(state))
+    }
+
+    /// Follows the log in one generation until the stint ends.
+    async fn follow<S>(
+        &self,
+        cursor: &mut Cursor,
+        token: &LeaseToken,
+        until: Option<Position>,
+        filter: &EventFilter,
+        applied: &mut u64,
+        shutdown: &mut S,
+    ) -> Result<Stint>
+    where
+        S: Future<Output = ()> + Unpin + Send,
+    {
+        let name = self.projection.name();
         let mut backoff = Backoff::new(self.options.max_backoff);
         let mut last_idle_checkpoint = Instant::now();
-        let mut applied = 0u64;
-        let mut lease_checked = Instant::now();
-
+        let mut last_retry_check: Option<Instant> = None;
         loop {
             if futures_ready(shutdown).await {
                 return Ok(Stint::ShutDown);
             }
-            // The compare-and-set at every commit is what fences a stale worker; this check
-            // only makes one that lost its lease stand down sooner, so once a second will do.
-            if lease_checked.elapsed() >= LEASE_CHECK_EVERY {
-                if !self.target.lease_held(lease).await {
-                    return Ok(Stint::LeaseLost);
-                }
-                lease_checked = Instant::now();
+            if !token.is_live() {
+                return Ok(Stint::LeaseLost);
+            }
+            if last_retry_check.is_none_or(|at| at.elapsed() >= RETRY_CHECK_EVERY) {
+                self.retry_asked(cursor, token).await?;
+                last_retry_check = Some(Instant::now());
             }
             let page = match self
                 .store
-                .read_all(checkpoint, self.options.batch_size, &filter)
+                .read_all(cursor.scanned, self.options.batch_size, filter)
                 .await
             {
                 Ok(page) => page,
@@ -229,24 +360,24 @@ impl<T: Target> ProjectionRunner<T> {
             };
 
             if page.events.is_empty() {
+                cursor.scanned = cursor.scanned.max(page.scanned_to);
+                self.target.progress().reached(name, cursor.scanned);
                 let idle_long =
                     last_idle_checkpoint.elapsed() >= self.options.idle_checkpoint_every;
-                if page.scanned_to > checkpoint && (until.is_some() || idle_long) {
-                    match self
-                        .apply_page(generation, Role::Live, checkpoint, &page)
-                        .await
-                    {
-                        Ok(to) => checkpoint = to,
+                if cursor.scanned > cursor.checkpoint && (until.is_some() || idle_long) {
+                    match self.commit_idle(cursor, token).await {
+                        Ok(()) => last_idle_checkpoint = Instant::now(),
                         Err(Error::LeaseLost { .. }) => return Ok(Stint::LeaseLost),
                         Err(e) => return Err(e),
                     }
-                    last_idle_checkpoint = Instant::now();
                 }
-                if until.is_some_and(|barrier| checkpoint >= barrier) {
-                    return Ok(Stint::CaughtUp(CaughtUp {
-                        checkpoint,
-                        applied,
-                    }));
+                if let Some(barrier) = until {
+                    if cursor.checkpoint >= barrier {
+                        return Ok(Stint::CaughtUp(CaughtUp {
+                            checkpoint: cursor.checkpoint,
+                            applied: *applied,
+                        }));
+                    }
                 }
                 let wait = match until {
                     // Older transactions still hold events back: look again soon.
@@ -255,30 +386,59 @@ impl<T: Target> ProjectionRunner<T> {
                 };
                 tokio::select! {
                     _ = &mut *shutdown => return Ok(Stint::ShutDown),
-                    _ = self.store.wait_for_events(checkpoint, wait) => {}
+                    woke = self.store.wait_for_events(cursor.scanned, wait) => {
+                        if let Err(e) = woke {
+                            if !e.is_retryable() {
+                                return Err(e.into());
+                            }
+                            tokio::time::sleep(backoff.next_delay()).await;
+                        }
+                    }
                 }
                 continue;
             }
 
-            let span = tracing::debug_span!("batch", projection = %name, from = %checkpoint, events = page.events.len());
+            let span = tracing::debug_span!("batch", projection = %name, from = %cursor.checkpoint, events = page.events.len());
             match self
-                .apply_page(generation, Role::Live, checkpoint, &page)
+                .apply_page(
+                    cursor.generation,
+                    Role::Live,
+                    Some(token),
+                    cursor.checkpoint,
+                    &page,
+                )
                 .instrument(span)
                 .await
             {
                 Ok(to) => {
-                    applied += page.events.iter().filter(|e| e.position <= to).count() as u64;
-                    checkpoint = to;
+                    *applied += page.events.iter().filter(|e| e.position <= to).count() as u64;
+                    cursor.checkpoint = to;
+                    cursor.scanned = to;
+                    self.target.progress().reached(name, to);
                     backoff.reset();
                 }
                 Err(Error::LeaseLost { .. }) => return Ok(Stint::LeaseLost),
+                Err(Error::Failed { .. }) => {
+                    let failure = self
+                        .target
+                        .checkpoint(name, cursor.generation)
+                        .await?
+                        .and_then(|c| c.failure);
+                    match failure {
+                        Some(failure) => return Ok(Stint::Stopped(failure)),
+                        None => return Ok(Stint::LeaseLost),
+                    }
+                }
                 Err(e) if e.is_transient() => {
                     let delay = backoff.next_delay();
                     tracing::warn!(projection = %name, error = %e, ?delay, "transient failure; retrying");
                     tokio::time::sleep(delay).await;
                     // The batch was rolled back; read the checkpoint again to be sure.
-                    match self.target.checkpoint(&name, generation).await? {
-                        Some(c) => checkpoint = c.position,
+                    match self.target.checkpoint(name, cursor.generation).await? {
+                        Some(c) => {
+                            cursor.checkpoint = c.position;
+                            cursor.scanned = c.position;
+                        }
                         None => return Ok(Stint::LeaseLost),
                     }
                 }
@@ -287,38 +447,113 @@ impl<T: Target> ProjectionRunner<T> {
         }
     }
 
+    /// Records that the log moved on without events for this projection.
+    async fn commit_idle(&self, cursor: &mut Cursor, token: &LeaseToken) -> Result<()> {
+        let name = self.projection.name();
+        let batch = self
+            .target
+            .begin(name, cursor.generation, Role::Live, Some(token.clone()))
+            .await?;
+        self.target
+            .commit(batch, cursor.checkpoint, cursor.scanned, None)
+            .await?;
+        cursor.checkpoint = cursor.scanned;
+        Ok(())
+    }
+
+    /// Applies again the parked dead letters an operator asked to retry, each in a batch of
+    /// its own that leaves the checkpoint where it is. One that fails again is parked again.
+    async fn retry_asked(&self, cursor: &Cursor, token: &LeaseToken) -> Result<()> {
+        let name = self.projection.name();
+        for letter in self.target.retries_asked(name, 100).await? {
+            let at = letter.failure.position;
+            let before = Position::new(at.commit, at.sequence.saturating_sub(1));
+            let page = self.store.read_all(before, 1, &EventFilter::all()).await?;
+            let Some(event) = page
+                .events
+                .first()
+                .filter(|e| e.event_id == letter.failure.event_id)
+            else {
+                tracing::warn!(projection = %name, event_id = %letter.failure.event_id, "the dead letter's event is not in the log");
+                continue;
+            };
+            let mut batch = self
+                .target
+                .begin(name, cursor.generation, Role::Live, Some(token.clone()))
+                .await?;
+            match self.projection.apply(&mut batch, event).await {
+                Ok(()) => {
+                    self.target.retried(&mut batch, event.event_id).await?;
+                    tracing::info!(projection = %name, event_id = %event.event_id, "dead letter retried");
+                }
+                Err(error) => {
+                    drop(batch);
+                    batch = self
+                        .target
+                        .begin(name, cursor.generation, Role::Live, Some(token.clone()))
+                        .await?;
+                    let failure = failure_of(event, &error);
+                    self.target.dead_letter(&mut batch, &failure, false).await?;
+                }
+            }
+            self.target
+                .commit(batch, cursor.checkpoint, cursor.checkpoint, None)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Applies one page of events to `generation` and moves its checkpoint from `from`, in
     /// one transaction; returns the new checkpoint. Poison events go by the error policy.
     pub(crate) async fn apply_page(
         &self,
         generation: u64,
         role: Role,
+        lease: Option<&LeaseToken>,
         from: Position,
         page: &ReadAllPage,
     ) -> Result<Position> {
         let name = self.projection.name();
-        let mut batch = self.target.begin(name, generation).await?;
-        for (i, event) in page.events.iter().enumerate() {
-            if let Err(error) = self.projection.apply(&mut batch, event).await {
-                drop(batch); // rolls back
-                return self
-                    .handle_failure(generation, role, from, page, i, error)
-                    .await;
-            }
+        let mut batch = self
+            .target
+            .begin(name, generation, role, lease.cloned())
+            .await?;
+        if let Err((i, error)) = self.apply_all(&mut batch, &page.events).await {
+            drop(batch); // rolls back
+            return self
+                .handle_failure(generation, role, lease, from, page, i, error)
+                .await;
         }
         let last_recorded = page.events.last().map(|e| e.recorded_at);
         self.target
-            .commit(batch, role, from, page.scanned_to, last_recorded)
+            .commit(batch, from, page.scanned_to, last_recorded)
             .await?;
         Ok(page.scanned_to)
     }
 
+    /// Applies `events` in order to `batch`; on a failure, which one and why.
+    pub(crate) async fn apply_all(
+        &self,
+        batch: &mut T::Batch,
+        events: &[RecordedEvent],
+    ) -> std::result::Result<(), (usize, ApplyError)> {
+        for (i, event) in events.iter().enumerate() {
+            self.projection
+                .apply(batch, event)
+                .await
+                .map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
+
     /// Event `index` of the page failed. A transient error is returned for a retry; a poison
     /// event keeps the events before it and then stops or dead-letters, by policy.
+    #[allow(clippy::too_many_arguments)]
     async fn handle_failure(
         &self,
         generation: u64,
         role: Role,
+        lease: Option<&LeaseToken>,
         from: Position,
         page: &ReadAllPage,
         index: usize,
@@ -328,43 +563,54 @@ impl<T: Target> ProjectionRunner<T> {
         match error {
             ApplyError::Transient(reason) => return Err(Error::Transient(reason)),
             ApplyError::Storage(e) if e.is_transient() => return Err(e),
+            ApplyError::Storage(e @ (Error::GenerationMoved { .. } | Error::LeaseLost { .. })) => {
+                return Err(e)
+            }
             _ => {}
         }
         let event = &page.events[index];
-        let failure = Failure {
-            position: event.position,
-            event_id: event.event_id,
-            event_type: event.event.event_type.clone(),
-            stream_id: event.stream_id.to_string(),
-            error: error.to_string(),
-        };
-        tracing::error!(projection = %name, position = %event.position, event_id = %event.event_id, error = %failure.error, "cannot apply event");
+        let failure = failure_of(event, &error);
+        tracing::error!(projection = %name, generation, position = %event.position, event_id = %event.event_id, error = %failure.error, "cannot apply event");
 
         // Keep what came before the poison event: the same events, in a fresh transaction.
-        let mut batch = self.target.begin(name, generation).await?;
-        for earlier in &page.events[..index] {
-            self.projection
-                .apply(&mut batch, earlier)
-                .await
-                .map_err(|e| Error::Transient(format!("re-applying {}: {e}", earlier.position)))?;
+        let mut batch = self
+            .target
+            .begin(name, generation, role, lease.cloned())
+            .await?;
+        if let Err((i, e)) = self.apply_all(&mut batch, &page.events[..index]).await {
+            return Err(Error::Transient(format!(
+                "re-applying {}: {e}",
+                page.events[i].position
+            )));
         }
-        let before = index.checked_sub(1).map(|i| &page.events[i]);
-        match self.options.error_policy {
-            ErrorPolicy::DeadLetter => {
-                self.target.dead_letter(&mut batch, &failure).await?;
+        match (self.options.error_policy, role) {
+            (ErrorPolicy::DeadLetter, _) => {
+                self.target.dead_letter(&mut batch, &failure, false).await?;
                 self.target
-                    .commit(batch, role, from, event.position, Some(event.recorded_at))
+                    .commit(batch, from, event.position, Some(event.recorded_at))
                     .await?;
                 Ok(event.position)
             }
-            ErrorPolicy::Stop => {
-                if let Some(before) = before {
+            (ErrorPolicy::Stop, Role::Live) => {
+                // The failure is this generation's: recorded with the events before it, under
+                // the same fence, so a deposed worker cannot stop the projection.
+                let before = index
+                    .checked_sub(1)
+                    .map_or(from, |i| page.events[i].position);
+                let recorded_at = index.checked_sub(1).map(|i| page.events[i].recorded_at);
+                self.target.dead_letter(&mut batch, &failure, true).await?;
+                self.target.commit(batch, from, before, recorded_at).await?;
+                self.target
+                    .set_failure(name, generation, Some(&failure))
+                    .await?;
+                self.target.progress().failed(name, &failure);
+                Err(failed(name, &failure))
+            }
+            (ErrorPolicy::Stop, _) => {
+                if let Some(before) = index.checked_sub(1).map(|i| &page.events[i]) {
                     self.target
-                        .commit(batch, role, from, before.position, Some(before.recorded_at))
+                        .commit(batch, from, before.position, Some(before.recorded_at))
                         .await?;
-                }
-                if role == Role::Live {
-                    self.target.set_failure(name, Some(&failure)).await?;
                 }
                 Err(failed(name, &failure))
             }
@@ -372,7 +618,17 @@ impl<T: Target> ProjectionRunner<T> {
     }
 }
 
-fn failed(name: &str, failure: &Failure) -> Error {
+pub(crate) fn failure_of(event: &RecordedEvent, error: &ApplyError) -> Failure {
+    Failure {
+        position: event.position,
+        event_id: event.event_id,
+        event_type: event.event.event_type.clone(),
+        stream_id: event.stream_id.to_string(),
+        error: error.to_string(),
+    }
+}
+
+pub(crate) fn failed(name: &str, failure: &Failure) -> Error {
     Error::Failed {
         projection: name.to_owned(),
         position: failure.position,

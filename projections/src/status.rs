@@ -2,7 +2,7 @@
 //! prints it from its CLI).
 
 use chrono::Utc;
-use cqrs_core::{EventStore, Position};
+use cqrs_core::{EventStore, HorizonBlocker};
 use serde::Serialize;
 
 use crate::error::Result;
@@ -16,6 +16,9 @@ pub enum ProjectionState {
     Running,
     /// Far behind the head of the log.
     CatchingUp,
+    /// Caught up with what readers can see, while committed events are held back by an open
+    /// transaction elsewhere ([`ProjectionStatus::blocked_by`] names it).
+    Stalled,
     /// Stopped on an event it cannot handle.
     Failed,
     /// A new generation is being built by replay.
@@ -37,16 +40,27 @@ pub struct ProjectionStatus {
     pub checkpoint: String,
     /// The head of the log.
     pub head: String,
-    /// Events behind the head (estimated from event sequences; the log's own order is by
-    /// commit, then sequence).
+    /// Events of the log after its checkpoint: those readers can see (counted, at most
+    /// [`LAG_COUNT_LIMIT`]) plus those held back. Events its filter rejects count until its
+    /// next idle checkpoint (a second at most, by default).
     pub lag_events: u64,
+    /// Committed events no reader can see yet, held back by an open transaction.
+    pub held_back_events: u64,
     /// Seconds since the newest event it applied was recorded, while it is behind; 0 when
     /// caught up.
     pub lag_seconds: f64,
+    /// The open transactions holding readers back, while it is stalled.
+    pub blocked_by: Vec<HorizonBlocker>,
+    /// Who holds its lease (`pid@host`), if anyone does.
+    pub lease_holder: Option<String>,
+    /// The lease's epoch: higher for every new holder.
+    pub lease_epoch: Option<u64>,
     /// The failure that stopped it, if any.
     pub last_error: Option<String>,
     /// Where the failure is in the log.
     pub error_position: Option<String>,
+    /// The event the failure is about.
+    pub error_event_id: Option<uuid::Uuid>,
     /// How far a rebuild under way has got (0 to 1).
     pub rebuild_progress: Option<f64>,
 }
@@ -54,13 +68,12 @@ pub struct ProjectionStatus {
 /// Events behind beyond which a running projection counts as catching up.
 pub const CATCHING_UP_LAG: u64 = 1_000;
 
-fn lag(checkpoint: Position, head: Position) -> u64 {
-    if checkpoint >= head {
-        0
-    } else {
-        head.sequence.saturating_sub(checkpoint.sequence).max(1)
-    }
-}
+/// The most events counted for one projection's lag.
+pub const LAG_COUNT_LIMIT: u64 = 1_000_000;
+
+/// How long an open transaction must have held readers back before a caught-up projection
+/// counts as stalled (an append in flight holds them back for a moment, as a rule).
+pub const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The status of every projection registered in `target`.
 pub async fn status<T: Target>(
@@ -68,51 +81,65 @@ pub async fn status<T: Target>(
     target: &T,
 ) -> Result<Vec<ProjectionStatus>> {
     let head = store.head().await?;
+    let horizon = store.horizon().await?;
+    let stalled = horizon.is_stalled()
+        && horizon
+            .blockers
+            .iter()
+            .any(|b| b.transaction_age.is_none_or(|age| age >= STALLED_AFTER));
     let now = Utc::now();
-    Ok(target
-        .states()
-        .await?
-        .into_iter()
-        .map(|s| {
-            let lag_events = lag(s.checkpoint.position, head);
-            let lag_seconds = match (lag_events, s.checkpoint.last_recorded_at) {
-                (0, _) => 0.0,
-                (_, Some(at)) => (now - at).num_milliseconds().max(0) as f64 / 1_000.0,
-                (_, None) => 0.0,
-            };
-            let state = match (&s.failure, &s.rebuilding) {
-                (Some(_), _) => ProjectionState::Failed,
-                (None, Some(_)) => ProjectionState::Rebuilding,
-                _ if lag_events > CATCHING_UP_LAG => ProjectionState::CatchingUp,
-                _ => ProjectionState::Running,
-            };
-            let rebuild_progress = s.rebuilding.as_ref().map(|(_, c)| {
-                if head.sequence == 0 {
-                    1.0
-                } else {
-                    (c.position.sequence as f64 / head.sequence as f64).min(1.0)
-                }
-            });
-            ProjectionStatus {
-                name: s.name,
-                version: s.checkpoint.version,
-                generation: s.active_generation,
-                state,
-                checkpoint: s.checkpoint.position.to_string(),
-                head: head.to_string(),
-                lag_events,
-                lag_seconds,
-                last_error: s.failure.as_ref().map(|f: &Failure| f.error.clone()),
-                error_position: s.failure.as_ref().map(|f| f.position.to_string()),
-                rebuild_progress,
+    let mut statuses = Vec::new();
+    for s in target.states().await? {
+        let readable_lag = store
+            .count_after(s.checkpoint.position, LAG_COUNT_LIMIT)
+            .await?;
+        let lag_events = readable_lag + horizon.held_back;
+        let lag_seconds = match (lag_events, s.checkpoint.last_recorded_at) {
+            (0, _) => 0.0,
+            (_, Some(at)) => (now - at).num_milliseconds().max(0) as f64 / 1_000.0,
+            (_, None) => 0.0,
+        };
+        let state = match (s.failure(), &s.rebuilding) {
+            (Some(_), _) => ProjectionState::Failed,
+            (None, Some(_)) => ProjectionState::Rebuilding,
+            _ if readable_lag > CATCHING_UP_LAG => ProjectionState::CatchingUp,
+            _ if stalled => ProjectionState::Stalled,
+            _ => ProjectionState::Running,
+        };
+        let rebuild_progress = s.rebuilding.as_ref().map(|(_, c)| {
+            if head.sequence == 0 {
+                1.0
+            } else {
+                (c.position.sequence as f64 / head.sequence as f64).min(1.0)
             }
-        })
-        .collect())
-}
-
-/// Clears a projection's failure so that its runner may start again (after the projection
-/// was fixed, or the event dealt with). The checkpoint is unchanged: the failed event is
-/// the next one applied.
-pub async fn clear_failure<T: Target>(target: &T, name: &str) -> Result<()> {
-    target.set_failure(name, None).await
+        });
+        let failure: Option<&Failure> = s.failure();
+        statuses.push(ProjectionStatus {
+            version: s.checkpoint.version,
+            generation: s.active_generation,
+            state,
+            checkpoint: s.checkpoint.position.to_string(),
+            head: head.to_string(),
+            lag_events,
+            held_back_events: horizon.held_back,
+            lag_seconds,
+            blocked_by: if state == ProjectionState::Stalled {
+                horizon.blockers.clone()
+            } else {
+                Vec::new()
+            },
+            lease_holder: s
+                .lease
+                .as_ref()
+                .filter(|l| l.live)
+                .map(|l| l.holder.clone()),
+            lease_epoch: s.lease.as_ref().map(|l| l.epoch),
+            last_error: failure.map(|f| f.error.clone()),
+            error_position: failure.map(|f| f.position.to_string()),
+            error_event_id: failure.map(|f| f.event_id),
+            rebuild_progress,
+            name: s.name,
+        });
+    }
+    Ok(statuses)
 }

@@ -1,14 +1,20 @@
-//! [`Target`]: where a projection's read model, checkpoint and lease live. Two are provided:
-//! [`PgTarget`](crate::PgTarget) and [`MemoryTarget`](crate::MemoryTarget).
+//! [`Target`]: where a projection's read model, checkpoints, lease and dead letters live. Two
+//! are provided: [`PgTarget`](crate::PgTarget) and [`MemoryTarget`](crate::MemoryTarget).
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_core::Position;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::dead_letters::{DeadLetter, Resolution};
 use crate::documents::Documents;
 use crate::error::Result;
+use crate::lease::{LeaseInfo, LeaseToken};
+use crate::progress::ProgressBoard;
 
 /// How far one generation of a read model has got.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +25,21 @@ pub struct Checkpoint {
     pub version: u32,
     /// When the last applied event was recorded (for lag in seconds).
     pub last_recorded_at: Option<DateTime<Utc>>,
+    /// The event this generation stopped at, if it did (the stop policy). A failure belongs
+    /// to the generation whose worker met it.
+    pub failure: Option<Failure>,
+}
+
+impl Checkpoint {
+    /// A fresh generation's checkpoint: the start of the log, built by `version`.
+    pub fn start(version: u32) -> Self {
+        Self {
+            position: Position::START,
+            version,
+            last_recorded_at: None,
+            failure: None,
+        }
+    }
 }
 
 /// Which generation queries read, and how it is doing.
@@ -28,17 +49,24 @@ pub struct StoredState {
     pub name: String,
     /// The generation of the read model queries read.
     pub active_generation: u64,
-    /// Its checkpoint.
+    /// Its checkpoint (and failure, if it stopped).
     pub checkpoint: Checkpoint,
-    /// A generation being rebuilt, and its checkpoint, if a rebuild is under way or was
-    /// interrupted.
+    /// The newest generation being rebuilt, and its checkpoint, if a rebuild is under way or
+    /// was interrupted.
     pub rebuilding: Option<(u64, Checkpoint)>,
-    /// Why it stopped, if it did.
-    pub failure: Option<Failure>,
+    /// Who holds the projection's lease, if anyone.
+    pub lease: Option<LeaseInfo>,
+}
+
+impl StoredState {
+    /// Why the active generation stopped, if it did.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.checkpoint.failure.as_ref()
+    }
 }
 
 /// An event a projection could not apply.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     /// The event's position.
     pub position: Position,
@@ -52,73 +80,154 @@ pub struct Failure {
     pub error: String,
 }
 
-/// Whose checkpoint a commit moves, and what must still hold for it to count.
+/// What a batch's generation must still be for its commit to count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     /// The live worker: the generation must still be the active one.
     Live,
     /// A rebuild: the generation must be newer than the active one.
     Rebuild,
+    /// A rebuild's last batch: it waits for every open batch of the projection, keeps new
+    /// ones out until it ends, and its commit makes its generation the active one, provided
+    /// that is still newer and its checkpoint is not behind the active one's (so the read
+    /// model never moves back).
+    Switch,
 }
 
-/// Storage for read models: documents, checkpoints, leases, failures.
+/// Storage for read models: documents, checkpoints, leases, failures and dead letters.
 ///
-/// Every method that moves a checkpoint is a compare-and-set on the position the batch
-/// started from, in the same transaction as the batch's documents: a worker that lost its
-/// lease can never overwrite newer progress.
+/// The rules every implementation keeps (the scenarios of [`testing`](crate::testing) check
+/// them on each):
+/// - a batch's writes, its dead letters and its checkpoint commit together, by compare-and-set
+///   on the position the batch started from, on its generation still playing its
+///   [`Role`], and (for a live batch) on its lease's epoch still being current;
+/// - a batch can only begin on a generation that plays its role, and the generation it
+///   writes is not retired while it is open;
+/// - generations only move forward: [`switch_generation`](Target::switch_generation) is a
+///   compare-and-set that a stale or repeated switch loses, changing nothing.
 #[async_trait]
-pub trait Target: Send + Sync + 'static {
+pub trait Target: Clone + Send + Sync + 'static {
     /// The open transaction of one batch.
     type Batch: Documents + Send;
-    /// Proof of being the one active worker of a projection; dropping it gives it up.
-    type Lease: Send;
 
-    /// Makes sure the projection has a state (a first generation at the start of the log)
-    /// and returns it.
+    /// Makes sure the projection has a state (a first generation at the start of the log,
+    /// built by `version`) and returns it.
     async fn register(&self, name: &str, version: u32) -> Result<StoredState>;
 
-    /// Tries to become the one active worker of `name`; `None` when another worker is.
-    async fn try_lease(&self, name: &str) -> Result<Option<Self::Lease>>;
+    /// The state of one projection, `None` if it was never registered.
+    async fn state(&self, name: &str) -> Result<Option<StoredState>>;
 
-    /// Whether `lease` is still held.
-    async fn lease_held(&self, lease: &mut Self::Lease) -> bool;
+    /// Takes the lease of `name` for `ttl` if nobody holds it (or the holder let it expire),
+    /// with a new, higher epoch; `None` while another holder's lease runs. `holder` says who
+    /// (for status).
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<u64>>;
 
-    /// The checkpoint of one generation, `None` if it was never started.
+    /// Extends the lease held with `epoch` by `ttl`; `false` if another holder has taken it.
+    async fn renew_lease(&self, name: &str, epoch: u64, ttl: Duration) -> Result<bool>;
+
+    /// Gives up the lease held with `epoch` (nothing happens if it was taken meanwhile).
+    async fn release_lease(&self, name: &str, epoch: u64) -> Result<()>;
+
+    /// The checkpoint of one generation, `None` if it does not exist.
     async fn checkpoint(&self, name: &str, generation: u64) -> Result<Option<Checkpoint>>;
 
     /// Creates generation `generation` at the start of the log, for a rebuild by `version`.
     /// Returns `false` if it exists already.
     async fn create_generation(&self, name: &str, generation: u64, version: u32) -> Result<bool>;
 
-    /// Opens the transaction of one batch on one generation.
-    async fn begin(&self, name: &str, generation: u64) -> Result<Self::Batch>;
+    /// Opens the transaction of one batch on `generation`, in `role`; a live batch carries
+    /// its lease. Fails with [`Error::GenerationMoved`](crate::Error::GenerationMoved) when
+    /// the generation no longer plays the role. The generation cannot be retired while the
+    /// batch is open.
+    async fn begin(
+        &self,
+        name: &str,
+        generation: u64,
+        role: Role,
+        lease: Option<LeaseToken>,
+    ) -> Result<Self::Batch>;
 
-    /// Records `failure` in the dead-letter table, within `batch`.
-    async fn dead_letter(&self, batch: &mut Self::Batch, failure: &Failure) -> Result<()>;
+    /// Records `failure` as a dead letter (parked, or `blocking` when the projection stops at
+    /// it), within `batch`. A dead letter for the same event is replaced.
+    async fn dead_letter(
+        &self,
+        batch: &mut Self::Batch,
+        failure: &Failure,
+        blocking: bool,
+    ) -> Result<()>;
 
-    /// Commits `batch` and moves the checkpoint from `from` to `to`, if it is still at `from`
-    /// (and the generation still plays `role`); otherwise rolls back with
-    /// [`Error::LeaseLost`](crate::Error::LeaseLost).
+    /// Marks the dead letter of `event_id` retried within `batch` (it was applied at last).
+    async fn retried(&self, batch: &mut Self::Batch, event_id: Uuid) -> Result<()>;
+
+    /// Commits `batch` and moves its generation's checkpoint from `from` to `to`, if it is
+    /// still at `from`, the generation still plays the batch's role and the batch's lease
+    /// epoch is still current; otherwise rolls back with
+    /// [`Error::LeaseLost`](crate::Error::LeaseLost) or
+    /// [`Error::GenerationMoved`](crate::Error::GenerationMoved).
     async fn commit(
         &self,
         batch: Self::Batch,
-        role: Role,
         from: Position,
         to: Position,
         last_recorded_at: Option<DateTime<Utc>>,
     ) -> Result<()>;
 
-    /// Marks the projection failed (`Some`) or healthy (`None`).
-    async fn set_failure(&self, name: &str, failure: Option<&Failure>) -> Result<()>;
+    /// Marks generation `generation` failed (`Some`) or healthy (`None`).
+    async fn set_failure(
+        &self,
+        name: &str,
+        generation: u64,
+        failure: Option<&Failure>,
+    ) -> Result<()>;
 
-    /// Makes `generation` the one queries read, and deletes the read model of the previous one.
-    async fn switch_generation(&self, name: &str, generation: u64) -> Result<()>;
+    /// Makes `generation` the one queries read, as an empty [`Role::Switch`] batch: `true`
+    /// if it did; `false` (changing nothing) when `generation` is not newer than the active
+    /// one — a repeated or stale switch loses; [`Error::RebuildBehind`](crate::Error::RebuildBehind)
+    /// when its checkpoint is behind the active one's.
+    async fn switch_generation(&self, name: &str, generation: u64) -> Result<bool> {
+        let batch = match self.begin(name, generation, Role::Switch, None).await {
+            Ok(batch) => batch,
+            Err(crate::Error::GenerationMoved { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let at = self
+            .checkpoint(name, generation)
+            .await?
+            .ok_or_else(|| crate::Error::UnknownProjection(name.to_owned()))?
+            .position;
+        match self.commit(batch, at, at, None).await {
+            Ok(()) => Ok(true),
+            Err(crate::Error::GenerationMoved { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the read models and checkpoints of generations older than the active one
+    /// (no batch can write them any more). Returns how many generations went.
+    async fn retire_generations(&self, name: &str) -> Result<u64>;
 
     /// The state of every registered projection.
     async fn states(&self) -> Result<Vec<StoredState>>;
 
-    /// The events `name` dead-lettered, oldest first.
-    async fn dead_letters(&self, name: &str) -> Result<Vec<Failure>>;
+    /// The dead letters of `name`, across generations, oldest first: one per event.
+    async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>>;
+
+    /// Asks for a dead letter to be retried or skipped. Returns `false` if `name` has no
+    /// open dead letter for `event_id`. A blocking one is resolved at once (skip moves the
+    /// checkpoint past the event; retry lets the worker apply it again); a parked one is
+    /// retried by the live worker at its next batch.
+    async fn resolve_dead_letter(
+        &self,
+        name: &str,
+        event_id: Uuid,
+        resolution: Resolution,
+    ) -> Result<bool>;
+
+    /// Parked dead letters of `name` whose retry was asked for, oldest first.
+    async fn retries_asked(&self, name: &str, limit: usize) -> Result<Vec<DeadLetter>>;
+
+    /// Where runners of this target announce their progress (in this process).
+    fn progress(&self) -> &ProgressBoard;
 
     /// A document of the active generation of `projection`'s read model.
     async fn get(&self, projection: &str, collection: &str, key: &str) -> Result<Option<Value>>;

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::target::Role;
 use crate::{
     status, ApplyError, Documents, DocumentsExt, Error, ErrorPolicy, Projection, ProjectionRunner,
     ProjectionState, RunnerOptions, Target,
@@ -321,9 +322,9 @@ pub async fn poison_is_dead_lettered<T: Target + Clone>(store: Arc<dyn EventStor
     );
     let dead = target.dead_letters("tallies").await.expect("dead letters");
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].event_id, poison_id);
-    assert_eq!(dead[0].stream_id, "tally-b");
-    assert!(dead[0].error.contains("poison"));
+    assert_eq!(dead[0].failure.event_id, poison_id);
+    assert_eq!(dead[0].failure.stream_id, "tally-b");
+    assert!(dead[0].failure.error.contains("poison"));
     let s = &status(store.as_ref(), &target).await.expect("status")[0];
     assert_eq!(s.state, ProjectionState::Running);
 }
@@ -403,7 +404,8 @@ pub async fn a_new_version_is_rebuilt<T: Target + Clone>(store: Arc<dyn EventSto
     assert_eq!((s.version, s.generation), (2, 2));
 }
 
-/// A worker that lost its lease (it is behind the stored checkpoint) cannot commit.
+/// A worker that lost its lease cannot commit: neither one whose lease ran out and was taken
+/// by another (a higher epoch), nor one whose batch started behind the stored checkpoint.
 pub async fn a_stale_worker_cannot_overwrite_progress<T: Target + Clone>(
     store: Arc<dyn EventStore>,
     target: T,
@@ -412,10 +414,28 @@ pub async fn a_stale_worker_cannot_overwrite_progress<T: Target + Clone>(
     let r = runner(Arc::clone(&store), target.clone(), 1, ErrorPolicy::Stop);
     r.run_until_caught_up().await.expect("catch up");
     let before = tallies(&target).await;
+    let checkpoint = target
+        .checkpoint("tallies", 1)
+        .await
+        .expect("checkpoint")
+        .expect("exists")
+        .position;
+    let head = store.head().await.expect("head");
 
-    // A worker paused since the start wakes up and tries to commit its batch.
-    let mut stale = target.begin("tallies", 1).await.expect("begin");
-    stale
+    // A worker takes the lease, starts a batch, and freezes; its lease runs out and
+    // another worker takes it.
+    let ttl = Duration::from_millis(200);
+    let old = target
+        .acquire_lease("tallies", "old", ttl)
+        .await
+        .expect("lease")
+        .expect("free");
+    let token = crate::LeaseToken::new("tallies", old, ttl);
+    let mut frozen = target
+        .begin("tallies", 1, Role::Live, Some(token.clone()))
+        .await
+        .expect("begin");
+    frozen
         .put(
             "tallies",
             "tally-000",
@@ -423,22 +443,52 @@ pub async fn a_stale_worker_cannot_overwrite_progress<T: Target + Clone>(
         )
         .await
         .expect("put");
-    let head = store.head().await.expect("head");
-    let result = target
-        .commit(
-            stale,
-            crate::target::Role::Live,
-            cqrs_core::Position::START,
-            head,
-            None,
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert!(!token.is_live(), "the frozen holder's token ran out");
+    let new = target
+        .acquire_lease("tallies", "new", ttl)
+        .await
+        .expect("lease")
+        .expect("an expired lease is free");
+    assert!(new > old, "a new holder gets a higher epoch");
+    let result = target.commit(frozen, checkpoint, head, None).await;
+    assert!(matches!(result, Err(Error::LeaseLost { .. })), "{result:?}");
+    assert!(
+        !target
+            .renew_lease("tallies", old, ttl)
+            .await
+            .expect("renew"),
+        "the deposed holder cannot renew"
+    );
+
+    // A batch that started from an old position, under the current lease.
+    let mut behind = target
+        .begin(
+            "tallies",
+            1,
+            Role::Live,
+            Some(crate::LeaseToken::new("tallies", new, ttl)),
         )
+        .await
+        .expect("begin");
+    behind
+        .put(
+            "tallies",
+            "tally-000",
+            serde_json::json!({ "count": 999, "total": 999 }),
+        )
+        .await
+        .expect("put");
+    let result = target
+        .commit(behind, cqrs_core::Position::START, head, None)
         .await;
     assert!(matches!(result, Err(Error::LeaseLost { .. })), "{result:?}");
     assert_eq!(
         tallies(&target).await,
         before,
-        "nothing of the stale batch landed"
+        "nothing of the stale batches landed"
     );
+    target.release_lease("tallies", new).await.expect("release");
 }
 
 /// A rebuild interrupted half-way (its task dropped, as in a crash) resumes in the same

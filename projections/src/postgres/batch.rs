@@ -2,8 +2,8 @@
 //!
 //! Reads go to the database once per document and batch; writes are kept in memory and
 //! flushed with one statement when the batch commits, in the same transaction as the
-//! checkpoint. (Only the lease holder writes a generation, so nothing else changes these
-//! rows while the batch runs.)
+//! checkpoint. (Only the lease holder writes the active generation, and only rebuilders a
+//! newer one; the commit's compare-and-set refuses a batch that raced another.)
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,6 +13,8 @@ use sqlx::{PgConnection, Postgres, Transaction};
 
 use crate::documents::Documents;
 use crate::error::Result;
+use crate::lease::LeaseToken;
+use crate::target::Role;
 
 type Key = (String, String);
 
@@ -22,16 +24,26 @@ pub struct PgBatch {
     pub(crate) tx: Transaction<'static, Postgres>,
     pub(crate) name: String,
     pub(crate) generation: i64,
+    pub(crate) role: Role,
+    pub(crate) lease: Option<LeaseToken>,
     cache: HashMap<Key, Option<Value>>,
     dirty: HashSet<Key>,
 }
 
 impl PgBatch {
-    pub(crate) fn new(tx: Transaction<'static, Postgres>, name: &str, generation: i64) -> Self {
+    pub(crate) fn new(
+        tx: Transaction<'static, Postgres>,
+        name: &str,
+        generation: i64,
+        role: Role,
+        lease: Option<LeaseToken>,
+    ) -> Self {
         Self {
             tx,
             name: name.to_owned(),
             generation,
+            role,
+            lease,
             cache: HashMap::new(),
             dirty: HashSet::new(),
         }
@@ -127,5 +139,9 @@ impl Documents for PgBatch {
 
     fn postgres(&mut self) -> Option<&mut PgConnection> {
         Some(&mut self.tx)
+    }
+
+    fn lease(&self) -> Option<&LeaseToken> {
+        self.lease.as_ref()
     }
 }

@@ -1,35 +1,68 @@
-//! The lease that keeps one active worker per projection across processes: a session-level
-//! advisory lock on a connection of its own. When the holder dies, PostgreSQL closes its
-//! session and the lock is free for a standby.
+//! The lease rows of `projection_leases`: taken when expired (raising the epoch), renewed by
+//! the holder, released on shutdown. Only the server's clock is used, so hosts whose clocks
+//! disagree still agree on who holds a lease.
 
-use sqlx::{Connection, PgConnection, PgPool};
+use std::time::Duration;
 
+use sqlx::PgPool;
+
+use super::{i64_of, u64_of};
 use crate::error::Result;
 
-/// Holding this means being the one worker of a projection. Dropping it closes its
-/// connection, which releases the lock.
-#[derive(Debug)]
-pub struct PgLease {
-    connection: PgConnection,
+pub(crate) async fn acquire(
+    pool: &PgPool,
+    name: &str,
+    holder: &str,
+    ttl: Duration,
+) -> Result<Option<u64>> {
+    // Look first, read-only: a standby that finds the lease running writes nothing.
+    let running: Option<bool> = sqlx::query_scalar(
+        "SELECT expires_at > clock_timestamp() FROM projection_leases WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    if running == Some(true) {
+        return Ok(None);
+    }
+    let epoch: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO projection_leases AS l (name, epoch, holder, acquired_at, expires_at) \
+         VALUES ($1, 1, $2, clock_timestamp(), clock_timestamp() + make_interval(secs => $3)) \
+         ON CONFLICT (name) DO UPDATE SET epoch = l.epoch + 1, holder = EXCLUDED.holder, \
+             acquired_at = EXCLUDED.acquired_at, expires_at = EXCLUDED.expires_at \
+         WHERE l.expires_at <= clock_timestamp() \
+         RETURNING epoch",
+    )
+    .bind(name)
+    .bind(holder)
+    .bind(ttl.as_secs_f64())
+    .fetch_optional(pool)
+    .await?;
+    Ok(epoch.map(u64_of))
 }
 
-/// The advisory-lock key of a projection, in a space of its own (`projection:` prefix).
-const KEY_SQL: &str = "hashtextextended('projection:' || $1, 0)";
-
-pub(crate) async fn try_acquire(pool: &PgPool, name: &str) -> Result<Option<PgLease>> {
-    let mut connection = pool.acquire().await?;
-    let granted: bool = sqlx::query_scalar(&format!("SELECT pg_try_advisory_lock({KEY_SQL})"))
-        .bind(name)
-        .fetch_one(&mut *connection)
-        .await?;
-    // Refused, the session holds nothing: it goes back to the pool. Granted, it leaves the
-    // pool for good, so that the lock lives exactly as long as this lease.
-    Ok(granted.then(|| PgLease {
-        connection: connection.detach(),
-    }))
+pub(crate) async fn renew(pool: &PgPool, name: &str, epoch: u64, ttl: Duration) -> Result<bool> {
+    let renewed = sqlx::query(
+        "UPDATE projection_leases SET expires_at = clock_timestamp() + make_interval(secs => $3) \
+         WHERE name = $1 AND epoch = $2",
+    )
+    .bind(name)
+    .bind(i64_of(epoch))
+    .bind(ttl.as_secs_f64())
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(renewed == 1)
 }
 
-/// The lock lives as long as the session: a live session still holds it.
-pub(crate) async fn is_held(lease: &mut PgLease) -> bool {
-    lease.connection.ping().await.is_ok()
+pub(crate) async fn release(pool: &PgPool, name: &str, epoch: u64) -> Result<()> {
+    sqlx::query(
+        "UPDATE projection_leases SET expires_at = clock_timestamp() \
+         WHERE name = $1 AND epoch = $2",
+    )
+    .bind(name)
+    .bind(i64_of(epoch))
+    .execute(pool)
+    .await?;
+    Ok(())
 }

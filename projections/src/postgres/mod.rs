@@ -1,7 +1,17 @@
 //! [`PgTarget`]: read models, checkpoints, leases and dead letters in PostgreSQL.
+//!
+//! Every batch opens by locking its projection's row of `projection_state`: shared for live
+//! and rebuild batches, exclusive for a switch. So a switch waits for the batches in flight
+//! and keeps new ones out until it has committed, and a batch never writes a generation that
+//! has been switched out (it finds out at its start and moves over). A batch's session is
+//! ended by the server if the worker goes quiet inside it (frozen, or its host gone) for
+//! longer than the batch timeout, so it cannot hold those locks, or readers of the log, for
+//! ever.
 
 mod batch;
 mod lease;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -12,22 +22,41 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 pub use batch::PgBatch;
-pub use lease::PgLease;
 
+use crate::dead_letters::{DeadLetter, DeadLetterStatus, Resolution};
 use crate::error::{Error, Result};
+use crate::lease::{LeaseInfo, LeaseToken};
+use crate::progress::ProgressBoard;
 use crate::target::{Checkpoint, Failure, Role, StoredState, Target};
+
+/// How long a batch's session may sit idle inside its transaction before the server ends it.
+pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Read models in PostgreSQL: the tables of `projections/migrations`, in the database of
 /// `pool` (the event store's or another one).
 #[derive(Clone, Debug)]
 pub struct PgTarget {
     pool: PgPool,
+    batch_timeout: Duration,
+    progress: ProgressBoard,
 }
 
 impl PgTarget {
     /// A target over `pool`. Call [`PgTarget::migrate`] once before use.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            batch_timeout: DEFAULT_BATCH_TIMEOUT,
+            progress: ProgressBoard::default(),
+        }
+    }
+
+    /// How long a batch's session may sit idle in its transaction (the worker frozen, or
+    /// its host gone) before the server ends it, releasing its locks; keep it at or below
+    /// the lease's time-to-live. The same bound applies to TCP keepalive probes.
+    pub fn with_batch_timeout(mut self, timeout: Duration) -> Self {
+        self.batch_timeout = timeout;
+        self
     }
 
     /// The pool it uses.
@@ -45,13 +74,36 @@ impl PgTarget {
             .await
             .map_err(|e| Error::Storage(Box::new(e)))
     }
+
+    async fn state_rows(&self, name: Option<&str>) -> Result<Vec<StoredState>> {
+        let rows = sqlx::query(
+            "SELECT s.name, s.active_generation, \
+                    c.version, c.commit, c.sequence, c.last_recorded_at, c.failure, \
+                    r.generation AS r_generation, r.version AS r_version, r.commit AS r_commit, \
+                    r.sequence AS r_sequence, r.last_recorded_at AS r_last_recorded_at, \
+                    r.failure AS r_failure, \
+                    l.holder, l.epoch, l.expires_at > clock_timestamp() AS lease_live \
+             FROM projection_state s \
+             JOIN projection_checkpoints c ON c.name = s.name AND c.generation = s.active_generation \
+             LEFT JOIN LATERAL (SELECT * FROM projection_checkpoints r \
+                 WHERE r.name = s.name AND r.generation > s.active_generation \
+                 ORDER BY r.generation DESC LIMIT 1) r ON true \
+             LEFT JOIN projection_leases l ON l.name = s.name \
+             WHERE $1::text IS NULL OR s.name = $1 \
+             ORDER BY s.name",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(state_of).collect()
+    }
 }
 
-fn i64_of(value: u64) -> i64 {
+pub(crate) fn i64_of(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn u64_of(value: i64) -> u64 {
+pub(crate) fn u64_of(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
@@ -59,36 +111,75 @@ fn position(commit: i64, sequence: i64) -> Position {
     Position::new(u64_of(commit), u64_of(sequence))
 }
 
-fn checkpoint_of(row: &PgRow) -> Result<Checkpoint> {
-    let version: i32 = row.try_get("version")?;
+fn failure_of(json: Option<Value>) -> Result<Option<Failure>> {
+    json.map(|v| {
+        serde_json::from_value(v).map_err(|e| Error::Document {
+            collection: "projection_checkpoints".into(),
+            key: "failure".into(),
+            reason: e.to_string(),
+        })
+    })
+    .transpose()
+}
+
+fn checkpoint_of(row: &PgRow, prefix: &str) -> Result<Checkpoint> {
+    let column = |c: &str| format!("{prefix}{c}");
+    let version: i32 = row.try_get(column("version").as_str())?;
     Ok(Checkpoint {
-        position: position(row.try_get("commit")?, row.try_get("sequence")?),
+        position: position(
+            row.try_get(column("commit").as_str())?,
+            row.try_get(column("sequence").as_str())?,
+        ),
         version: u32::try_from(version).unwrap_or(0),
-        last_recorded_at: row.try_get("last_recorded_at")?,
+        last_recorded_at: row.try_get(column("last_recorded_at").as_str())?,
+        failure: failure_of(row.try_get(column("failure").as_str())?)?,
     })
 }
 
-fn failure_of(row: &PgRow) -> Result<Option<Failure>> {
-    let error: Option<String> = row.try_get("last_error")?;
-    let Some(error) = error else { return Ok(None) };
-    Ok(Some(Failure {
-        position: position(
-            row.try_get::<Option<i64>, _>("error_commit")?.unwrap_or(0),
-            row.try_get::<Option<i64>, _>("error_sequence")?
-                .unwrap_or(0),
-        ),
-        event_id: row
-            .try_get::<Option<Uuid>, _>("error_event_id")?
-            .unwrap_or_default(),
-        event_type: row
-            .try_get::<Option<String>, _>("error_event_type")?
-            .unwrap_or_default(),
-        stream_id: row
-            .try_get::<Option<String>, _>("error_stream_id")?
-            .unwrap_or_default(),
-        error,
-    }))
+fn state_of(row: &PgRow) -> Result<StoredState> {
+    let rebuilding = match row.try_get::<Option<i64>, _>("r_generation")? {
+        None => None,
+        Some(generation) => Some((u64_of(generation), checkpoint_of(row, "r_")?)),
+    };
+    let lease = match row.try_get::<Option<String>, _>("holder")? {
+        None => None,
+        Some(holder) => Some(LeaseInfo {
+            holder,
+            epoch: u64_of(row.try_get("epoch")?),
+            live: row
+                .try_get::<Option<bool>, _>("lease_live")?
+                .unwrap_or(false),
+        }),
+    };
+    Ok(StoredState {
+        name: row.try_get("name")?,
+        active_generation: u64_of(row.try_get("active_generation")?),
+        checkpoint: checkpoint_of(row, "")?,
+        rebuilding,
+        lease,
+    })
 }
+
+fn dead_letter_of(row: &PgRow) -> Result<DeadLetter> {
+    Ok(DeadLetter {
+        projection: row.try_get("projection")?,
+        generation: u64_of(row.try_get("generation")?),
+        failure: Failure {
+            position: position(row.try_get("commit")?, row.try_get("sequence")?),
+            event_id: row.try_get("event_id")?,
+            event_type: row.try_get("event_type")?,
+            stream_id: row.try_get("stream_id")?,
+            error: row.try_get("error")?,
+        },
+        blocking: row.try_get("blocking")?,
+        status: DeadLetterStatus::parse(row.try_get("status")?)?,
+        attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
+        failed_at: row.try_get("failed_at")?,
+    })
+}
+
+const DEAD_LETTER_COLUMNS: &str = "projection, generation, commit, sequence, event_id, \
+     event_type, stream_id, error, blocking, status, attempts, failed_at";
 
 /// The active generation's documents of a projection (joined, so one snapshot).
 const ACTIVE_DOCUMENTS: &str = "projection_documents d JOIN projection_state s \
@@ -97,62 +188,59 @@ const ACTIVE_DOCUMENTS: &str = "projection_documents d JOIN projection_state s \
 #[async_trait]
 impl Target for PgTarget {
     type Batch = PgBatch;
-    type Lease = PgLease;
 
     async fn register(&self, name: &str, version: u32) -> Result<StoredState> {
         crate::projection::check_name(name)?;
-        let mut tx = self.pool.begin().await?;
         let created = sqlx::query(
-            "INSERT INTO projection_state (name, active_generation) VALUES ($1, 1) \
-             ON CONFLICT (name) DO NOTHING",
+            "WITH state AS (INSERT INTO projection_state (name, active_generation) VALUES ($1, 1) \
+                 ON CONFLICT (name) DO NOTHING RETURNING name) \
+             INSERT INTO projection_checkpoints (name, generation, version, commit, sequence) \
+             SELECT name, 1, $2, 0, 0 FROM state ON CONFLICT DO NOTHING",
         )
         .bind(name)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if created {
-            sqlx::query(
-                "INSERT INTO projection_checkpoints (name, generation, version, commit, sequence) \
-                 VALUES ($1, 1, $2, 0, 0) ON CONFLICT DO NOTHING",
-            )
-            .bind(name)
-            .bind(i32::try_from(version).unwrap_or(i32::MAX))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        self.states()
+        .bind(i32::try_from(version).unwrap_or(i32::MAX))
+        .execute(&self.pool)
+        .await?;
+        let _ = created;
+        self.state(name)
             .await?
-            .into_iter()
-            .find(|s| s.name == name)
             .ok_or_else(|| Error::UnknownProjection(name.to_owned()))
     }
 
-    async fn try_lease(&self, name: &str) -> Result<Option<Self::Lease>> {
-        lease::try_acquire(&self.pool, name).await
+    async fn state(&self, name: &str) -> Result<Option<StoredState>> {
+        Ok(self.state_rows(Some(name)).await?.into_iter().next())
     }
 
-    async fn lease_held(&self, lease: &mut Self::Lease) -> bool {
-        lease::is_held(lease).await
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<u64>> {
+        lease::acquire(&self.pool, name, holder, ttl).await
+    }
+
+    async fn renew_lease(&self, name: &str, epoch: u64, ttl: Duration) -> Result<bool> {
+        lease::renew(&self.pool, name, epoch, ttl).await
+    }
+
+    async fn release_lease(&self, name: &str, epoch: u64) -> Result<()> {
+        lease::release(&self.pool, name, epoch).await
     }
 
     async fn checkpoint(&self, name: &str, generation: u64) -> Result<Option<Checkpoint>> {
         let row = sqlx::query(
-            "SELECT version, commit, sequence, last_recorded_at FROM projection_checkpoints \
-             WHERE name = $1 AND generation = $2",
+            "SELECT version, commit, sequence, last_recorded_at, failure \
+             FROM projection_checkpoints WHERE name = $1 AND generation = $2",
         )
         .bind(name)
         .bind(i64_of(generation))
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(checkpoint_of).transpose()
+        row.as_ref().map(|r| checkpoint_of(r, "")).transpose()
     }
 
     async fn create_generation(&self, name: &str, generation: u64, version: u32) -> Result<bool> {
         let created = sqlx::query(
             "INSERT INTO projection_checkpoints (name, generation, version, commit, sequence) \
-             VALUES ($1, $2, $3, 0, 0) ON CONFLICT DO NOTHING",
+             SELECT $1, $2, $3, 0, 0 FROM projection_state \
+             WHERE name = $1 AND active_generation < $2 \
+             ON CONFLICT DO NOTHING",
         )
         .bind(name)
         .bind(i64_of(generation))
@@ -163,16 +251,65 @@ impl Target for PgTarget {
         Ok(created == 1)
     }
 
-    async fn begin(&self, name: &str, generation: u64) -> Result<Self::Batch> {
-        let tx = self.pool.begin().await?;
-        Ok(PgBatch::new(tx, name, i64_of(generation)))
+    async fn begin(
+        &self,
+        name: &str,
+        generation: u64,
+        role: Role,
+        lease: Option<LeaseToken>,
+    ) -> Result<Self::Batch> {
+        let mut tx = self.pool.begin().await?;
+        let lock = match role {
+            Role::Live | Role::Rebuild => "FOR SHARE",
+            Role::Switch => "FOR UPDATE",
+        };
+        // The session ends if the worker goes quiet in this transaction for longer than the
+        // batch timeout: a frozen worker cannot hold the state row (or the log's horizon).
+        let timeout_ms = self.batch_timeout.as_millis().to_string();
+        let keepalive_s = (self.batch_timeout.as_secs() / 4).max(1).to_string();
+        let active: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT s.active_generation FROM projection_state s, \
+                 LATERAL (SELECT set_config('idle_in_transaction_session_timeout', $2, true), \
+                                 set_config('tcp_keepalives_idle', $3, true), \
+                                 set_config('tcp_keepalives_interval', $3, true), \
+                                 set_config('tcp_keepalives_count', '3', true)) settings \
+             WHERE s.name = $1 {lock} OF s"
+        ))
+        .bind(name)
+        .bind(timeout_ms)
+        .bind(keepalive_s)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let active = u64_of(active.ok_or_else(|| Error::UnknownProjection(name.to_owned()))?);
+        let plays_its_role = match role {
+            Role::Live => active == generation,
+            Role::Rebuild | Role::Switch => generation > active,
+        };
+        if !plays_its_role {
+            let _ = tx.rollback().await;
+            return Err(Error::GenerationMoved {
+                projection: name.to_owned(),
+                generation,
+                active,
+            });
+        }
+        Ok(PgBatch::new(tx, name, i64_of(generation), role, lease))
     }
 
-    async fn dead_letter(&self, batch: &mut Self::Batch, failure: &Failure) -> Result<()> {
+    async fn dead_letter(
+        &self,
+        batch: &mut Self::Batch,
+        failure: &Failure,
+        blocking: bool,
+    ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO projection_dead_letters \
-             (projection, generation, commit, sequence, event_id, event_type, stream_id, error) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO projection_dead_letters AS d \
+             (projection, generation, commit, sequence, event_id, event_type, stream_id, error, blocking) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (projection, event_id) DO UPDATE SET generation = EXCLUDED.generation, \
+                 commit = EXCLUDED.commit, sequence = EXCLUDED.sequence, error = EXCLUDED.error, \
+                 blocking = EXCLUDED.blocking, status = 'parked', attempts = d.attempts + 1, \
+                 failed_at = now(), resolved_at = NULL",
         )
         .bind(&batch.name)
         .bind(batch.generation)
@@ -182,6 +319,19 @@ impl Target for PgTarget {
         .bind(&failure.event_type)
         .bind(&failure.stream_id)
         .bind(&failure.error)
+        .bind(blocking)
+        .execute(&mut *batch.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn retried(&self, batch: &mut Self::Batch, event_id: Uuid) -> Result<()> {
+        sqlx::query(
+            "UPDATE projection_dead_letters SET status = 'retried', resolved_at = now() \
+             WHERE projection = $1 AND event_id = $2",
+        )
+        .bind(&batch.name)
+        .bind(event_id)
         .execute(&mut *batch.tx)
         .await?;
         Ok(())
@@ -190,29 +340,36 @@ impl Target for PgTarget {
     async fn commit(
         &self,
         mut batch: Self::Batch,
-        role: Role,
         from: Position,
         to: Position,
         last_recorded_at: Option<DateTime<Utc>>,
     ) -> Result<()> {
-        // Lock the projection's state row first, as a switch of generation does, so that the
-        // two always lock in the same order (documents second) and never deadlock.
-        sqlx::query("SELECT 1 FROM projection_state WHERE name = $1 FOR SHARE")
-            .bind(&batch.name)
-            .execute(&mut *batch.tx)
-            .await?;
+        let lease_lost = |batch: &PgBatch| Error::LeaseLost {
+            projection: batch.name.clone(),
+            expected: from,
+        };
+        // The fence: the lease must still be the one the batch was applied under. Its row
+        // stays locked until the commit, so a takeover waits for this batch to end.
+        if let Some(lease) = &batch.lease {
+            let current: bool = sqlx::query_scalar("SELECT projection_fence($1, $2)")
+                .bind(&batch.name)
+                .bind(i64_of(lease.epoch()))
+                .fetch_one(&mut *batch.tx)
+                .await?;
+            if !current {
+                let error = lease_lost(&batch);
+                let _ = batch.tx.rollback().await;
+                return Err(error);
+            }
+        }
         batch.flush().await?;
-        // The compare-and-set: the checkpoint must still be where the batch started, and the
-        // generation must still play its role (the state row, locked above, cannot switch
-        // between this check and the commit).
+        // The compare-and-set on the position the batch started from. (The generation's
+        // role was checked when the batch began, under the lock on the state row it holds.)
         let moved = sqlx::query(
             "UPDATE projection_checkpoints c \
              SET commit = $5, sequence = $6, last_recorded_at = coalesce($7, c.last_recorded_at), \
                  updated_at = now() \
-             FROM (SELECT active_generation FROM projection_state WHERE name = $1) s \
-             WHERE c.name = $1 AND c.generation = $2 AND c.commit = $3 AND c.sequence = $4 \
-               AND CASE WHEN $8 THEN s.active_generation = c.generation \
-                        ELSE c.generation > s.active_generation END",
+             WHERE c.name = $1 AND c.generation = $2 AND c.commit = $3 AND c.sequence = $4",
         )
         .bind(&batch.name)
         .bind(batch.generation)
@@ -221,142 +378,184 @@ impl Target for PgTarget {
         .bind(i64_of(to.commit))
         .bind(i64_of(to.sequence))
         .bind(last_recorded_at)
-        .bind(role == Role::Live)
         .execute(&mut *batch.tx)
         .await?
         .rows_affected();
         if moved != 1 {
+            let error = lease_lost(&batch);
             let _ = batch.tx.rollback().await;
-            return Err(Error::LeaseLost {
-                projection: batch.name,
-                expected: from,
-            });
+            return Err(error);
+        }
+        if batch.role == Role::Switch {
+            let active = sqlx::query(
+                "SELECT s.active_generation, c.commit, c.sequence FROM projection_state s \
+                 JOIN projection_checkpoints c ON c.name = s.name AND c.generation = s.active_generation \
+                 WHERE s.name = $1",
+            )
+            .bind(&batch.name)
+            .fetch_one(&mut *batch.tx)
+            .await?;
+            let active_at = position(active.try_get("commit")?, active.try_get("sequence")?);
+            if to < active_at {
+                let _ = batch.tx.rollback().await;
+                return Err(Error::RebuildBehind {
+                    projection: batch.name,
+                    generation: u64_of(batch.generation),
+                    rebuilt: to,
+                    active: active_at,
+                });
+            }
+            sqlx::query(
+                "UPDATE projection_state SET active_generation = $2, updated_at = now() \
+                 WHERE name = $1 AND active_generation < $2",
+            )
+            .bind(&batch.name)
+            .bind(batch.generation)
+            .execute(&mut *batch.tx)
+            .await?;
         }
         batch.tx.commit().await?;
         Ok(())
     }
 
-    async fn set_failure(&self, name: &str, failure: Option<&Failure>) -> Result<()> {
+    async fn set_failure(
+        &self,
+        name: &str,
+        generation: u64,
+        failure: Option<&Failure>,
+    ) -> Result<()> {
+        let failure =
+            failure
+                .map(serde_json::to_value)
+                .transpose()
+                .map_err(|e| Error::Document {
+                    collection: "projection_checkpoints".into(),
+                    key: "failure".into(),
+                    reason: e.to_string(),
+                })?;
         sqlx::query(
-            "UPDATE projection_state SET status = $2, last_error = $3, error_commit = $4, \
-                 error_sequence = $5, error_event_id = $6, error_event_type = $7, \
-                 error_stream_id = $8, updated_at = now() \
-             WHERE name = $1",
+            "UPDATE projection_checkpoints SET failure = $3, updated_at = now() \
+             WHERE name = $1 AND generation = $2",
         )
         .bind(name)
-        .bind(if failure.is_some() {
-            "failed"
-        } else {
-            "running"
-        })
-        .bind(failure.map(|f| f.error.clone()))
-        .bind(failure.map(|f| i64_of(f.position.commit)))
-        .bind(failure.map(|f| i64_of(f.position.sequence)))
-        .bind(failure.map(|f| f.event_id))
-        .bind(failure.map(|f| f.event_type.clone()))
-        .bind(failure.map(|f| f.stream_id.clone()))
+        .bind(i64_of(generation))
+        .bind(failure)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn switch_generation(&self, name: &str, generation: u64) -> Result<()> {
+    async fn retire_generations(&self, name: &str) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
-        let previous: Option<i64> = sqlx::query_scalar(
-            "SELECT active_generation FROM projection_state WHERE name = $1 FOR UPDATE",
-        )
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let previous = previous.ok_or_else(|| Error::UnknownProjection(name.to_owned()))?;
-        sqlx::query(
-            "UPDATE projection_state SET active_generation = $2, updated_at = now() WHERE name = $1",
-        )
-        .bind(name)
-        .bind(i64_of(generation))
-        .execute(&mut *tx)
-        .await?;
-        for table in ["projection_documents", "projection_checkpoints"] {
-            let column = if table == "projection_documents" {
-                "projection"
-            } else {
-                "name"
-            };
-            sqlx::query(&format!(
-                "DELETE FROM {table} WHERE {column} = $1 AND generation = $2"
-            ))
+        let active: Option<i64> =
+            sqlx::query_scalar("SELECT active_generation FROM projection_state WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(active) = active else {
+            return Ok(0);
+        };
+        sqlx::query("DELETE FROM projection_documents WHERE projection = $1 AND generation < $2")
             .bind(name)
-            .bind(previous)
+            .bind(active)
             .execute(&mut *tx)
             .await?;
-        }
+        let retired =
+            sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1 AND generation < $2")
+                .bind(name)
+                .bind(active)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         tx.commit().await?;
-        Ok(())
+        Ok(retired)
     }
 
     async fn states(&self) -> Result<Vec<StoredState>> {
-        let rows = sqlx::query(
-            "SELECT s.name, s.active_generation, s.last_error, s.error_commit, s.error_sequence, \
-                    s.error_event_id, s.error_event_type, s.error_stream_id, \
-                    c.version, c.commit, c.sequence, c.last_recorded_at, \
-                    r.generation AS r_generation, r.version AS r_version, r.commit AS r_commit, \
-                    r.sequence AS r_sequence, r.last_recorded_at AS r_last_recorded_at \
-             FROM projection_state s \
-             JOIN projection_checkpoints c ON c.name = s.name AND c.generation = s.active_generation \
-             LEFT JOIN LATERAL (SELECT * FROM projection_checkpoints r \
-                 WHERE r.name = s.name AND r.generation > s.active_generation \
-                 ORDER BY r.generation DESC LIMIT 1) r ON true \
-             ORDER BY s.name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let rebuilding = match row.try_get::<Option<i64>, _>("r_generation")? {
-                    None => None,
-                    Some(generation) => Some((
-                        u64_of(generation),
-                        Checkpoint {
-                            position: position(
-                                row.try_get("r_commit")?,
-                                row.try_get("r_sequence")?,
-                            ),
-                            version: u32::try_from(row.try_get::<i32, _>("r_version")?)
-                                .unwrap_or(0),
-                            last_recorded_at: row.try_get("r_last_recorded_at")?,
-                        },
-                    )),
-                };
-                Ok(StoredState {
-                    name: row.try_get("name")?,
-                    active_generation: u64_of(row.try_get("active_generation")?),
-                    checkpoint: checkpoint_of(row)?,
-                    rebuilding,
-                    failure: failure_of(row)?,
-                })
-            })
-            .collect()
+        self.state_rows(None).await
     }
 
-    async fn dead_letters(&self, name: &str) -> Result<Vec<Failure>> {
-        let rows = sqlx::query(
-            "SELECT commit, sequence, event_id, event_type, stream_id, error \
-             FROM projection_dead_letters WHERE projection = $1 ORDER BY id",
-        )
+    async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEAD_LETTER_COLUMNS} FROM projection_dead_letters \
+             WHERE projection = $1 ORDER BY id"
+        ))
         .bind(name)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Failure {
-                    position: position(row.try_get("commit")?, row.try_get("sequence")?),
-                    event_id: row.try_get("event_id")?,
-                    event_type: row.try_get("event_type")?,
-                    stream_id: row.try_get("stream_id")?,
-                    error: row.try_get("error")?,
-                })
-            })
-            .collect()
+        rows.iter().map(dead_letter_of).collect()
+    }
+
+    async fn resolve_dead_letter(
+        &self,
+        name: &str,
+        event_id: Uuid,
+        resolution: Resolution,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let letter = sqlx::query(&format!(
+            "SELECT {DEAD_LETTER_COLUMNS} FROM projection_dead_letters \
+             WHERE projection = $1 AND event_id = $2 AND status IN ('parked', 'retry') FOR UPDATE"
+        ))
+        .bind(name)
+        .bind(event_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(letter) = letter.as_ref().map(dead_letter_of).transpose()? else {
+            return Ok(false);
+        };
+        // A blocking letter is the failure of a generation; resolving it takes the failure
+        // off that generation (skip also moves its checkpoint past the event).
+        let status = match (letter.blocking, resolution) {
+            (false, Resolution::Retry) => "retry",
+            (true, Resolution::Retry) => "retried",
+            (_, Resolution::Skip) => "skipped",
+        };
+        if letter.blocking {
+            let skip_to = (resolution == Resolution::Skip).then_some(letter.failure.position);
+            sqlx::query(
+                "UPDATE projection_checkpoints \
+                 SET failure = NULL, updated_at = now(), \
+                     commit = CASE WHEN $3::bigint IS NOT NULL AND (commit, sequence) < ($3, $4) THEN $3 ELSE commit END, \
+                     sequence = CASE WHEN $3::bigint IS NOT NULL AND (commit, sequence) < ($3, $4) THEN $4 ELSE sequence END \
+                 WHERE name = $1 AND generation = $2 AND failure->>'event_id' = $5",
+            )
+            .bind(name)
+            .bind(i64_of(letter.generation))
+            .bind(skip_to.map(|p| i64_of(p.commit)))
+            .bind(skip_to.map(|p| i64_of(p.sequence)))
+            .bind(event_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE projection_dead_letters SET status = $3, \
+                 resolved_at = CASE WHEN $3 = 'retry' THEN NULL ELSE now() END \
+             WHERE projection = $1 AND event_id = $2",
+        )
+        .bind(name)
+        .bind(event_id)
+        .bind(status)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn retries_asked(&self, name: &str, limit: usize) -> Result<Vec<DeadLetter>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEAD_LETTER_COLUMNS} FROM projection_dead_letters \
+             WHERE projection = $1 AND status = 'retry' ORDER BY id LIMIT $2"
+        ))
+        .bind(name)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(dead_letter_of).collect()
+    }
+
+    fn progress(&self) -> &ProgressBoard {
+        &self.progress
     }
 
     async fn get(&self, projection: &str, collection: &str, key: &str) -> Result<Option<Value>> {
