@@ -33,7 +33,13 @@ macro_rules! target_scenarios {
             a_new_version_is_rebuilt,
             a_stale_worker_cannot_overwrite_progress,
             an_interrupted_rebuild_resumes_and_ends_correct,
-            a_rebuild_under_live_traffic_loses_nothing
+            a_rebuild_under_live_traffic_loses_nothing,
+            rebuilds_under_traffic_never_break_a_strict_model,
+            racing_rebuilders_only_move_generations_forward,
+            two_versions_side_by_side_settle_on_the_newer,
+            an_idle_filtered_worker_does_not_spin,
+            dead_letters_are_listed_once_and_retried_or_skipped,
+            wait_for_reports_reached_timed_out_and_failed
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
@@ -599,4 +605,620 @@ pub async fn a_rebuild_under_live_traffic_loses_nothing<T: Target + Clone>(
     assert!(stopped.is_ok(), "the live worker stopped with {stopped:?}");
     let s = &status(store.as_ref(), &target).await.expect("status")[0];
     assert_eq!((s.generation, s.state), (2, ProjectionState::Running));
+}
+
+/// Like [`Tallies`], but strict, as most read models are: an `Added` event for a stream whose
+/// document is missing is poison (the first event of a stream must be `Noted { "open" }`).
+/// A live batch that found its generation's documents deleted under it would stop here.
+pub struct StrictTallies;
+
+#[async_trait]
+impl Projection for StrictTallies {
+    fn name(&self) -> &str {
+        "strict"
+    }
+
+    fn filter(&self) -> EventFilter {
+        EventFilter::all().categories(["strict"])
+    }
+
+    async fn apply(
+        &self,
+        docs: &mut dyn Documents,
+        event: &RecordedEvent,
+    ) -> Result<(), ApplyError> {
+        let key = event.stream_id.as_str();
+        match event.decode::<TestEvent>(&Default::default())?.event {
+            TestEvent::Noted { text } if text == "open" => {
+                docs.save("tallies", key, &Tally::default()).await?;
+            }
+            TestEvent::Noted { .. } => {}
+            TestEvent::Added { amount } => {
+                let mut tally: Tally = docs
+                    .load("tallies", key)
+                    .await?
+                    .ok_or_else(|| ApplyError::poison(format!("{key} was never opened")))?;
+                tally.count += 1;
+                tally.total += amount;
+                docs.save("tallies", key, &tally).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `runner` live in a task until the returned sender is dropped or sent to.
+fn spawn_live<T: Target>(
+    runner: ProjectionRunner<T>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<crate::Result<()>>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        runner
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (stop, task)
+}
+
+/// Waits until `check` holds, or panics with `what` after `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Rebuilds under live traffic, again and again, with a projection that cannot tolerate a
+/// missing document: the live worker moves over at every switch, nothing is recorded as
+/// failed, readers never see a stream's document disappear, and the result is exact.
+pub async fn rebuilds_under_traffic_never_break_a_strict_model<T: Target + Clone>(
+    store: Arc<dyn EventStore>,
+    target: T,
+) {
+    let streams = 12;
+    for s in 0..streams {
+        append(
+            store.as_ref(),
+            &format!("strict-{s:02}"),
+            vec![noted("open")],
+        )
+        .await;
+    }
+    let options = options(ErrorPolicy::Stop);
+    let live = ProjectionRunner::new(Arc::clone(&store), target.clone(), Arc::new(StrictTallies))
+        .with_options(options.clone());
+    live.run_until_caught_up().await.expect("first catch-up");
+    let (stop, worker) = spawn_live(live.clone());
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for i in 0..400u64 {
+                append(
+                    store.as_ref(),
+                    &format!("strict-{:02}", i % 12),
+                    vec![added(i)],
+                )
+                .await;
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let reader = {
+        let target = target.clone();
+        tokio::spawn(async move {
+            let mut seen = 0;
+            loop {
+                let docs = target.list("strict", "tallies").await.expect("list");
+                assert_eq!(docs.len(), 12, "a reader saw documents disappear");
+                seen += 1;
+                if seen >= 200 {
+                    return seen;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    for round in 0..5u64 {
+        let report = live.rebuild(|_| {}).await.expect("rebuild under traffic");
+        assert_eq!(
+            report.generation,
+            round + 2,
+            "each rebuild one generation on"
+        );
+        let state = target
+            .state("strict")
+            .await
+            .expect("state")
+            .expect("registered");
+        assert_eq!(state.failure(), None, "no failure recorded");
+    }
+    writer.await.expect("writer");
+    reader.await.expect("reader");
+    let expected: Vec<(String, Tally)> = (0..12u64)
+        .map(|s| {
+            let amounts: Vec<u64> = (0..400u64).filter(|i| i % 12 == s).collect();
+            (
+                format!("strict-{s:02}"),
+                Tally {
+                    count: amounts.len() as u64,
+                    total: amounts.iter().sum(),
+                },
+            )
+        })
+        .collect();
+    let strict = |target: T| async move {
+        target
+            .list("strict", "tallies")
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::from_value::<Tally>(v).expect("tally")))
+            .collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while strict(target.clone()).await != expected {
+        assert!(
+            !worker.is_finished(),
+            "the live worker stopped: {:?}",
+            worker.await
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the live model did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(target
+        .dead_letters("strict")
+        .await
+        .expect("letters")
+        .is_empty());
+    let _ = stop.send(());
+    worker.await.expect("task").expect("clean stop");
+}
+
+/// Two rebuilders race, 100 times, on the same generation and on different ones: the active
+/// generation never decreases, a switch that loses changes nothing, and the active documents
+/// are never deleted.
+pub async fn racing_rebuilders_only_move_generations_forward<T: Target + Clone>(
+    store: Arc<dyn EventStore>,
+    target: T,
+) {
+    let expected = seed(store.as_ref(), 4, 5).await;
+    let r = runner(Arc::clone(&store), target.clone(), 1, ErrorPolicy::Stop);
+    r.run_until_caught_up().await.expect("live");
+    let mut last = 1;
+    for race in 0..100 {
+        let (a, b) = (r.clone(), r.clone());
+        let (ra, rb) = tokio::join!(
+            tokio::spawn(async move { a.rebuild(|_| {}).await }),
+            tokio::spawn(async move { b.rebuild(|_| {}).await })
+        );
+        ra.expect("task").expect("rebuild a");
+        rb.expect("task").expect("rebuild b");
+        let state = target
+            .state("tallies")
+            .await
+            .expect("state")
+            .expect("there");
+        assert!(state.active_generation > last, "race {race}: moved forward");
+        last = state.active_generation;
+        assert_eq!(
+            tallies(&target).await,
+            expected,
+            "race {race}: the documents are whole"
+        );
+
+        // A repeated switch to the active generation, and one to an older one, change nothing.
+        assert!(!target
+            .switch_generation("tallies", last)
+            .await
+            .expect("same"));
+        assert!(!target
+            .switch_generation("tallies", last - 1)
+            .await
+            .expect("older"));
+        let after = target
+            .state("tallies")
+            .await
+            .expect("state")
+            .expect("there");
+        assert_eq!(after.active_generation, last);
+        assert_eq!(
+            tallies(&target).await,
+            expected,
+            "race {race}: a lost switch deleted nothing"
+        );
+    }
+}
+
+/// Versions 1 and 2 of a projection run side by side (a rolling deploy): the model is
+/// rebuilt once, by version 2, and then stays put; version 1 stands by.
+pub async fn two_versions_side_by_side_settle_on_the_newer<T: Target + Clone>(
+    store: Arc<dyn EventStore>,
+    target: T,
+) {
+    let expected = seed(store.as_ref(), 3, 4).await;
+    let v1 = runner(Arc::clone(&store), target.clone(), 1, ErrorPolicy::Stop);
+    v1.run_until_caught_up().await.expect("v1");
+    let (stop1, w1) = spawn_live(v1.clone());
+    let (stop2, w2) = spawn_live(runner(
+        Arc::clone(&store),
+        target.clone(),
+        2,
+        ErrorPolicy::Stop,
+    ));
+    let doubled: Vec<(String, Tally)> = expected
+        .iter()
+        .map(|(k, t)| {
+            (
+                k.clone(),
+                Tally {
+                    count: t.count,
+                    total: t.total * 2,
+                },
+            )
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(30),
+        "version 2 did not take over",
+        || {
+            let target = target.clone();
+            let doubled = doubled.clone();
+            async move { tallies(&target).await == doubled }
+        },
+    )
+    .await;
+    let settled = target
+        .state("tallies")
+        .await
+        .expect("state")
+        .expect("there");
+    assert_eq!(
+        (settled.checkpoint.version, settled.active_generation),
+        (2, 2),
+        "one replay"
+    );
+    append(store.as_ref(), "tally-000", vec![added(5)]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let later = target
+        .state("tallies")
+        .await
+        .expect("state")
+        .expect("there");
+    assert_eq!(
+        (later.checkpoint.version, later.active_generation),
+        (2, 2),
+        "stable"
+    );
+    let want = expected[0].1.total * 2 + 10;
+    eventually(
+        Duration::from_secs(10),
+        "version 2 did not follow the log",
+        || {
+            let target = target.clone();
+            async move { tallies(&target).await[0].1.total == want }
+        },
+    )
+    .await;
+    assert!(matches!(
+        v1.rebuild(|_| {}).await,
+        Err(Error::Superseded {
+            active_version: 2,
+            ..
+        })
+    ));
+    let _ = (stop1.send(()), stop2.send(()));
+    w1.await.expect("task").expect("v1 stops cleanly");
+    w2.await.expect("task").expect("v2 stops cleanly");
+    assert!(matches!(
+        v1.run_until_caught_up().await,
+        Err(Error::Superseded {
+            active_version: 2,
+            ..
+        })
+    ));
+}
+
+/// An [`EventStore`] that counts the reads made through it.
+pub struct CountingStore {
+    inner: Arc<dyn EventStore>,
+    /// Calls of `read_all` and `head` so far.
+    pub reads: std::sync::atomic::AtomicU64,
+}
+
+impl CountingStore {
+    /// Counts the reads of `inner`.
+    pub fn new(inner: Arc<dyn EventStore>) -> Self {
+        Self {
+            inner,
+            reads: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn count(&self) {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl EventStore for CountingStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: &Metadata,
+    ) -> cqrs_core::Result<cqrs_core::AppendResult> {
+        self.inner.append(stream, expected, events, metadata).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> cqrs_core::Result<Vec<RecordedEvent>> {
+        self.inner.read_stream(stream, from_version, limit).await
+    }
+    async fn stream_version(&self, stream: &StreamId) -> cqrs_core::Result<u64> {
+        self.inner.stream_version(stream).await
+    }
+    async fn read_all(
+        &self,
+        after: cqrs_core::Position,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> cqrs_core::Result<cqrs_core::ReadAllPage> {
+        self.count();
+        self.inner.read_all(after, limit, filter).await
+    }
+    async fn head(&self) -> cqrs_core::Result<cqrs_core::Position> {
+        self.count();
+        self.inner.head().await
+    }
+    async fn read_barrier(&self) -> cqrs_core::Result<cqrs_core::Position> {
+        self.inner.read_barrier().await
+    }
+    async fn wait_for_events(
+        &self,
+        after: cqrs_core::Position,
+        timeout: Duration,
+    ) -> cqrs_core::Result<bool> {
+        self.count();
+        self.inner.wait_for_events(after, timeout).await
+    }
+    async fn count_after(&self, after: cqrs_core::Position, limit: u64) -> cqrs_core::Result<u64> {
+        self.inner.count_after(after, limit).await
+    }
+    async fn horizon(&self) -> cqrs_core::Result<cqrs_core::Horizon> {
+        self.inner.horizon().await
+    }
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+    ) -> cqrs_core::Result<Option<cqrs_core::Snapshot>> {
+        self.inner.load_snapshot(stream).await
+    }
+    async fn save_snapshot(&self, snapshot: &cqrs_core::Snapshot) -> cqrs_core::Result<()> {
+        self.inner.save_snapshot(snapshot).await
+    }
+}
+
+/// After events its filter rejects, a caught-up worker waits instead of reading the log
+/// again and again: a few reads a second at most.
+pub async fn an_idle_filtered_worker_does_not_spin<T: Target + Clone>(
+    store: Arc<dyn EventStore>,
+    target: T,
+) {
+    let counting = Arc::new(CountingStore::new(Arc::clone(&store)));
+    let r = ProjectionRunner::new(
+        counting.clone(),
+        target.clone(),
+        Arc::new(Tallies { version: 1 }),
+    )
+    .with_options(RunnerOptions {
+        idle_wait: Duration::from_millis(500),
+        ..options(ErrorPolicy::Stop)
+    });
+    append(store.as_ref(), "tally-a", vec![added(1)]).await;
+    let (stop, worker) = spawn_live(r);
+    eventually(Duration::from_secs(10), "the worker did not start", || {
+        let target = target.clone();
+        async move { tallies(&target).await.len() == 1 }
+    })
+    .await;
+    // Events of another category only: the filter rejects them all.
+    append(store.as_ref(), "noise-1", vec![added(1)]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = counting.reads.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reads = counting.reads.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(reads <= 20, "an idle worker made {reads} reads in 2 s");
+    let _ = stop.send(());
+    worker.await.expect("task").expect("clean stop");
+}
+
+/// Dead letters: one entry per event across generations; a parked one is retried by the
+/// live worker or skipped; a blocking one (the stop policy) is skipped (the projection goes
+/// on after it) or retried (applied again in order).
+pub async fn dead_letters_are_listed_once_and_retried_or_skipped<T: Target + Clone>(
+    store: Arc<dyn EventStore>,
+    target: T,
+) {
+    // Parked, under the dead-letter policy; the rebuild meets it again.
+    append(store.as_ref(), "tally-a", vec![added(1)]).await;
+    let poison = noted("poison");
+    let poison_id = poison.event_id;
+    append(store.as_ref(), "tally-b", vec![poison]).await;
+    let r = runner(
+        Arc::clone(&store),
+        target.clone(),
+        1,
+        ErrorPolicy::DeadLetter,
+    );
+    r.run_until_caught_up().await.expect("goes on");
+    r.rebuild(|_| {}).await.expect("rebuild");
+    let letters = target.dead_letters("tallies").await.expect("letters");
+    assert_eq!(
+        letters.len(),
+        1,
+        "listed once across generations: {letters:?}"
+    );
+    assert_eq!(letters[0].attempts, 2);
+    assert_eq!(letters[0].status, crate::DeadLetterStatus::Parked);
+
+    // Retried, it fails again (the projection still cannot handle it) and is parked again.
+    crate::dead_letters::retry(&target, "tallies", poison_id)
+        .await
+        .expect("retry");
+    let (stop, worker) = spawn_live(r.clone());
+    eventually(
+        Duration::from_secs(15),
+        "the live worker did not retry",
+        || {
+            let target = target.clone();
+            async move {
+                let l = target.dead_letters("tallies").await.expect("letters");
+                l[0].status == crate::DeadLetterStatus::Parked && l[0].attempts == 3
+            }
+        },
+    )
+    .await;
+    let _ = stop.send(());
+    worker.await.expect("task").expect("stop");
+    crate::dead_letters::skip(&target, "tallies", poison_id)
+        .await
+        .expect("skip");
+    let letters = target.dead_letters("tallies").await.expect("letters");
+    assert_eq!(letters[0].status, crate::DeadLetterStatus::Skipped);
+    assert!(matches!(
+        crate::dead_letters::skip(&target, "tallies", poison_id).await,
+        Err(Error::NoDeadLetter { .. })
+    ));
+
+    // Blocking, under the stop policy: skipping it lets the projection go on after it.
+    let stop_runner = runner(Arc::clone(&store), target.clone(), 1, ErrorPolicy::Stop);
+    let blocking = noted("poison");
+    let blocking_id = blocking.event_id;
+    append(store.as_ref(), "tally-c", vec![blocking]).await;
+    append(store.as_ref(), "tally-c", vec![added(7)]).await;
+    assert!(matches!(
+        stop_runner.run_until_caught_up().await,
+        Err(Error::Failed { .. })
+    ));
+    let letter = target.dead_letters("tallies").await.expect("letters")[1].clone();
+    assert!(letter.blocking);
+    assert_eq!(letter.failure.event_id, blocking_id);
+    crate::dead_letters::skip(&target, "tallies", blocking_id)
+        .await
+        .expect("skip");
+    stop_runner
+        .run_until_caught_up()
+        .await
+        .expect("goes on after the skipped event");
+    let c = tallies(&target).await;
+    let c = c.iter().find(|(k, _)| k == "tally-c").expect("tally-c");
+    assert_eq!(
+        c.1,
+        Tally { count: 1, total: 7 },
+        "the event after it was applied"
+    );
+
+    // Blocking again; retrying hands it back to the worker, which stops at it again.
+    let again = noted("poison");
+    let again_id = again.event_id;
+    append(store.as_ref(), "tally-d", vec![again]).await;
+    assert!(stop_runner.run_until_caught_up().await.is_err());
+    crate::dead_letters::retry(&target, "tallies", again_id)
+        .await
+        .expect("retry");
+    let retried = stop_runner.run_until_caught_up().await;
+    assert!(matches!(retried, Err(Error::Failed { event_id, .. }) if event_id == again_id));
+    let letters = target.dead_letters("tallies").await.expect("letters");
+    let d = letters
+        .iter()
+        .find(|l| l.failure.event_id == again_id)
+        .expect("letter");
+    assert_eq!((d.attempts, d.status), (2, crate::DeadLetterStatus::Parked));
+}
+
+/// `wait_for` says whether the read model reached a position, ran out of time, or stopped.
+pub async fn wait_for_reports_reached_timed_out_and_failed<T: Target + Clone>(
+    store: Arc<dyn EventStore>,
+    target: T,
+) {
+    let r = runner(Arc::clone(&store), target.clone(), 1, ErrorPolicy::Stop);
+    r.run_until_caught_up().await.expect("register");
+    let (stop, worker) = spawn_live(r);
+    let written = store
+        .append(
+            &StreamId::new("tally-w").expect("id"),
+            ExpectedVersion::Any,
+            vec![added(3)],
+            &Metadata::default(),
+        )
+        .await
+        .expect("append");
+    let position = written.positions[0];
+    let outcome = crate::wait_for(&target, "tallies", position, Duration::from_secs(10))
+        .await
+        .expect("wait");
+    assert!(outcome.is_reached(), "{outcome:?}");
+    assert_eq!(
+        tallies(&target).await[0].1.total,
+        3,
+        "reached means readable"
+    );
+
+    let far = cqrs_core::Position::new(position.commit + 1_000_000, 0);
+    let outcome = crate::wait_for(&target, "tallies", far, Duration::from_millis(200))
+        .await
+        .expect("wait");
+    assert!(
+        matches!(outcome, crate::WaitOutcome::TimedOut { .. }),
+        "{outcome:?}"
+    );
+
+    let poison = store
+        .append(
+            &StreamId::new("tally-p").expect("id"),
+            ExpectedVersion::Any,
+            vec![noted("poison")],
+            &Metadata::default(),
+        )
+        .await
+        .expect("append");
+    let outcome = crate::wait_for(
+        &target,
+        "tallies",
+        poison.positions[0],
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("wait");
+    assert!(
+        matches!(outcome, crate::WaitOutcome::Failed { .. }),
+        "{outcome:?}"
+    );
+    assert!(matches!(
+        crate::wait_for(&target, "nobody", position, Duration::from_millis(10)).await,
+        Err(Error::UnknownProjection(_))
+    ));
+    let _ = stop.send(());
+    worker
+        .await
+        .expect("task")
+        .expect("a stopped projection still shuts down cleanly");
 }
