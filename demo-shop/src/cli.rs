@@ -42,6 +42,14 @@ pub enum Command {
     },
     /// Prints every projection with its checkpoint and lag.
     Status,
+    /// Lists the events a projection could not apply, or retries or skips one.
+    DeadLetters {
+        /// The projection.
+        projection: String,
+        /// What to do; with none, lists them.
+        #[command(subcommand)]
+        action: Option<DeadLetterAction>,
+    },
     /// Places orders through the HTTP API and reports throughput and latency.
     Simulate {
         /// Orders to place.
@@ -53,6 +61,22 @@ pub enum Command {
         /// A running `demo-shop serve` (host:port); without it, one is started in-process.
         #[arg(long)]
         target: Option<SocketAddr>,
+    },
+}
+
+/// What to do with a dead letter.
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterAction {
+    /// Applies the event again: a stopped projection goes on from it; a parked one is applied
+    /// by the live worker at its next batch.
+    Retry {
+        /// The event's id.
+        event_id: uuid::Uuid,
+    },
+    /// Closes it without applying the event: a stopped projection goes on after it.
+    Skip {
+        /// The event's id.
+        event_id: uuid::Uuid,
     },
 }
 
@@ -91,6 +115,42 @@ pub async fn run(cli: Cli) -> Result<()> {
                     s.lag_seconds,
                     s.last_error.unwrap_or_default()
                 )?;
+            }
+            Ok(())
+        }
+        Some(Command::DeadLetters { projection, action }) => {
+            let shop = needs_database(url, "dead-letters").await?;
+            match action {
+                None => {
+                    writeln!(
+                        out,
+                        "{:<36} {:<8} {:>3} {:<9} {:<20} {:<24} error",
+                        "event", "status", "try", "blocking", "position", "stream"
+                    )?;
+                    for letter in shop.dead_letters(&projection).await? {
+                        writeln!(
+                            out,
+                            "{:<36} {:<8} {:>3} {:<9} {:<20} {:<24} {}",
+                            letter.failure.event_id,
+                            letter.status.as_str(),
+                            letter.attempts,
+                            if letter.blocking { "stopped" } else { "parked" },
+                            letter.failure.position.to_string(),
+                            letter.failure.stream_id,
+                            letter.failure.error
+                        )?;
+                    }
+                }
+                Some(DeadLetterAction::Retry { event_id }) => {
+                    shop.resolve_dead_letter(&projection, event_id, projections::Resolution::Retry)
+                        .await?;
+                    writeln!(out, "{projection}: event {event_id} will be applied again")?;
+                }
+                Some(DeadLetterAction::Skip { event_id }) => {
+                    shop.resolve_dead_letter(&projection, event_id, projections::Resolution::Skip)
+                        .await?;
+                    writeln!(out, "{projection}: event {event_id} skipped")?;
+                }
             }
             Ok(())
         }

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use cqrs_core::{CommandError, EventEnvelope, Metadata, Position, Repository};
 use projections::{
-    Projection, ProjectionRunner, ProjectionStatus, RebuildProgress, RebuildReport, RunnerOptions,
-    Target,
+    DeadLetter, Projection, ProjectionRunner, ProjectionStatus, RebuildProgress, RebuildReport,
+    Resolution, RunnerOptions, Target, WaitOutcome,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 use crate::checkout::Checkout;
 use crate::domain::inventory::{Inventory, InventoryCommand};
@@ -127,9 +128,17 @@ impl Shop {
         all
     }
 
-    fn options() -> RunnerOptions {
+    /// How the shop runs `projection`. The checkout sends commands for every event while its
+    /// batch's transaction waits, so it takes small batches: a batch left idle longer than
+    /// the batch timeout is ended by the server (the guard against frozen workers).
+    fn options(projection: &dyn Projection) -> RunnerOptions {
         RunnerOptions {
             idle_wait: Duration::from_millis(500),
+            batch_size: if projection.has_side_effects() {
+                20
+            } else {
+                300
+            },
             ..RunnerOptions::default()
         }
     }
@@ -174,11 +183,7 @@ impl Shop {
         name: &str,
         on_progress: impl FnMut(RebuildProgress) + Send,
     ) -> Result<RebuildReport, ShopError> {
-        let projection = self
-            .projections()
-            .into_iter()
-            .find(|p| p.name() == name)
-            .ok_or_else(|| ShopError::NotFound(format!("no projection named {name}")))?;
+        let projection = self.projection_named(name)?;
         let store = Arc::clone(&self.storage.store);
         Ok(match &self.storage.read_models {
             ReadModels::Memory(t) => {
@@ -194,29 +199,59 @@ impl Shop {
         })
     }
 
-    /// Waits (up to `timeout`) until the read model of `projection` has reached `position`.
-    /// Returns whether it did.
+    /// Waits (up to `timeout`) until the read model of `projection` has reached `position`,
+    /// woken by its worker's progress.
     pub async fn wait_for(
         &self,
         projection: &str,
         position: Position,
         timeout: Duration,
-    ) -> Result<bool, ShopError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let reached = self
-                .read_models()
-                .checkpoint(projection)
-                .await?
-                .is_some_and(|c| c >= position);
-            if reached {
-                return Ok(true);
+    ) -> Result<WaitOutcome, ShopError> {
+        Ok(match &self.storage.read_models {
+            ReadModels::Memory(t) => {
+                projections::wait_for(t, projection, position, timeout).await?
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(false);
+            ReadModels::Postgres(t) => {
+                projections::wait_for(t, projection, position, timeout).await?
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        })
+    }
+
+    /// The dead letters of projection `name`, across generations.
+    pub async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>, ShopError> {
+        self.projection_named(name)?;
+        Ok(match &self.storage.read_models {
+            ReadModels::Memory(t) => t.dead_letters(name).await?,
+            ReadModels::Postgres(t) => t.dead_letters(name).await?,
+        })
+    }
+
+    /// Retries or skips the dead letter of `event_id` in projection `name`.
+    pub async fn resolve_dead_letter(
+        &self,
+        name: &str,
+        event_id: Uuid,
+        resolution: Resolution,
+    ) -> Result<(), ShopError> {
+        self.projection_named(name)?;
+        let resolved = match &self.storage.read_models {
+            ReadModels::Memory(t) => t.resolve_dead_letter(name, event_id, resolution).await?,
+            ReadModels::Postgres(t) => t.resolve_dead_letter(name, event_id, resolution).await?,
+        };
+        if resolved {
+            Ok(())
+        } else {
+            Err(ShopError::NotFound(format!(
+                "{name} has no open dead letter for event {event_id}"
+            )))
         }
+    }
+
+    fn projection_named(&self, name: &str) -> Result<Arc<dyn Projection>, ShopError> {
+        self.projections()
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| ShopError::NotFound(format!("no projection named {name}")))
     }
 
     /// Adds a product to the catalogue.
@@ -333,8 +368,8 @@ fn runner<T: Target + Clone>(
     target: T,
     projection: Arc<dyn Projection>,
 ) -> ProjectionRunner<T> {
-    ProjectionRunner::new(Arc::clone(&shop.storage.store), target, projection)
-        .with_options(Shop::options())
+    let options = Shop::options(projection.as_ref());
+    ProjectionRunner::new(Arc::clone(&shop.storage.store), target, projection).with_options(options)
 }
 
 fn spawn_all<T: Target + Clone>(

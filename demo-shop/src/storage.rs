@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use cqrs_core::{EventStore, InMemoryEventStore, Position};
+use cqrs_core::{EventStore, InMemoryEventStore};
 use eventstore_postgres::PgEventStore;
 use projections::{MemoryTarget, PgTarget, Target};
 use serde::de::DeserializeOwned;
@@ -47,18 +47,6 @@ impl ReadModels {
         docs.into_iter()
             .map(|(key, d)| decode(collection, &key, d))
             .collect()
-    }
-
-    /// How far `projection`'s read model has got (`None` before it first ran).
-    pub async fn checkpoint(&self, projection: &str) -> projections::Result<Option<Position>> {
-        let states = match self {
-            Self::Memory(t) => t.states().await?,
-            Self::Postgres(t) => t.states().await?,
-        };
-        Ok(states
-            .into_iter()
-            .find(|s| s.name == projection)
-            .map(|s| s.checkpoint.position))
     }
 }
 
@@ -108,6 +96,7 @@ impl Storage {
     pub async fn from_pool(pool: PgPool) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let store = PgEventStore::new(pool.clone());
         store.migrate().await?;
+        store.check_log_order().await?;
         let target = PgTarget::new(pool);
         target.migrate().await?;
         Ok(Self {

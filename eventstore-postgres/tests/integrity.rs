@@ -153,3 +153,57 @@ async fn a_lost_connection_is_retryable() {
     reopened.pool().close().await;
     db.drop_database().await;
 }
+
+/// A log whose transaction ids are at or above the server's next one (copied from a cluster
+/// that was ahead) is refused, for reads and writes, with the error that names the fix.
+#[tokio::test]
+async fn a_log_from_a_cluster_ahead_is_refused() {
+    let db = eventstore_postgres::testing::TestDatabase::create(4).await;
+    let store = eventstore_postgres::PgEventStore::new(db.pool.clone());
+    store.migrate().await.expect("migrate");
+    sqlx::query(
+        "INSERT INTO es_events (transaction_id, event_id, stream_id, stream_version, event_type, \
+             schema_version, payload, metadata) \
+         SELECT (pg_snapshot_xmax(pg_current_snapshot())::text::bigint + 1000000)::text::xid8, \
+             gen_random_uuid(), 'copied-1', 1, 'Copied', 1, '{}', '{}'",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("a row from the future");
+    let fresh = eventstore_postgres::PgEventStore::new(db.pool.clone());
+    let refused = fresh.check_log_order().await;
+    assert!(
+        matches!(refused, Err(cqrs_core::Error::LogAhead { .. })),
+        "{refused:?}"
+    );
+    let message = refused.expect_err("refused").to_string();
+    assert!(message.contains("pg_resetwal"), "{message}");
+    let stream = cqrs_core::StreamId::new("new-1").expect("id");
+    let event =
+        cqrs_core::NewEvent::from_domain(&cqrs_core::conformance::TestEvent::Added { amount: 1 })
+            .expect("event");
+    let append = fresh
+        .append(
+            &stream,
+            cqrs_core::ExpectedVersion::Any,
+            vec![event],
+            &cqrs_core::Metadata::default(),
+        )
+        .await;
+    assert!(
+        matches!(append, Err(cqrs_core::Error::LogAhead { .. })),
+        "{append:?}"
+    );
+    let read = fresh
+        .read_all(
+            cqrs_core::Position::START,
+            10,
+            &cqrs_core::EventFilter::all(),
+        )
+        .await;
+    assert!(
+        matches!(read, Err(cqrs_core::Error::LogAhead { .. })),
+        "{read:?}"
+    );
+    db.drop_database().await;
+}

@@ -61,6 +61,24 @@ impl MemoryTarget {
         lock(&self.state)
     }
 
+    /// Every document of the active generation of `projection`, as `(collection, key, doc)`
+    /// in order (to compare whole read models).
+    pub fn documents(&self, projection: &str) -> Vec<(String, String, Value)> {
+        let state = self.lock();
+        let Some(active) = state.active.get(projection) else {
+            return Vec::new();
+        };
+        state
+            .documents
+            .get(&(projection.to_owned(), *active))
+            .map(|docs| {
+                docs.iter()
+                    .map(|((c, k), v)| (c.clone(), k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn gate(&self, name: &str) -> Arc<RwLock<()>> {
         let mut gates = self.gates.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(gates.entry(name.to_owned()).or_default())

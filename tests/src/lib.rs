@@ -7,10 +7,120 @@
 //! | `tests/connection_loss.rs` | every session killed again and again: retried appends store nothing twice, the read model converges |
 //! | `tests/shop_http.rs` | the demo shop end to end through its HTTP API on PostgreSQL |
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use async_trait::async_trait;
+use cqrs_core::RecordedEvent;
 use eventstore_postgres::PgEventStore;
-use projections::PgTarget;
+use projections::testing::Tally;
+use projections::{ApplyError, Documents, PgTarget, Projection};
+
+/// A projection with a side effect: it "sends" every event to the table `sent` (created on
+/// first use) over a connection of its own, as an outside service would receive it, fenced by
+/// its lease: it checks its token before sending, and the insert itself checks the epoch
+/// with `projection_fence`, so a deposed worker sends nothing.
+pub struct Sender {
+    pool: sqlx::PgPool,
+}
+
+impl Sender {
+    /// A sender writing to the database of `pool`.
+    pub fn new(pool: sqlx::PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[async_trait]
+impl Projection for Sender {
+    fn name(&self) -> &str {
+        "sender"
+    }
+
+    fn has_side_effects(&self) -> bool {
+        true
+    }
+
+    async fn apply(
+        &self,
+        docs: &mut dyn Documents,
+        event: &RecordedEvent,
+    ) -> Result<(), ApplyError> {
+        let lease = docs
+            .lease()
+            .ok_or_else(|| ApplyError::poison("a sender needs a lease"))?;
+        if !lease.is_live() {
+            return Err(ApplyError::Transient("the lease ran out".into()));
+        }
+        let transient = |e: sqlx::Error| ApplyError::Transient(e.to_string());
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS sent (event_id uuid, epoch bigint,              sent_at timestamptz DEFAULT clock_timestamp())",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(transient)?;
+        sqlx::query(
+            "INSERT INTO sent (event_id, epoch) SELECT $1, $2 WHERE projection_fence('sender', $2)",
+        )
+        .bind(event.event_id)
+        .bind(lease.epoch() as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(transient)?;
+        Ok(())
+    }
+}
+
+/// Appends `rounds` small batches to random tally streams, pausing between them; returns the
+/// expected tallies.
+pub async fn write_tallies(
+    store: Arc<dyn cqrs_core::EventStore>,
+    rounds: usize,
+    pause: std::time::Duration,
+) -> BTreeMap<String, Tally> {
+    let mut expected: BTreeMap<String, Tally> = BTreeMap::new();
+    for _ in 0..rounds {
+        let stream = format!("tally-{}", fastrand::u8(0..12));
+        let amounts: Vec<u64> = (0..fastrand::u64(1..5))
+            .map(|_| fastrand::u64(1..100))
+            .collect();
+        projections::testing::append(
+            store.as_ref(),
+            &stream,
+            amounts
+                .iter()
+                .copied()
+                .map(projections::testing::added)
+                .collect(),
+        )
+        .await;
+        let tally = expected.entry(stream).or_default();
+        tally.count += amounts.len() as u64;
+        tally.total += amounts.iter().sum::<u64>();
+        tokio::time::sleep(pause).await;
+    }
+    expected
+}
+
+/// Waits until the tallies read model equals `expected`; returns how long it took.
+pub async fn until_tallies_equal(
+    target: &PgTarget,
+    expected: &BTreeMap<String, Tally>,
+    within: std::time::Duration,
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    let expected: Vec<(String, Tally)> = expected.clone().into_iter().collect();
+    loop {
+        if projections::testing::tallies(target).await == expected {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "the read model did not converge in {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
 
 /// A store and a target on the database at `url`, with both crates' migrations applied.
 pub async fn connect(

@@ -1,14 +1,13 @@
 //! Projection workers in real processes, killed with SIGKILL (ARCHITECTURE.md invariants 6
 //! and 7): nothing is lost, nothing is applied twice, and a standby takes over.
 
-use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cqrs_core::EventStore;
 use eventstore_postgres::testing::TestDatabase;
-use projections::testing::{added, append, runner, tallies, Tally};
+use projections::testing::{runner, tallies};
 use projections::{ErrorPolicy, PgTarget};
 
 fn start_worker(url: &str) -> Child {
@@ -25,56 +24,10 @@ fn kill(mut worker: Child) {
     worker.wait().expect("reap");
 }
 
-/// Appends `rounds` small batches to random tally streams; returns the expected tallies.
-async fn write(
-    store: Arc<dyn EventStore>,
-    rounds: usize,
-    pause: Duration,
-) -> BTreeMap<String, Tally> {
-    let mut expected: BTreeMap<String, Tally> = BTreeMap::new();
-    for _ in 0..rounds {
-        let stream = format!("tally-{}", fastrand::u8(0..12));
-        let amounts: Vec<u64> = (0..fastrand::u64(1..5))
-            .map(|_| fastrand::u64(1..100))
-            .collect();
-        append(
-            store.as_ref(),
-            &stream,
-            amounts.iter().copied().map(added).collect(),
-        )
-        .await;
-        let tally = expected.entry(stream).or_default();
-        tally.count += amounts.len() as u64;
-        tally.total += amounts.iter().sum::<u64>();
-        tokio::time::sleep(pause).await;
-    }
-    expected
-}
-
 async fn setup() -> (TestDatabase, Arc<dyn EventStore>, PgTarget) {
     let db = TestDatabase::create(10).await;
     let (store, target) = tests::connect(&db.url).await.expect("connect");
     (db, store, target)
-}
-
-/// Waits until the read model equals `expected`.
-async fn until_equal(
-    target: &PgTarget,
-    expected: &BTreeMap<String, Tally>,
-    within: Duration,
-) -> Duration {
-    let started = Instant::now();
-    let expected: Vec<(String, Tally)> = expected.clone().into_iter().collect();
-    loop {
-        if tallies(target).await == expected {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < within,
-            "the read model did not converge in {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A worker process is killed with SIGKILL at 20 random moments while writers append; the
@@ -82,7 +35,11 @@ async fn until_equal(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_killed_at_random_moments_loses_and_doubles_nothing() {
     let (db, store, target) = setup().await;
-    let writer = tokio::spawn(write(Arc::clone(&store), 400, Duration::from_millis(5)));
+    let writer = tokio::spawn(tests::write_tallies(
+        Arc::clone(&store),
+        400,
+        Duration::from_millis(5),
+    ));
     for _ in 0..20 {
         let worker = start_worker(&db.url);
         tokio::time::sleep(Duration::from_millis(fastrand::u64(30..250))).await;
@@ -91,7 +48,7 @@ async fn a_worker_killed_at_random_moments_loses_and_doubles_nothing() {
     let expected = writer.await.expect("writer");
 
     let survivor = start_worker(&db.url);
-    until_equal(&target, &expected, Duration::from_secs(60)).await;
+    tests::until_tallies_equal(&target, &expected, Duration::from_secs(60)).await;
     kill(survivor);
 
     let live = tallies(&target).await;
@@ -119,9 +76,9 @@ async fn a_worker_killed_at_random_moments_loses_and_doubles_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_standby_process_takes_over_when_the_active_one_dies() {
     let (db, store, target) = setup().await;
-    let mut expected = write(Arc::clone(&store), 50, Duration::ZERO).await;
+    let mut expected = tests::write_tallies(Arc::clone(&store), 50, Duration::ZERO).await;
     let first = start_worker(&db.url);
-    until_equal(&target, &expected, Duration::from_secs(30)).await;
+    tests::until_tallies_equal(&target, &expected, Duration::from_secs(30)).await;
     let second = start_worker(&db.url);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -136,13 +93,13 @@ async fn a_standby_process_takes_over_when_the_active_one_dies() {
     assert_eq!(holders, 1, "one active worker");
 
     kill(first);
-    let more = write(Arc::clone(&store), 50, Duration::ZERO).await;
+    let more = tests::write_tallies(Arc::clone(&store), 50, Duration::ZERO).await;
     for (stream, tally) in more {
         let entry = expected.entry(stream).or_default();
         entry.count += tally.count;
         entry.total += tally.total;
     }
-    let took = until_equal(&target, &expected, Duration::from_secs(30)).await;
+    let took = tests::until_tallies_equal(&target, &expected, Duration::from_secs(30)).await;
     assert!(
         took < Duration::from_secs(10),
         "the standby took {took:?} to finish"

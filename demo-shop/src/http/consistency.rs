@@ -1,11 +1,18 @@
 //! Reading one's own writes: a query may name the log position it wants to see
 //! (`?min_position=812/40`, as returned by a command) and waits briefly until the read model
-//! has reached it.
+//! has reached it, woken by the projection's worker.
+//!
+//! A read model still behind after [`MAX_WAIT`] never answers with stale data as if fresh:
+//! the query answers `503 Service Unavailable` with `Retry-After: 1` and a JSON body
+//! `{"kind": "behind", "projection", "checkpoint", "min_position", "error"}`; one stopped at
+//! an event it cannot handle answers `503` with `"kind": "projection_failed"`.
 
 use std::time::Duration;
 
 use cqrs_core::Position;
+use projections::WaitOutcome;
 use serde::Deserialize;
+use serde_json::json;
 
 use super::error::ApiError;
 use crate::shop::Shop;
@@ -22,8 +29,8 @@ pub struct MinPosition {
 }
 
 impl MinPosition {
-    /// Waits until `projection` has reached the position, if one was given. A read model
-    /// that is still behind after [`MAX_WAIT`] answers anyway.
+    /// Waits until `projection` has reached the position, if one was given; a read model
+    /// still behind after [`MAX_WAIT`], or stopped, is an error (503).
     pub async fn wait(&self, shop: &Shop, projection: &str) -> Result<(), ApiError> {
         let Some(text) = &self.min_position else {
             return Ok(());
@@ -33,7 +40,16 @@ impl MinPosition {
                 "min_position {text:?} is not a position like \"812/40\""
             ))
         })?;
-        shop.wait_for(projection, position, MAX_WAIT).await?;
-        Ok(())
+        match shop.wait_for(projection, position, MAX_WAIT).await? {
+            WaitOutcome::Reached { .. } => Ok(()),
+            WaitOutcome::TimedOut { checkpoint } => Err(ApiError::behind(
+                format!("the read model {projection} has not reached {position} yet (it is at {checkpoint}); try again"),
+                json!({ "projection": projection, "checkpoint": checkpoint.to_string(), "min_position": position.to_string() }),
+            )),
+            WaitOutcome::Failed { failure } => Err(ApiError::projection_failed(
+                format!("the read model {projection} stopped at {} before reaching {position}", failure.position),
+                json!({ "projection": projection, "error_position": failure.position.to_string(), "min_position": position.to_string() }),
+            )),
+        }
     }
 }

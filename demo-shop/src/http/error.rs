@@ -17,59 +17,85 @@ pub struct ApiError {
     status: StatusCode,
     kind: &'static str,
     message: String,
+    /// More fields of the JSON body, for errors a client acts on.
+    details: Option<serde_json::Value>,
 }
 
 impl ApiError {
     /// Malformed input (400).
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            kind: "bad_request",
-            message: message.into(),
-        }
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
     /// Nothing there (404).
     pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// A read model that has not reached the position asked for in time (503, retry soon).
+    pub fn behind(message: impl Into<String>, details: serde_json::Value) -> Self {
         Self {
-            status: StatusCode::NOT_FOUND,
-            kind: "not_found",
+            details: Some(details),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "behind", message)
+        }
+    }
+
+    /// A read model stopped at an event it cannot handle (503).
+    pub fn projection_failed(message: impl Into<String>, details: serde_json::Value) -> Self {
+        Self {
+            details: Some(details),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "projection_failed",
+                message,
+            )
+        }
+    }
+
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
             message: message.into(),
+            details: None,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({ "error": self.message, "kind": self.kind })),
-        )
-            .into_response()
+        let mut body = json!({ "error": self.message, "kind": self.kind });
+        if let (Some(serde_json::Value::Object(details)), Some(fields)) =
+            (self.details, body.as_object_mut())
+        {
+            fields.extend(details);
+        }
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 
 impl From<ShopError> for ApiError {
     fn from(error: ShopError) -> Self {
         match error {
-            ShopError::Rejected(message) => Self {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                kind: "rejected",
-                message,
-            },
+            ShopError::Rejected(message) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", message)
+            }
             ShopError::NotFound(message) => Self::not_found(message),
-            ShopError::Conflict(message) => Self {
-                status: StatusCode::CONFLICT,
-                kind: "conflict",
-                message,
-            },
+            ShopError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
             ShopError::Storage(detail) => {
                 tracing::error!(%detail, "request failed");
-                Self {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    kind: "internal",
-                    message: "internal error".into(),
-                }
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
             }
         }
     }
