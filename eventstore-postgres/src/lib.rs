@@ -49,6 +49,24 @@
 //! it ends (it never makes them skip). [`PgEventStore::horizon_blockers`] names such
 //! sessions (pid, age, state, query) so an operator can find them.
 //!
+//! ## Moving a store between clusters
+//!
+//! Positions are transaction ids, kept as data. A log copied into another cluster
+//! (`pg_dump`/restore, logical replication, a failover to an asynchronous standby that was
+//! behind) whose transaction counter is *behind* the copied ids would give new events
+//! smaller ids: they would sort before the copied history, and readers past it would skip
+//! them for ever (checkpoints kept elsewhere have the same problem). So before its first
+//! read or write the store checks that every id in the log is below the server's next one,
+//! and refuses to work with [`cqrs_core::Error::LogAhead`] otherwise
+//! ([`PgEventStore::check_log_order`] makes the check at start-up).
+//!
+//! The fix, before the new cluster takes writes: stop it and raise its transaction id epoch
+//! above the log's, with `pg_resetwal --epoch=N -D <data directory>` where `N` is greater
+//! than the log's highest `transaction_id` divided by 2³² (`SELECT max(transaction_id)::text::numeric
+//! / 4294967296 FROM es_events` on the old cluster, rounded up, plus one). Each epoch is 2³²
+//! transactions, so this moves the counter past every copied id; then start the cluster.
+//! A physical standby promoted after a failover keeps the counter and needs nothing.
+//!
 //! ## Layout
 //!
 //! | module | holds |

@@ -6,12 +6,20 @@
 //!   commits each batch's read-model writes and its checkpoint in **one transaction**, by
 //!   compare-and-set on the position the batch started from. Killed at any instant, it
 //!   resumes with nothing lost and nothing applied twice.
-//! - A **lease** keeps one active worker per projection across processes (a PostgreSQL
-//!   advisory lock held by a session of its own); standbys take over when it dies.
+//! - A **lease** keeps one active worker per projection across processes: renewed in the
+//!   background, lost within its time-to-live (10 s by default) by a holder that stops
+//!   renewing (killed, frozen, cut off), and fenced by an epoch checked at every commit, so
+//!   a deposed worker commits nothing; side-effecting handlers get the [`LeaseToken`].
 //! - An **error policy** decides what happens to an event the projection cannot handle:
 //!   stop, marked failed with the event's position, or dead-letter it and go on.
-//! - [`status`] reports checkpoint, head, lag and state; [`ProjectionRunner::rebuild`]
-//!   replays the log into a fresh generation while the old one serves, then switches.
+//! - [`status`] reports checkpoint, head, lag (counted), state (including *stalled*, with the
+//!   transactions holding readers back) and the lease holder; [`wait_for`] waits for a read
+//!   model to reach a position, woken by its runner.
+//! - [`ProjectionRunner::rebuild`] replays the log into a fresh generation while the old one
+//!   serves, then switches with a compare-and-set: generations only move forward, and the
+//!   read model never moves back. Failures, checkpoints and documents belong to a
+//!   generation; [`dead_letters`] are one list per projection, retried or skipped by an
+//!   operator.
 //!
 //! The same projection code runs on PostgreSQL ([`PgTarget`]) and in memory
 //! ([`MemoryTarget`], the demo's embedded default): read models are JSON documents written
@@ -58,11 +66,14 @@
 //! | [`projection`] | [`Projection`], [`ApplyError`] |
 //! | [`documents`] | [`Documents`]: what a projection writes through |
 //! | [`runner`] | [`ProjectionRunner`], [`RunnerOptions`] |
+//! | [`lease`] | [`LeaseOptions`], [`LeaseToken`]: time-bounded, fenced leases |
+//! | [`progress`] | [`wait_for`], [`WaitOutcome`], the runners' [`ProgressBoard`] |
+//! | [`dead_letters`] | [`DeadLetter`], retry and skip |
 //! | [`policy`] | [`ErrorPolicy`] |
 //! | [`rebuild`] | rebuild by replay, [`RebuildProgress`] |
 //! | [`status`] | [`status()`], [`ProjectionStatus`] |
 //! | [`target`] | [`Target`]: read models, checkpoints, leases |
-//! | [`postgres`] | [`PgTarget`] and its lease |
+//! | [`postgres`] | [`PgTarget`] |
 //! | [`memory`] | [`MemoryTarget`] |
 //! | [`testing`] | scenarios every target passes; the `Tallies` test projection |
 //! | [`error`] | [`Error`] |

@@ -456,3 +456,26 @@ async fn malformed_requests_get_a_4xx_and_store_nothing() {
     );
     app.shutdown().await;
 }
+
+/// A query asked to wait for a position its read model does not reach in time answers 503
+/// with a JSON body saying it is behind, never stale data as if fresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_model_behind_min_position_answers_503() {
+    let app = spawn_app().await;
+    product(&app, "late_1", 500, 3).await;
+    let order_id = order(
+        &app,
+        Uuid::new_v4(),
+        json!([{ "sku": "late_1", "quantity": 1 }]),
+        "card_approve",
+    )
+    .await;
+    let (status, body) = app
+        .get(&format!("/orders/{order_id}?min_position=999999999999/0"))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["kind"], "behind", "{body}");
+    assert_eq!(body["projection"], "order_summaries", "{body}");
+    assert!(body["checkpoint"].is_string(), "{body}");
+    app.shutdown().await;
+}
