@@ -13,6 +13,7 @@ use projections::{ErrorPolicy, PgTarget};
 fn start_worker(url: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_projection_worker"))
         .arg(url)
+        .env("LEASE_TTL_MS", "3000")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
@@ -82,15 +83,17 @@ async fn a_standby_process_takes_over_when_the_active_one_dies() {
     let second = start_worker(&db.url);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    // Exactly one of them holds the lease.
-    let holders: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = \
-         (SELECT oid FROM pg_database WHERE datname = current_database())",
+    // Exactly one of them holds the lease, and it is the first.
+    let holder: String = sqlx::query_scalar(
+        "SELECT holder FROM projection_leases WHERE name = 'tallies' AND expires_at > clock_timestamp()",
     )
     .fetch_one(&db.pool)
     .await
-    .expect("locks");
-    assert_eq!(holders, 1, "one active worker");
+    .expect("lease");
+    assert!(
+        holder.starts_with(&format!("{}@", first.id())),
+        "one active worker: {holder}"
+    );
 
     kill(first);
     let more = tests::write_tallies(Arc::clone(&store), 50, Duration::ZERO).await;
