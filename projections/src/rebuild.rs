@@ -132,6 +132,16 @@ pub(crate) async fn rebuild_with<T: Target>(
                     None => return finished_elsewhere(runner, generation, applied, started).await,
                 }
             }
+            // A lost race of another kind (a deadlock, a dropped connection): read the
+            // checkpoint again and go on.
+            Err(e) if e.is_transient() => {
+                tracing::warn!(projection = %name, error = %e, "transient failure in a rebuild; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                match runner.target.checkpoint(&name, generation).await? {
+                    Some(c) => c.position,
+                    None => return finished_elsewhere(runner, generation, applied, started).await,
+                }
+            }
             // It was switched in, or a newer generation was: nothing more to do here.
             Err(Error::GenerationMoved { .. }) => {
                 return finished_elsewhere(runner, generation, applied, started).await

@@ -53,7 +53,11 @@ impl PgBatch {
     pub(crate) async fn flush(&mut self) -> Result<()> {
         let (mut put_c, mut put_k, mut put_d) = (Vec::new(), Vec::new(), Vec::new());
         let (mut del_c, mut del_k) = (Vec::new(), Vec::new());
-        for key in std::mem::take(&mut self.dirty) {
+        // In key order, so that two batches writing the same documents (rebuilders of one
+        // generation) lock them in the same order and never deadlock.
+        let mut dirty: Vec<Key> = std::mem::take(&mut self.dirty).into_iter().collect();
+        dirty.sort();
+        for key in dirty {
             match self.cache.get(&key) {
                 Some(Some(doc)) => {
                     put_c.push(key.0);
