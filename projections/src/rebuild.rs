@@ -125,22 +125,18 @@ pub(crate) async fn rebuild_with<T: Target>(
         {
             Ok(to) => to,
             // Another rebuilder of the same generation moved it on (a second `rebuild`
-            // started elsewhere): carry on from where it got.
-            Err(Error::LeaseLost { .. }) => {
+            // started elsewhere), or a race of another kind was lost (a deadlock, a dropped
+            // connection): carry on from the stored checkpoint, counting nothing of this page.
+            Err(e) if matches!(e, Error::LeaseLost { .. }) || e.is_transient() => {
+                if e.is_transient() {
+                    tracing::warn!(projection = %name, error = %e, "transient failure in a rebuild; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 match runner.target.checkpoint(&name, generation).await? {
-                    Some(c) => c.position,
+                    Some(c) => checkpoint = c.position,
                     None => return finished_elsewhere(runner, generation, applied, started).await,
                 }
-            }
-            // A lost race of another kind (a deadlock, a dropped connection): read the
-            // checkpoint again and go on.
-            Err(e) if e.is_transient() => {
-                tracing::warn!(projection = %name, error = %e, "transient failure in a rebuild; retrying");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                match runner.target.checkpoint(&name, generation).await? {
-                    Some(c) => c.position,
-                    None => return finished_elsewhere(runner, generation, applied, started).await,
-                }
+                continue;
             }
             // It was switched in, or a newer generation was: nothing more to do here.
             Err(Error::GenerationMoved { .. }) => {

@@ -208,14 +208,12 @@ pub async fn follows_the_log_and_shuts_down<T: Target + Clone>(
     store: Arc<dyn EventStore>,
     target: T,
 ) {
-    let r = runner(Arc::clone(&store), target.clone(), 1, ErrorPolicy::Stop);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let live = tokio::spawn(async move {
-        r.run(async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let (stop, live) = spawn_live(runner(
+        Arc::clone(&store),
+        target.clone(),
+        1,
+        ErrorPolicy::Stop,
+    ));
     for i in 0..5u64 {
         append(store.as_ref(), "tally-live", vec![added(i + 1)]).await;
     }
@@ -558,16 +556,7 @@ pub async fn a_rebuild_under_live_traffic_loses_nothing<T: Target + Clone>(
     let mut expected: std::collections::BTreeMap<String, Tally> =
         seed(store.as_ref(), 10, 30).await.into_iter().collect();
     let live = runner(Arc::clone(&store), target.clone(), 1, ErrorPolicy::Stop);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = {
-        let live = live.clone();
-        tokio::spawn(async move {
-            live.run(async {
-                let _ = stopped.await;
-            })
-            .await
-        })
-    };
+    let (stop, worker) = spawn_live(live.clone());
     let writer = {
         let store = Arc::clone(&store);
         tokio::spawn(async move {

@@ -3,7 +3,8 @@
 //! | file | proves |
 //! | --- | --- |
 //! | `tests/projection_faults.rs` | a worker killed with SIGKILL at random moments loses and doubles nothing; a standby process takes over |
-//! | `src/bin/projection_worker.rs` | the worker process those tests start and kill |
+//! | `tests/lifecycle.rs` | a lease holder frozen with SIGSTOP is replaced and commits and sends nothing; an idle `serve` stays quiet; the demo's read models rebuilt under orders equal a replay |
+//! | `src/bin/projection_worker.rs` | the worker process those tests start, freeze and kill |
 //! | `tests/connection_loss.rs` | every session killed again and again: retried appends store nothing twice, the read model converges |
 //! | `tests/shop_http.rs` | the demo shop end to end through its HTTP API on PostgreSQL |
 

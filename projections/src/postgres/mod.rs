@@ -191,7 +191,7 @@ impl Target for PgTarget {
 
     async fn register(&self, name: &str, version: u32) -> Result<StoredState> {
         crate::projection::check_name(name)?;
-        let created = sqlx::query(
+        sqlx::query(
             "WITH state AS (INSERT INTO projection_state (name, active_generation) VALUES ($1, 1) \
                  ON CONFLICT (name) DO NOTHING RETURNING name) \
              INSERT INTO projection_checkpoints (name, generation, version, commit, sequence) \
@@ -201,7 +201,6 @@ impl Target for PgTarget {
         .bind(i32::try_from(version).unwrap_or(i32::MAX))
         .execute(&self.pool)
         .await?;
-        let _ = created;
         self.state(name)
             .await?
             .ok_or_else(|| Error::UnknownProjection(name.to_owned()))
@@ -344,32 +343,17 @@ impl Target for PgTarget {
         to: Position,
         last_recorded_at: Option<DateTime<Utc>>,
     ) -> Result<()> {
-        let lease_lost = |batch: &PgBatch| Error::LeaseLost {
-            projection: batch.name.clone(),
-            expected: from,
-        };
-        // The fence: the lease must still be the one the batch was applied under. Its row
-        // stays locked until the commit, so a takeover waits for this batch to end.
-        if let Some(lease) = &batch.lease {
-            let current: bool = sqlx::query_scalar("SELECT projection_fence($1, $2)")
-                .bind(&batch.name)
-                .bind(i64_of(lease.epoch()))
-                .fetch_one(&mut *batch.tx)
-                .await?;
-            if !current {
-                let error = lease_lost(&batch);
-                let _ = batch.tx.rollback().await;
-                return Err(error);
-            }
-        }
         batch.flush().await?;
-        // The compare-and-set on the position the batch started from. (The generation's
-        // role was checked when the batch began, under the lock on the state row it holds.)
+        // The compare-and-set on the position the batch started from and, for a live batch,
+        // on its lease's epoch (the fence: `projection_fence` keeps the lease row locked until
+        // the commit, so a takeover waits for this batch to end). The generation's role was
+        // checked when the batch began, under the lock on the state row it holds.
         let moved = sqlx::query(
             "UPDATE projection_checkpoints c \
              SET commit = $5, sequence = $6, last_recorded_at = coalesce($7, c.last_recorded_at), \
                  updated_at = now() \
-             WHERE c.name = $1 AND c.generation = $2 AND c.commit = $3 AND c.sequence = $4",
+             WHERE c.name = $1 AND c.generation = $2 AND c.commit = $3 AND c.sequence = $4 \
+               AND ($8::bigint IS NULL OR projection_fence($1, $8))",
         )
         .bind(&batch.name)
         .bind(batch.generation)
@@ -378,13 +362,16 @@ impl Target for PgTarget {
         .bind(i64_of(to.commit))
         .bind(i64_of(to.sequence))
         .bind(last_recorded_at)
+        .bind(batch.lease.as_ref().map(|l| i64_of(l.epoch())))
         .execute(&mut *batch.tx)
         .await?
         .rows_affected();
         if moved != 1 {
-            let error = lease_lost(&batch);
             let _ = batch.tx.rollback().await;
-            return Err(error);
+            return Err(Error::LeaseLost {
+                projection: batch.name,
+                expected: from,
+            });
         }
         if batch.role == Role::Switch {
             let active = sqlx::query(
