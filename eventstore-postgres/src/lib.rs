@@ -61,10 +61,11 @@
 //! ([`PgEventStore::check_log_order`] makes the check at start-up).
 //!
 //! The fix, before the new cluster takes writes: stop it and raise its transaction id epoch
-//! above the log's, with `pg_resetwal --epoch=N -D <data directory>` where `N` is greater
-//! than the log's highest `transaction_id` divided by 2³² (`SELECT max(transaction_id)::text::numeric
-//! / 4294967296 FROM es_events` on the old cluster, rounded up, plus one). Each epoch is 2³²
-//! transactions, so this moves the counter past every copied id; then start the cluster.
+//! past the log's, with `pg_resetwal --epoch=N -D <data directory>`, where `N` is
+//! `SELECT floor(max(transaction_id)::text::numeric / 4294967296) + 1 FROM es_events` (an
+//! epoch is 2³² transactions, so the counter then starts above every copied id); then start
+//! the cluster. A log restored from a cluster at epoch 0 needs `--epoch=1`: its next id becomes
+//! 4294967296 plus the old counter, and new events sort after the copied ones.
 //! A physical standby promoted after a failover keeps the counter and needs nothing.
 //!
 //! ## Layout

@@ -17,8 +17,8 @@ use eventstore_postgres::PgEventStore;
 use projections::testing::Tally;
 use projections::{ApplyError, Documents, PgTarget, Projection};
 
-/// A projection with a side effect: it "sends" every event to the table `sent` (created on
-/// first use) over a connection of its own, as an outside service would receive it, fenced by
+/// A projection with a side effect: it "sends" every event to the table `sent` (see
+/// [`Sender::create_table`]) over a connection of its own, as an outside service would receive it, fenced by
 /// its lease: it checks its token before sending, and the insert itself checks the epoch
 /// with `projection_fence`, so a deposed worker sends nothing.
 pub struct Sender {
@@ -29,6 +29,17 @@ impl Sender {
     /// A sender writing to the database of `pool`.
     pub fn new(pool: sqlx::PgPool) -> Self {
         Self { pool }
+    }
+
+    /// Creates the table `sent` (what an outside service received), if it is not there.
+    pub async fn create_table(&self) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS sent \
+             (event_id uuid, epoch bigint, sent_at timestamptz DEFAULT clock_timestamp())",
+        )
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
     }
 }
 
@@ -54,12 +65,6 @@ impl Projection for Sender {
             return Err(ApplyError::Transient("the lease ran out".into()));
         }
         let transient = |e: sqlx::Error| ApplyError::Transient(e.to_string());
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS sent (event_id uuid, epoch bigint,              sent_at timestamptz DEFAULT clock_timestamp())",
-        )
-        .execute(&self.pool)
-        .await
-        .map_err(transient)?;
         sqlx::query(
             "INSERT INTO sent (event_id, epoch) SELECT $1, $2 WHERE projection_fence('sender', $2)",
         )

@@ -249,9 +249,9 @@ async fn replay(
     target.documents(name)
 }
 
-/// Each demo read model is rebuilt again and again (`SHOP_REBUILDS`, default 2; the full
-/// run is 10) while two clients place orders (at least `SHOP_ORDERS`, default 300; the full
-/// run is 2,000) and the workers run: after
+/// Each demo read model is rebuilt again and again (`SHOP_REBUILDS`, default 10) while two
+/// clients place orders at a steady rate (at least `SHOP_ORDERS`, default 2,000) and the
+/// workers run: after
 /// each rebuild the active model equals a fresh replay up to its checkpoint, no failure is
 /// recorded, and a reader never sees an order it has seen disappear.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -259,11 +259,11 @@ async fn read_models_rebuilt_under_traffic_equal_a_replay() {
     let rebuilds: usize = std::env::var("SHOP_REBUILDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(10);
     let min_orders: usize = std::env::var("SHOP_ORDERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(2_000);
     let app = Arc::new(tests::spawn_app().await);
     for sku in ["r_1", "r_2", "r_3"] {
         let (s, b) = app
@@ -288,18 +288,19 @@ async fn read_models_rebuilt_under_traffic_equal_a_replay() {
         .map(|c| {
             let (app, done, placed) = (Arc::clone(&app), Arc::clone(&done), Arc::clone(&placed));
             tokio::spawn(async move {
-                let customer = uuid::Uuid::new_v4();
                 let mut ids = Vec::new();
                 while !done.load(Ordering::Relaxed) || placed.load(Ordering::Relaxed) < min_orders {
                     let sku = ["r_1", "r_2", "r_3"][fastrand::usize(0..3)];
                     let card = if fastrand::u8(0..10) == 0 { "card_decline" } else { "card_approve" };
                     let (s, b) = app
-                        .post("/orders", json!({ "customer_id": customer, "lines": [{ "sku": sku, "quantity": 1 }], "card": card }))
+                        .post("/orders", json!({ "customer_id": uuid::Uuid::new_v4(), "lines": [{ "sku": sku, "quantity": 1 }], "card": card }))
                         .await;
                     assert_eq!(s, 202, "client {c}: {b}");
                     ids.push(b["order_id"].as_str().expect("id").to_owned());
                     placed.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    // A steady rate (about 60 orders a second in all), so that the log, and
+                    // with it every rebuild, grows with the test's length, not its speed.
+                    tokio::time::sleep(Duration::from_millis(33)).await;
                 }
                 ids
             })

@@ -35,15 +35,17 @@ async fn main() -> ExitCode {
             ..options(ErrorPolicy::Stop)
         },
     );
-    let sender = ProjectionRunner::new(
-        store,
-        target.clone(),
-        Arc::new(tests::Sender::new(target.pool().clone())),
-    )
-    .with_options(projections::RunnerOptions {
-        lease,
-        ..options(ErrorPolicy::Stop)
-    });
+    let sends = tests::Sender::new(target.pool().clone());
+    if let Err(error) = sends.create_table().await {
+        eprintln!("projection_worker: cannot create the table `sent`: {error}");
+        return ExitCode::FAILURE;
+    }
+    let sender = ProjectionRunner::new(store, target.clone(), Arc::new(sends)).with_options(
+        projections::RunnerOptions {
+            lease,
+            ..options(ErrorPolicy::Stop)
+        },
+    );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let run = |r: ProjectionRunner<projections::PgTarget>| {
         let mut stopped = stopped.clone();
