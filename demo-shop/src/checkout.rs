@@ -29,6 +29,9 @@ use crate::read_models::decode;
 /// The process manager's name (its checkpoint's key).
 pub const NAME: &str = "checkout";
 
+/// The metadata key of the lease epoch a command of the checkout was sent under.
+pub const LEASE_EPOCH: &str = "lease_epoch";
+
 /// The checkout process manager.
 pub struct Checkout {
     /// Stock per SKU.
@@ -279,17 +282,35 @@ impl Projection for Checkout {
         true
     }
 
-    async fn apply(&self, _: &mut dyn Documents, event: &RecordedEvent) -> Result<(), ApplyError> {
+    async fn apply(
+        &self,
+        docs: &mut dyn Documents,
+        event: &RecordedEvent,
+    ) -> Result<(), ApplyError> {
+        // A worker that was frozen past its lease sends nothing more: the batch will not
+        // commit (its epoch is fenced), and another worker handles the event again. The epoch
+        // travels with every command, so what was sent can be traced to its lease.
+        let epoch = match docs.lease() {
+            Some(lease) if !lease.is_live() => {
+                return Err(ApplyError::Transient("the checkout's lease ran out".into()))
+            }
+            Some(lease) => Some(lease.epoch()),
+            None => None,
+        };
+        let metadata = |caused: Metadata| match epoch {
+            Some(epoch) => caused.with(LEASE_EPOCH, epoch.to_string()),
+            None => caused,
+        };
         match event.stream_id.category() {
             c if c == Order::TYPE => {
                 let envelope = decode::<OrderEvent>(event)?;
-                self.on_order_event(envelope.event.clone(), &Metadata::caused_by(&envelope))
-                    .await
+                let meta = metadata(Metadata::caused_by(&envelope));
+                self.on_order_event(envelope.event.clone(), &meta).await
             }
             c if c == Payment::TYPE => {
                 let envelope = decode::<PaymentEvent>(event)?;
-                self.on_payment_event(envelope.event.clone(), &Metadata::caused_by(&envelope))
-                    .await
+                let meta = metadata(Metadata::caused_by(&envelope));
+                self.on_payment_event(envelope.event.clone(), &meta).await
             }
             _ => Ok(()),
         }

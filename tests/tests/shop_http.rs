@@ -129,6 +129,22 @@ async fn a_happy_checkout_confirms_ships_and_counts_the_sale() {
     let (_, sales) = app.get("/sales/daily").await;
     assert_eq!(sales[0]["orders"], 1);
     assert_eq!(sales[0]["revenue"], 2_400);
+
+    // The checkout's commands carry the epoch of the lease they were sent under.
+    let epochs: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT metadata::jsonb #>> '{extra,lease_epoch}' FROM es_events \
+         WHERE event_type IN ('StockReserved', 'PaymentRequested', 'OrderConfirmed')",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("metadata");
+    assert!(!epochs.is_empty());
+    assert!(
+        epochs
+            .iter()
+            .all(|e| e.as_deref().is_some_and(|e| e.parse::<u64>().is_ok())),
+        "{epochs:?}"
+    );
     app.shutdown().await;
 }
 
