@@ -85,3 +85,34 @@ async fn a_projection_can_write_its_own_tables_in_the_batch_transaction() {
     );
     db.drop_database().await;
 }
+
+/// An open batch holds back no reader of the log: its gate assigns no transaction id, so
+/// events appended meanwhile are readable at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_batch_holds_back_no_reader() {
+    use projections::target::Role;
+    use projections::{Documents, Target};
+
+    let (store, target, db) = fresh_database().await;
+    target.register("tallies", 1).await.expect("register");
+    let mut batch = target
+        .begin("tallies", 1, Role::Live, None)
+        .await
+        .expect("begin");
+    batch
+        .get("tallies", "tally-x")
+        .await
+        .expect("read in the batch");
+    common::append(store.as_ref(), "tally-x", vec![common::added(1)]).await;
+    let page = store
+        .read_all(
+            cqrs_core::Position::START,
+            10,
+            &cqrs_core::EventFilter::all(),
+        )
+        .await
+        .expect("read");
+    assert_eq!(page.events.len(), 1, "the open batch held the reader back");
+    drop(batch);
+    db.drop_database().await;
+}

@@ -1,12 +1,12 @@
 //! [`PgTarget`]: read models, checkpoints, leases and dead letters in PostgreSQL.
 //!
-//! Every batch opens by locking its projection's row of `projection_state`: shared for live
-//! and rebuild batches, exclusive for a switch. So a switch waits for the batches in flight
-//! and keeps new ones out until it has committed, and a batch never writes a generation that
-//! has been switched out (it finds out at its start and moves over). A batch's session is
-//! ended by the server if the worker goes quiet inside it (frozen, or its host gone) for
-//! longer than the batch timeout, so it cannot hold those locks, or readers of the log, for
-//! ever.
+//! Every batch opens by taking its projection's gate, a transaction-level advisory lock
+//! (no transaction id, so an open batch holds back no reader of the log): shared for live and
+//! rebuild batches, exclusive for a switch. So a switch waits for the batches in flight and
+//! keeps new ones out until it has committed, and a batch never writes a generation that has
+//! been switched out (it finds out at its start and moves over). A batch's session is ended
+//! by the server if the worker goes quiet inside it (frozen, or its host gone) for longer
+//! than the batch timeout, so it cannot hold the gate for ever.
 
 mod batch;
 mod lease;
@@ -258,27 +258,37 @@ impl Target for PgTarget {
         lease: Option<LeaseToken>,
     ) -> Result<Self::Batch> {
         let mut tx = self.pool.begin().await?;
+        // The gate: a transaction-level advisory lock on the projection, shared by live and
+        // rebuild batches, exclusive for a switch. Unlike a row lock it assigns no transaction
+        // id, so an open batch does not hold back readers of the log, and requests queue
+        // fairly, so a switch is not starved by batches that keep coming. The session ends if
+        // the worker goes quiet in this transaction for longer than the batch timeout: a
+        // frozen worker cannot hold the gate for ever.
         let lock = match role {
-            Role::Live | Role::Rebuild => "FOR SHARE",
-            Role::Switch => "FOR UPDATE",
+            Role::Live | Role::Rebuild => "pg_advisory_xact_lock_shared",
+            Role::Switch => "pg_advisory_xact_lock",
         };
-        // The session ends if the worker goes quiet in this transaction for longer than the
-        // batch timeout: a frozen worker cannot hold the state row (or the log's horizon).
         let timeout_ms = self.batch_timeout.as_millis().to_string();
         let keepalive_s = (self.batch_timeout.as_secs() / 4).max(1).to_string();
-        let active: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT s.active_generation FROM projection_state s, \
-                 LATERAL (SELECT set_config('idle_in_transaction_session_timeout', $2, true), \
-                                 set_config('tcp_keepalives_idle', $3, true), \
-                                 set_config('tcp_keepalives_interval', $3, true), \
-                                 set_config('tcp_keepalives_count', '3', true)) settings \
-             WHERE s.name = $1 {lock} OF s"
+        sqlx::query(&format!(
+            "SELECT {lock}(hashtextextended('projection_generation:' || $1, 0)), \
+                    set_config('idle_in_transaction_session_timeout', $2, true), \
+                    set_config('tcp_keepalives_idle', $3, true), \
+                    set_config('tcp_keepalives_interval', $3, true), \
+                    set_config('tcp_keepalives_count', '3', true)"
         ))
         .bind(name)
         .bind(timeout_ms)
         .bind(keepalive_s)
-        .fetch_optional(&mut *tx)
+        .execute(&mut *tx)
         .await?;
+        // A statement of its own, so that its snapshot is taken once the gate is held: a
+        // switch that committed while this batch waited is seen.
+        let active: Option<i64> =
+            sqlx::query_scalar("SELECT active_generation FROM projection_state WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
         let active = u64_of(active.ok_or_else(|| Error::UnknownProjection(name.to_owned()))?);
         let plays_its_role = match role {
             Role::Live => active == generation,
@@ -347,7 +357,7 @@ impl Target for PgTarget {
         // The compare-and-set on the position the batch started from and, for a live batch,
         // on its lease's epoch (the fence: `projection_fence` keeps the lease row locked until
         // the commit, so a takeover waits for this batch to end). The generation's role was
-        // checked when the batch began, under the lock on the state row it holds.
+        // checked when the batch began, under the gate it holds.
         let moved = sqlx::query(
             "UPDATE projection_checkpoints c \
              SET commit = $5, sequence = $6, last_recorded_at = coalesce($7, c.last_recorded_at), \
