@@ -30,7 +30,8 @@ pub struct HorizonBlocker {
     pub pid: Option<i32>,
     /// The global id of a prepared transaction (`ROLLBACK PREPARED '<gid>'` ends it).
     pub prepared: Option<String>,
-    /// The transaction's id.
+    /// The transaction's id as the server's activity views show it: the 32-bit id, without
+    /// the epoch that positions carry.
     pub transaction_id: u64,
     /// The database it is in.
     pub database: Option<String>,

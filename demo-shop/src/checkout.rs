@@ -287,9 +287,12 @@ impl Projection for Checkout {
         docs: &mut dyn Documents,
         event: &RecordedEvent,
     ) -> Result<(), ApplyError> {
-        // A worker that was frozen past its lease sends nothing more: the batch will not
-        // commit (its epoch is fenced), and another worker handles the event again. The epoch
-        // travels with every command, so what was sent can be traced to its lease.
+        // A worker whose lease ran out (it was frozen, or cut off) starts no new event: its
+        // batch would not commit (the epoch is fenced), and the next holder handles the event
+        // again. One frozen in the middle of an event can still send that event's remaining
+        // commands; the epoch travels with each of them, so what was sent can be traced to
+        // its lease (making such commands collapse into the originals is the work of command
+        // ids).
         let epoch = match docs.lease() {
             Some(lease) if !lease.is_live() => {
                 return Err(ApplyError::Transient("the checkout's lease ran out".into()))

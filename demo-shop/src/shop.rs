@@ -128,17 +128,9 @@ impl Shop {
         all
     }
 
-    /// How the shop runs `projection`. The checkout sends commands for every event while its
-    /// batch's transaction waits, so it takes small batches: a batch left idle longer than
-    /// the batch timeout is ended by the server (the guard against frozen workers).
-    fn options(projection: &dyn Projection) -> RunnerOptions {
+    fn options() -> RunnerOptions {
         RunnerOptions {
             idle_wait: Duration::from_millis(500),
-            batch_size: if projection.has_side_effects() {
-                20
-            } else {
-                300
-            },
             ..RunnerOptions::default()
         }
     }
@@ -368,8 +360,8 @@ fn runner<T: Target + Clone>(
     target: T,
     projection: Arc<dyn Projection>,
 ) -> ProjectionRunner<T> {
-    let options = Shop::options(projection.as_ref());
-    ProjectionRunner::new(Arc::clone(&shop.storage.store), target, projection).with_options(options)
+    ProjectionRunner::new(Arc::clone(&shop.storage.store), target, projection)
+        .with_options(Shop::options())
 }
 
 fn spawn_all<T: Target + Clone>(

@@ -64,8 +64,9 @@ pub struct LeaseToken {
 }
 
 impl LeaseToken {
-    /// A token for `epoch` of `projection`'s lease, valid for `ttl` from now.
-    pub fn new(projection: &str, epoch: u64, ttl: Duration) -> Self {
+    /// A token for `epoch` of `projection`'s lease, valid for `ttl` from now. Only a lease
+    /// that was taken makes one.
+    pub(crate) fn new(projection: &str, epoch: u64, ttl: Duration) -> Self {
         Self {
             projection: projection.to_owned(),
             epoch,

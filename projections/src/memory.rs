@@ -369,10 +369,18 @@ impl Target for MemoryTarget {
         }
         if batch.role == Role::Switch {
             let active = state.active.get(&name).copied().unwrap_or_default();
-            let active_at = state
+            let (active_at, active_version) = state
                 .checkpoints
                 .get(&(name.clone(), active))
-                .map_or(Position::START, |c| c.position);
+                .map_or((Position::START, 0), |c| (c.position, c.version));
+            let version = state.checkpoints.get(&key).map_or(0, |c| c.version);
+            if version < active_version {
+                return Err(Error::Superseded {
+                    projection: name,
+                    version,
+                    active_version,
+                });
+            }
             if to < active_at {
                 return Err(Error::RebuildBehind {
                     projection: name,
@@ -382,11 +390,25 @@ impl Target for MemoryTarget {
                 });
             }
             state.active.insert(name.clone(), batch.generation);
+            // The new generation passed every event an older one could not apply.
+            for letter in state.dead_letters.entry(name.clone()).or_default() {
+                if letter.generation < batch.generation && letter.status.is_open() {
+                    letter.status = DeadLetterStatus::Retried;
+                }
+            }
         }
+        let blocking = batch
+            .dead_letters
+            .iter()
+            .find(|(_, blocking)| *blocking)
+            .map(|(failure, _)| failure.clone());
         if let Some(checkpoint) = state.checkpoints.get_mut(&key) {
             checkpoint.position = to;
             if last_recorded_at.is_some() {
                 checkpoint.last_recorded_at = last_recorded_at;
+            }
+            if blocking.is_some() {
+                checkpoint.failure = blocking;
             }
         }
         let docs = state.documents.entry(key).or_default();
@@ -406,22 +428,6 @@ impl Target for MemoryTarget {
             {
                 letter.status = DeadLetterStatus::Retried;
             }
-        }
-        Ok(())
-    }
-
-    async fn set_failure(
-        &self,
-        name: &str,
-        generation: u64,
-        failure: Option<&Failure>,
-    ) -> Result<()> {
-        if let Some(checkpoint) = self
-            .lock()
-            .checkpoints
-            .get_mut(&(name.to_owned(), generation))
-        {
-            checkpoint.failure = failure.cloned();
         }
         Ok(())
     }
@@ -465,41 +471,53 @@ impl Target for MemoryTarget {
         let mut state = self.lock();
         let Some(letter) = state
             .dead_letters
-            .get_mut(name)
-            .and_then(|letters| letters.iter_mut().find(|l| l.failure.event_id == event_id))
+            .get(name)
+            .and_then(|letters| letters.iter().find(|l| l.failure.event_id == event_id))
             .filter(|l| l.status.is_open())
+            .cloned()
         else {
             return Ok(false);
         };
-        letter.status = match (letter.blocking, resolution) {
-            (false, Resolution::Retry) => DeadLetterStatus::Retry,
-            (true, Resolution::Retry) => DeadLetterStatus::Retried,
-            (_, Resolution::Skip) => DeadLetterStatus::Skipped,
-        };
-        let (blocking, generation, at) =
-            (letter.blocking, letter.generation, letter.failure.position);
-        if blocking {
-            if let Some(checkpoint) = state.checkpoints.get_mut(&(name.to_owned(), generation)) {
-                if checkpoint.failure.as_ref().map(|f| f.event_id) == Some(event_id) {
-                    checkpoint.failure = None;
-                    if resolution == Resolution::Skip {
-                        checkpoint.position = checkpoint.position.max(at);
-                    }
-                }
+        if letter.blocking {
+            // A blocking letter is its generation's failure: resolving it clears that (skip
+            // also moves the checkpoint past the event). If the generation no longer stops
+            // there, there is nothing to resolve.
+            let checkpoint = state
+                .checkpoints
+                .get_mut(&(name.to_owned(), letter.generation))
+                .filter(|c| c.failure.as_ref().map(|f| f.event_id) == Some(event_id));
+            let Some(checkpoint) = checkpoint else {
+                return Ok(false);
+            };
+            checkpoint.failure = None;
+            if resolution == Resolution::Skip {
+                checkpoint.position = checkpoint.position.max(letter.failure.position);
             }
+        }
+        if let Some(stored) = state
+            .dead_letters
+            .get_mut(name)
+            .and_then(|letters| letters.iter_mut().find(|l| l.failure.event_id == event_id))
+        {
+            stored.status = match (letter.blocking, resolution) {
+                (false, Resolution::Retry) => DeadLetterStatus::Retry,
+                (true, Resolution::Retry) => DeadLetterStatus::Retried,
+                (_, Resolution::Skip) => DeadLetterStatus::Skipped,
+            };
         }
         Ok(true)
     }
 
     async fn retries_asked(&self, name: &str, limit: usize) -> Result<Vec<DeadLetter>> {
-        Ok(self
-            .lock()
+        let state = self.lock();
+        let active = state.active.get(name).copied();
+        Ok(state
             .dead_letters
             .get(name)
             .map(|letters| {
                 letters
                     .iter()
-                    .filter(|l| l.status == DeadLetterStatus::Retry)
+                    .filter(|l| l.status == DeadLetterStatus::Retry && Some(l.generation) == active)
                     .take(limit)
                     .cloned()
                     .collect()

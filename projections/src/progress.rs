@@ -20,14 +20,18 @@ use crate::target::{Failure, Target};
 /// on the projection.
 pub const POLL_WHEN_REMOTE: Duration = Duration::from_millis(100);
 
-/// How far one projection's active read model has got, as its runner last said.
+/// How far one projection's active read model has got, as the runners of this process last
+/// said.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
-    /// Every matching event at or before this position is in the active read model.
+    /// The furthest position a live runner of this process has announced: every event its
+    /// filter matches up to it is in the read model it works on (the active generation, whose
+    /// switch never moves the model back). It only grows, across generations.
     pub position: Position,
     /// Whether a runner of this process holds the projection's lease.
     pub local_worker: bool,
-    /// Why the active read model stopped, if it did.
+    /// Why the active read model stopped, as the runner of this process found while it
+    /// held the lease (cleared when it gives the lease up).
     pub failure: Option<Failure>,
 }
 
@@ -69,10 +73,17 @@ impl ProgressBoard {
             .send_modify(|p| p.failure = Some(failure.clone()));
     }
 
-    /// A runner of this process took (`true`) or gave up (`false`) the lease of `name`.
+    /// A runner of this process took (`true`) or gave up (`false`) the lease of `name`. What
+    /// it said of a failure goes with it: another worker may resolve the failure meanwhile.
     pub(crate) fn working(&self, name: &str, working: bool) {
-        self.channel(name)
-            .send_if_modified(|p| std::mem::replace(&mut p.local_worker, working) != working);
+        self.channel(name).send_if_modified(|p| {
+            let changed = p.local_worker != working || (!working && p.failure.is_some());
+            p.local_worker = working;
+            if !working {
+                p.failure = None;
+            }
+            changed
+        });
     }
 }
 
@@ -149,7 +160,9 @@ pub async fn wait_for<T: Target>(
         if known >= position {
             return Ok(WaitOutcome::Reached { checkpoint: known });
         }
-        if let Some(failure) = announced.failure {
+        // Only the worker of this process speaks for the projection; otherwise the stored
+        // state, read above, does.
+        if let Some(failure) = announced.failure.filter(|_| announced.local_worker) {
             return Ok(WaitOutcome::Failed { failure });
         }
         let nap = if announced.local_worker {

@@ -81,20 +81,31 @@ pub(crate) async fn rebuild_with<T: Target>(
             active_version: state.checkpoint.version,
         });
     }
-    let generation = match state.rebuilding {
+    let mut generation = match state.rebuilding {
         Some((generation, checkpoint)) if checkpoint.version == version => generation,
         Some((generation, _)) => generation + 1,
         None => state.active_generation + 1,
     };
     let started = Instant::now();
-    runner
-        .target
-        .create_generation(&name, generation, version)
-        .await?;
-    let Some(start) = runner.target.checkpoint(&name, generation).await? else {
-        // Switched in (or passed) by another rebuilder before this one began.
-        return finished_elsewhere(runner, generation, 0, started).await;
+    // A rebuilder of another version may create the same generation first: then take the
+    // next one, so that no generation mixes two versions.
+    let start = loop {
+        runner
+            .target
+            .create_generation(&name, generation, version)
+            .await?;
+        match runner.target.checkpoint(&name, generation).await? {
+            Some(start) if start.version == version => break start,
+            Some(_) => generation += 1,
+            // Switched in (or passed) by another rebuilder before this one began.
+            None => return finished_elsewhere(runner, generation, 0, started).await,
+        }
     };
+    if let Some(failure) = &start.failure {
+        // Stopped at an event it cannot handle: it stays there until an operator retries or
+        // skips the event.
+        return Err(crate::runner::failed(&name, failure));
+    }
     let mut checkpoint = start.position;
 
     let barrier = runner.store.read_barrier().await?;

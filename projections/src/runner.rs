@@ -19,6 +19,11 @@ use crate::target::{Failure, Role, StoredState, Target};
 pub struct RunnerOptions {
     /// Events per batch (and per transaction).
     pub batch_size: usize,
+    /// Events per batch for a projection with side effects. Its batch's transaction waits
+    /// while the handler sends commands or calls services, and a session idle in its
+    /// transaction longer than the batch timeout is ended by the server (the guard against
+    /// frozen workers), so such a projection takes small batches: one event by default.
+    pub effect_batch_size: usize,
     /// How long a caught-up worker waits for new events before looking again.
     pub idle_wait: Duration,
     /// How often a standby worker tries to take the lease.
@@ -42,6 +47,7 @@ impl Default for RunnerOptions {
     fn default() -> Self {
         Self {
             batch_size: 300,
+            effect_batch_size: 1,
             idle_wait: Duration::from_secs(1),
             standby_retry: Duration::from_millis(500),
             error_policy: ErrorPolicy::Stop,
@@ -296,23 +302,39 @@ impl<T: Target> ProjectionRunner<T> {
         }
     }
 
-    /// Checks the state before work: stopped, superseded, or outdated (then rebuilt first).
+    /// Checks the state before work: superseded, outdated (then rebuilt first), or stopped.
+    /// A rebuild stopped at an event it cannot handle stops the stint like a live failure:
+    /// the runner stands by until an operator retries or skips the event.
     async fn prepare(&self, state: StoredState) -> Result<std::result::Result<StoredState, Stint>> {
         let name = self.projection.name();
-        if let Some(failure) = state.failure() {
-            self.target.progress().failed(name, failure);
-            return Ok(Err(Stint::Stopped(failure.clone())));
-        }
         let version = self.projection.version();
         let active_version = state.checkpoint.version;
         if active_version > version {
             return Ok(Err(Stint::Superseded { active_version }));
         }
-        if active_version < version && !self.projection.has_side_effects() {
+        let state = if active_version < version && !self.projection.has_side_effects() {
             tracing::info!(projection = %name, "read model is outdated: rebuilding");
-            crate::rebuild::rebuild_with(self, |_| {}).await?;
-            let state = self.target.register(name, version).await?;
-            return Ok(Ok(state));
+            match crate::rebuild::rebuild_with(self, |_| {}).await {
+                Ok(_) => self.target.register(name, version).await?,
+                Err(Error::Failed { .. }) => {
+                    let failure = self
+                        .target
+                        .state(name)
+                        .await?
+                        .and_then(|s| s.rebuilding.and_then(|(_, c)| c.failure));
+                    return match failure {
+                        Some(failure) => Ok(Err(Stint::Stopped(failure))),
+                        None => Ok(Err(Stint::LeaseLost)),
+                    };
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            state
+        };
+        if let Some(failure) = state.failure() {
+            self.target.progress().failed(name, failure);
+            return Ok(Err(Stint::Stopped(failure.clone())));
         }
         self.target.retire_generations(name).await?;
         Ok(Ok(state))
@@ -332,6 +354,11 @@ impl<T: Target> ProjectionRunner<T> {
         S: Future<Output = ()> + Unpin + Send,
     {
         let name = self.projection.name();
+        let batch_size = if self.projection.has_side_effects() {
+            self.options.effect_batch_size
+        } else {
+            self.options.batch_size
+        };
         let mut backoff = Backoff::new(self.options.max_backoff);
         let mut last_idle_checkpoint = Instant::now();
         let mut last_retry_check: Option<Instant> = None;
@@ -343,12 +370,15 @@ impl<T: Target> ProjectionRunner<T> {
                 return Ok(Stint::LeaseLost);
             }
             if last_retry_check.is_none_or(|at| at.elapsed() >= RETRY_CHECK_EVERY) {
-                self.retry_asked(cursor, token).await?;
+                match self.retry_asked(cursor, token).await {
+                    Err(Error::LeaseLost { .. }) => return Ok(Stint::LeaseLost),
+                    other => other?,
+                }
                 last_retry_check = Some(Instant::now());
             }
             let page = match self
                 .store
-                .read_all(cursor.scanned, self.options.batch_size, filter)
+                .read_all(cursor.scanned, batch_size.max(1), filter)
                 .await
             {
                 Ok(page) => page,
@@ -583,34 +613,26 @@ impl<T: Target> ProjectionRunner<T> {
                 page.events[i].position
             )));
         }
-        match (self.options.error_policy, role) {
-            (ErrorPolicy::DeadLetter, _) => {
+        match self.options.error_policy {
+            ErrorPolicy::DeadLetter => {
                 self.target.dead_letter(&mut batch, &failure, false).await?;
                 self.target
                     .commit(batch, from, event.position, Some(event.recorded_at))
                     .await?;
                 Ok(event.position)
             }
-            (ErrorPolicy::Stop, Role::Live) => {
-                // The failure is this generation's: recorded with the events before it, under
-                // the same fence, so a deposed worker cannot stop the projection.
+            ErrorPolicy::Stop => {
+                // The failure is this generation's (the live one's, or the one a rebuild
+                // builds): recorded with the events before it by the same fenced commit, so a
+                // deposed worker cannot stop the projection.
                 let before = index
                     .checked_sub(1)
                     .map_or(from, |i| page.events[i].position);
                 let recorded_at = index.checked_sub(1).map(|i| page.events[i].recorded_at);
                 self.target.dead_letter(&mut batch, &failure, true).await?;
                 self.target.commit(batch, from, before, recorded_at).await?;
-                self.target
-                    .set_failure(name, generation, Some(&failure))
-                    .await?;
-                self.target.progress().failed(name, &failure);
-                Err(failed(name, &failure))
-            }
-            (ErrorPolicy::Stop, _) => {
-                if let Some(before) = index.checked_sub(1).map(|i| &page.events[i]) {
-                    self.target
-                        .commit(batch, from, before.position, Some(before.recorded_at))
-                        .await?;
+                if role == Role::Live {
+                    self.target.progress().failed(name, &failure);
                 }
                 Err(failed(name, &failure))
             }

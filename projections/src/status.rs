@@ -94,12 +94,17 @@ pub async fn status<T: Target>(
             .count_after(s.checkpoint.position, LAG_COUNT_LIMIT)
             .await?;
         let lag_events = readable_lag + horizon.held_back;
-        let lag_seconds = match (lag_events, s.checkpoint.last_recorded_at) {
+        // Seconds behind only for a backlog this projection can read: events held back
+        // elsewhere, or rejected by its filter, say nothing of its own delay.
+        let lag_seconds = match (readable_lag, s.checkpoint.last_recorded_at) {
             (0, _) => 0.0,
             (_, Some(at)) => (now - at).num_milliseconds().max(0) as f64 / 1_000.0,
             (_, None) => 0.0,
         };
-        let state = match (s.failure(), &s.rebuilding) {
+        // A rebuild stopped at an event is a failure too, the operator's to retry or skip.
+        let rebuild_failure = s.rebuilding.as_ref().and_then(|(_, c)| c.failure.as_ref());
+        let failure: Option<&Failure> = s.failure().or(rebuild_failure);
+        let state = match (failure, &s.rebuilding) {
             (Some(_), _) => ProjectionState::Failed,
             (None, Some(_)) => ProjectionState::Rebuilding,
             _ if readable_lag > CATCHING_UP_LAG => ProjectionState::CatchingUp,
@@ -113,7 +118,6 @@ pub async fn status<T: Target>(
                 (c.position.sequence as f64 / head.sequence as f64).min(1.0)
             }
         });
-        let failure: Option<&Failure> = s.failure();
         statuses.push(ProjectionStatus {
             version: s.checkpoint.version,
             generation: s.active_generation,

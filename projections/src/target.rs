@@ -147,8 +147,10 @@ pub trait Target: Clone + Send + Sync + 'static {
         lease: Option<LeaseToken>,
     ) -> Result<Self::Batch>;
 
-    /// Records `failure` as a dead letter (parked, or `blocking` when the projection stops at
-    /// it), within `batch`. A dead letter for the same event is replaced.
+    /// Records `failure` as a dead letter within `batch`: parked (the batch's checkpoint moves
+    /// past it), or `blocking` (the projection stops at it: the batch's commit also marks its
+    /// generation failed, under the same fence). A dead letter for the same event is
+    /// replaced.
     async fn dead_letter(
         &self,
         batch: &mut Self::Batch,
@@ -161,7 +163,9 @@ pub trait Target: Clone + Send + Sync + 'static {
 
     /// Commits `batch` and moves its generation's checkpoint from `from` to `to`, if it is
     /// still at `from`, the generation still plays the batch's role and the batch's lease
-    /// epoch is still current; otherwise rolls back with
+    /// epoch is still current. A switch's commit also closes the open dead letters of older
+    /// generations (the new one passed those events) and refuses a generation built by an
+    /// older projection version than the active one. Otherwise rolls back with
     /// [`Error::LeaseLost`](crate::Error::LeaseLost) or
     /// [`Error::GenerationMoved`](crate::Error::GenerationMoved).
     async fn commit(
@@ -170,14 +174,6 @@ pub trait Target: Clone + Send + Sync + 'static {
         from: Position,
         to: Position,
         last_recorded_at: Option<DateTime<Utc>>,
-    ) -> Result<()>;
-
-    /// Marks generation `generation` failed (`Some`) or healthy (`None`).
-    async fn set_failure(
-        &self,
-        name: &str,
-        generation: u64,
-        failure: Option<&Failure>,
     ) -> Result<()>;
 
     /// Makes `generation` the one queries read, as an empty [`Role::Switch`] batch: `true`
@@ -223,7 +219,8 @@ pub trait Target: Clone + Send + Sync + 'static {
         resolution: Resolution,
     ) -> Result<bool>;
 
-    /// Parked dead letters of `name` whose retry was asked for, oldest first.
+    /// Parked dead letters of `name`'s active generation whose retry was asked for, oldest
+    /// first (a letter of a generation being rebuilt waits for its switch).
     async fn retries_asked(&self, name: &str, limit: usize) -> Result<Vec<DeadLetter>>;
 
     /// Where runners of this target announce their progress (in this process).

@@ -39,7 +39,10 @@ macro_rules! target_scenarios {
             two_versions_side_by_side_settle_on_the_newer,
             an_idle_filtered_worker_does_not_spin,
             dead_letters_are_listed_once_and_retried_or_skipped,
-            wait_for_reports_reached_timed_out_and_failed
+            wait_for_reports_reached_timed_out_and_failed,
+            dead_letters_belong_to_their_generation,
+            an_older_version_is_never_switched_in,
+            a_stopped_rebuild_waits_for_the_operator
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
@@ -1210,4 +1213,209 @@ pub async fn wait_for_reports_reached_timed_out_and_failed<T: Target + Clone>(
         .await
         .expect("task")
         .expect("a stopped projection still shuts down cleanly");
+}
+
+/// Dead letters belong to the generation that last met them: a retry asked for a letter of
+/// a generation still being rebuilt waits for its switch (it is never applied to the live
+/// one), and a switch closes the open letters of older generations, whose events the new one
+/// passed.
+pub async fn dead_letters_belong_to_their_generation<T: Target + Clone>(
+    store: Arc<dyn EventStore>,
+    target: T,
+) {
+    append(store.as_ref(), "tally-a", vec![added(1)]).await;
+    target.register("tallies", 1).await.expect("register");
+    let letter = |text: &str, at: u64| crate::Failure {
+        position: cqrs_core::Position::new(at, 1),
+        event_id: uuid::Uuid::new_v4(),
+        event_type: "Noted".into(),
+        stream_id: format!("tally-{text}"),
+        error: "poison".into(),
+    };
+    // Generation 1 parks one event; generation 2, being rebuilt, parks another.
+    let (old, rebuilt) = (letter("old", 1), letter("new", 2));
+    let mut batch = target
+        .begin("tallies", 1, Role::Live, None)
+        .await
+        .expect("begin");
+    target
+        .dead_letter(&mut batch, &old, false)
+        .await
+        .expect("park");
+    let at = target
+        .checkpoint("tallies", 1)
+        .await
+        .expect("ckpt")
+        .expect("there")
+        .position;
+    target.commit(batch, at, at, None).await.expect("commit");
+    assert!(target
+        .create_generation("tallies", 2, 1)
+        .await
+        .expect("create"));
+    let mut batch = target
+        .begin("tallies", 2, Role::Rebuild, None)
+        .await
+        .expect("begin");
+    target
+        .dead_letter(&mut batch, &rebuilt, false)
+        .await
+        .expect("park");
+    target
+        .commit(
+            batch,
+            cqrs_core::Position::START,
+            cqrs_core::Position::START,
+            None,
+        )
+        .await
+        .expect("commit");
+
+    crate::dead_letters::retry(&target, "tallies", rebuilt.event_id)
+        .await
+        .expect("retry");
+    assert!(
+        target
+            .retries_asked("tallies", 10)
+            .await
+            .expect("asked")
+            .is_empty(),
+        "a letter of the generation being rebuilt is not retried on the live one"
+    );
+    assert!(target
+        .switch_generation("tallies", 2)
+        .await
+        .expect("switch"));
+    let letters = target.dead_letters("tallies").await.expect("letters");
+    let status = |id| {
+        letters
+            .iter()
+            .find(|l| l.failure.event_id == id)
+            .expect("letter")
+            .status
+    };
+    assert_eq!(
+        status(old.event_id),
+        crate::DeadLetterStatus::Retried,
+        "closed by the switch"
+    );
+    assert_eq!(
+        status(rebuilt.event_id),
+        crate::DeadLetterStatus::Retry,
+        "still asked for"
+    );
+    let asked = target.retries_asked("tallies", 10).await.expect("asked");
+    assert_eq!(asked.len(), 1, "now on the active generation");
+    assert_eq!(asked[0].failure.event_id, rebuilt.event_id);
+}
+
+/// A generation built by an older version of the projection is never switched in over the
+/// active one's.
+pub async fn an_older_version_is_never_switched_in<T: Target + Clone>(
+    store: Arc<dyn EventStore>,
+    target: T,
+) {
+    seed(store.as_ref(), 2, 2).await;
+    runner(Arc::clone(&store), target.clone(), 2, ErrorPolicy::Stop)
+        .run_until_caught_up()
+        .await
+        .expect("v2");
+    assert!(target
+        .create_generation("tallies", 2, 1)
+        .await
+        .expect("create"));
+    let switched = target.switch_generation("tallies", 2).await;
+    assert!(
+        matches!(
+            switched,
+            Err(Error::Superseded {
+                version: 1,
+                active_version: 2,
+                ..
+            })
+        ),
+        "{switched:?}"
+    );
+    let state = target
+        .state("tallies")
+        .await
+        .expect("state")
+        .expect("there");
+    assert_eq!((state.active_generation, state.checkpoint.version), (1, 2));
+}
+
+/// A rebuild that stops at an event it cannot handle (the stop policy) records it on the
+/// generation it builds and waits, standing by, for an operator: the live runner does not
+/// end. Skipping the event lets the rebuild finish and the new version go live.
+pub async fn a_stopped_rebuild_waits_for_the_operator<T: Target + Clone>(
+    store: Arc<dyn EventStore>,
+    target: T,
+) {
+    append(store.as_ref(), "tally-a", vec![added(1)]).await;
+    let poison = noted("poison");
+    let poison_id = poison.event_id;
+    append(store.as_ref(), "tally-b", vec![poison]).await;
+    append(store.as_ref(), "tally-a", vec![added(2)]).await;
+    // Version 1 parked the event and went on; version 2 stops at it.
+    runner(
+        Arc::clone(&store),
+        target.clone(),
+        1,
+        ErrorPolicy::DeadLetter,
+    )
+    .run_until_caught_up()
+    .await
+    .expect("v1");
+    let v2 = runner(Arc::clone(&store), target.clone(), 2, ErrorPolicy::Stop).with_options(
+        RunnerOptions {
+            failed_recheck: Duration::from_millis(100),
+            ..options(ErrorPolicy::Stop)
+        },
+    );
+    let (stop, worker) = spawn_live(v2);
+    eventually(
+        Duration::from_secs(10),
+        "the rebuild did not stop at the event",
+        || {
+            let (store, target) = (Arc::clone(&store), target.clone());
+            async move {
+                let s = status(store.as_ref(), &target).await.expect("status");
+                s[0].state == ProjectionState::Failed && s[0].error_event_id == Some(poison_id)
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !worker.is_finished(),
+        "the runner stands by: {:?}",
+        worker.await
+    );
+    let letters = target.dead_letters("tallies").await.expect("letters");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(letters[0].blocking && letters[0].generation == 2);
+
+    crate::dead_letters::skip(&target, "tallies", poison_id)
+        .await
+        .expect("skip");
+    eventually(Duration::from_secs(10), "version 2 did not go live", || {
+        let target = target.clone();
+        async move {
+            target
+                .state("tallies")
+                .await
+                .expect("state")
+                .is_some_and(|s| {
+                    s.checkpoint.version == 2 && s.active_generation == 2 && s.failure().is_none()
+                })
+        }
+    })
+    .await;
+    assert_eq!(
+        tallies(&target).await,
+        vec![("tally-a".to_owned(), Tally { count: 2, total: 6 })],
+        "version 2 counts twice, without the skipped event"
+    );
+    let _ = stop.send(());
+    worker.await.expect("task").expect("clean stop");
 }

@@ -116,3 +116,69 @@ async fn an_open_batch_holds_back_no_reader() {
     drop(batch);
     db.drop_database().await;
 }
+
+/// A projection stopped before the upgrade (its failure carried over onto its generation,
+/// with no dead letter) gets a blocking dead letter from the migration, and skipping it lets
+/// the projection go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_from_before_the_upgrade_can_be_skipped() {
+    use projections::Target;
+
+    let (store, target, db) = fresh_database().await;
+    common::append(store.as_ref(), "tally-a", vec![common::added(1)]).await;
+    common::append(store.as_ref(), "tally-a", vec![common::added(2)]).await;
+    let runner = common::runner(
+        Arc::clone(&store),
+        target.clone(),
+        1,
+        projections::ErrorPolicy::Stop,
+    );
+    runner.run_until_caught_up().await.expect("catch up");
+    let page = store
+        .read_all(
+            cqrs_core::Position::START,
+            10,
+            &cqrs_core::EventFilter::all(),
+        )
+        .await
+        .expect("read");
+    let (first, second) = (&page.events[0], &page.events[1]);
+    // As the lifecycle migration leaves a projection that had stopped at the second event.
+    sqlx::query(
+        "UPDATE projection_checkpoints SET commit = $1, sequence = $2, failure = $3 WHERE name = 'tallies'",
+    )
+    .bind(first.position.commit as i64)
+    .bind(first.position.sequence as i64)
+    .bind(serde_json::json!({
+        "position": { "commit": second.position.commit, "sequence": second.position.sequence },
+        "event_id": second.event_id, "event_type": "Added", "stream_id": "tally-a", "error": "old failure"
+    }))
+    .execute(&db.pool)
+    .await
+    .expect("old failure");
+    sqlx::query(include_str!(
+        "../migrations/20261128000002_blocking_letters.sql"
+    ))
+    .execute(&db.pool)
+    .await
+    .expect("the migration's statement");
+    assert!(matches!(
+        runner.run_until_caught_up().await,
+        Err(projections::Error::Failed { .. })
+    ));
+    projections::dead_letters::skip(&target, "tallies", second.event_id)
+        .await
+        .expect("skip the old failure");
+    runner.run_until_caught_up().await.expect("goes on");
+    let state = target
+        .state("tallies")
+        .await
+        .expect("state")
+        .expect("there");
+    assert_eq!(state.failure(), None);
+    assert!(
+        state.checkpoint.position >= second.position,
+        "past the skipped event"
+    );
+    db.drop_database().await;
+}

@@ -26,6 +26,8 @@ pub struct PgBatch {
     pub(crate) generation: i64,
     pub(crate) role: Role,
     pub(crate) lease: Option<LeaseToken>,
+    /// The failure the commit records on the generation (a blocking dead letter).
+    pub(crate) failure: Option<Value>,
     cache: HashMap<Key, Option<Value>>,
     dirty: HashSet<Key>,
 }
@@ -44,6 +46,7 @@ impl PgBatch {
             generation,
             role,
             lease,
+            failure: None,
             cache: HashMap::new(),
             dirty: HashSet::new(),
         }
@@ -54,7 +57,9 @@ impl PgBatch {
         let (mut put_c, mut put_k, mut put_d) = (Vec::new(), Vec::new(), Vec::new());
         let (mut del_c, mut del_k) = (Vec::new(), Vec::new());
         // In key order, so that two batches writing the same documents (rebuilders of one
-        // generation) lock them in the same order and never deadlock.
+        // generation) lock them in the same order. (Puts go before deletes, so two batches
+        // that put and delete the same keys crosswise can still deadlock; the server breaks
+        // it and the batch is retried as a transient failure.)
         let mut dirty: Vec<Key> = std::mem::take(&mut self.dirty).into_iter().collect();
         dirty.sort();
         for key in dirty {

@@ -122,6 +122,14 @@ fn failure_of(json: Option<Value>) -> Result<Option<Failure>> {
     .transpose()
 }
 
+fn failure_json(failure: &Failure) -> Result<Value> {
+    serde_json::to_value(failure).map_err(|e| Error::Document {
+        collection: "projection_checkpoints".into(),
+        key: "failure".into(),
+        reason: e.to_string(),
+    })
+}
+
 fn checkpoint_of(row: &PgRow, prefix: &str) -> Result<Checkpoint> {
     let column = |c: &str| format!("{prefix}{c}");
     let version: i32 = row.try_get(column("version").as_str())?;
@@ -331,6 +339,9 @@ impl Target for PgTarget {
         .bind(blocking)
         .execute(&mut *batch.tx)
         .await?;
+        if blocking {
+            batch.failure = Some(failure_json(failure)?);
+        }
         Ok(())
     }
 
@@ -361,7 +372,7 @@ impl Target for PgTarget {
         let moved = sqlx::query(
             "UPDATE projection_checkpoints c \
              SET commit = $5, sequence = $6, last_recorded_at = coalesce($7, c.last_recorded_at), \
-                 updated_at = now() \
+                 failure = coalesce($9, c.failure), updated_at = now() \
              WHERE c.name = $1 AND c.generation = $2 AND c.commit = $3 AND c.sequence = $4 \
                AND ($8::bigint IS NULL OR projection_fence($1, $8))",
         )
@@ -373,6 +384,7 @@ impl Target for PgTarget {
         .bind(i64_of(to.sequence))
         .bind(last_recorded_at)
         .bind(batch.lease.as_ref().map(|l| i64_of(l.epoch())))
+        .bind(batch.failure.take())
         .execute(&mut *batch.tx)
         .await?
         .rows_affected();
@@ -384,23 +396,40 @@ impl Target for PgTarget {
             });
         }
         if batch.role == Role::Switch {
-            let active = sqlx::query(
-                "SELECT s.active_generation, c.commit, c.sequence FROM projection_state s \
+            let row = sqlx::query(
+                "SELECT c.commit, c.sequence, c.version, \
+                        (SELECT version FROM projection_checkpoints \
+                         WHERE name = $1 AND generation = $2) AS new_version \
+                 FROM projection_state s \
                  JOIN projection_checkpoints c ON c.name = s.name AND c.generation = s.active_generation \
                  WHERE s.name = $1",
             )
             .bind(&batch.name)
+            .bind(batch.generation)
             .fetch_one(&mut *batch.tx)
             .await?;
-            let active_at = position(active.try_get("commit")?, active.try_get("sequence")?);
-            if to < active_at {
-                let _ = batch.tx.rollback().await;
-                return Err(Error::RebuildBehind {
-                    projection: batch.name,
+            let active_at = position(row.try_get("commit")?, row.try_get("sequence")?);
+            let active_version = u32::try_from(row.try_get::<i32, _>("version")?).unwrap_or(0);
+            let version = u32::try_from(row.try_get::<i32, _>("new_version")?).unwrap_or(0);
+            let refused = if version < active_version {
+                Some(Error::Superseded {
+                    projection: batch.name.clone(),
+                    version,
+                    active_version,
+                })
+            } else if to < active_at {
+                Some(Error::RebuildBehind {
+                    projection: batch.name.clone(),
                     generation: u64_of(batch.generation),
                     rebuilt: to,
                     active: active_at,
-                });
+                })
+            } else {
+                None
+            };
+            if let Some(error) = refused {
+                let _ = batch.tx.rollback().await;
+                return Err(error);
             }
             sqlx::query(
                 "UPDATE projection_state SET active_generation = $2, updated_at = now() \
@@ -410,35 +439,18 @@ impl Target for PgTarget {
             .bind(batch.generation)
             .execute(&mut *batch.tx)
             .await?;
+            // The new generation passed every event an older one could not apply (or it
+            // would hold the letter itself): those letters are closed.
+            sqlx::query(
+                "UPDATE projection_dead_letters SET status = 'retried', resolved_at = now() \
+                 WHERE projection = $1 AND generation < $2 AND status IN ('parked', 'retry')",
+            )
+            .bind(&batch.name)
+            .bind(batch.generation)
+            .execute(&mut *batch.tx)
+            .await?;
         }
         batch.tx.commit().await?;
-        Ok(())
-    }
-
-    async fn set_failure(
-        &self,
-        name: &str,
-        generation: u64,
-        failure: Option<&Failure>,
-    ) -> Result<()> {
-        let failure =
-            failure
-                .map(serde_json::to_value)
-                .transpose()
-                .map_err(|e| Error::Document {
-                    collection: "projection_checkpoints".into(),
-                    key: "failure".into(),
-                    reason: e.to_string(),
-                })?;
-        sqlx::query(
-            "UPDATE projection_checkpoints SET failure = $3, updated_at = now() \
-             WHERE name = $1 AND generation = $2",
-        )
-        .bind(name)
-        .bind(i64_of(generation))
-        .bind(failure)
-        .execute(&self.pool)
-        .await?;
         Ok(())
     }
 
@@ -510,7 +522,7 @@ impl Target for PgTarget {
         };
         if letter.blocking {
             let skip_to = (resolution == Resolution::Skip).then_some(letter.failure.position);
-            sqlx::query(
+            let cleared = sqlx::query(
                 "UPDATE projection_checkpoints \
                  SET failure = NULL, updated_at = now(), \
                      commit = CASE WHEN $3::bigint IS NOT NULL AND (commit, sequence) < ($3, $4) THEN $3 ELSE commit END, \
@@ -523,7 +535,12 @@ impl Target for PgTarget {
             .bind(skip_to.map(|p| i64_of(p.sequence)))
             .bind(event_id.to_string())
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if cleared != 1 {
+                // The letter's generation no longer stops at this event: nothing to resolve.
+                return Ok(false);
+            }
         }
         sqlx::query(
             "UPDATE projection_dead_letters SET status = $3, \
@@ -541,8 +558,9 @@ impl Target for PgTarget {
 
     async fn retries_asked(&self, name: &str, limit: usize) -> Result<Vec<DeadLetter>> {
         let rows = sqlx::query(&format!(
-            "SELECT {DEAD_LETTER_COLUMNS} FROM projection_dead_letters \
-             WHERE projection = $1 AND status = 'retry' ORDER BY id LIMIT $2"
+            "SELECT {DEAD_LETTER_COLUMNS} FROM projection_dead_letters d \
+             JOIN projection_state s ON s.name = d.projection AND s.active_generation = d.generation \
+             WHERE d.projection = $1 AND d.status = 'retry' ORDER BY d.id LIMIT $2"
         ))
         .bind(name)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
