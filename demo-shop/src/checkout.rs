@@ -18,7 +18,7 @@
 
 use async_trait::async_trait;
 use cqrs_core::{Aggregate, CommandError, EventFilter, Metadata, RecordedEvent, Repository};
-use projections::{ApplyError, Documents, Projection};
+use projections::{ApplyError, Documents, LeaseToken, Projection};
 
 use crate::domain::inventory::{Inventory, InventoryCommand, InventoryError};
 use crate::domain::money::{Money, OrderId, Sku};
@@ -293,13 +293,7 @@ impl Projection for Checkout {
         // commands; the epoch travels with each of them, so what was sent can be traced to
         // its lease (making such commands collapse into the originals is the work of command
         // ids).
-        let epoch = match docs.lease() {
-            Some(lease) if !lease.is_live() => {
-                return Err(ApplyError::Transient("the checkout's lease ran out".into()))
-            }
-            Some(lease) => Some(lease.epoch()),
-            None => None,
-        };
+        let epoch = docs.lease().map(LeaseToken::ensure_live).transpose()?;
         let metadata = |caused: Metadata| match epoch {
             Some(epoch) => caused.with(LEASE_EPOCH, epoch.to_string()),
             None => caused,

@@ -96,6 +96,29 @@ impl LeaseToken {
                 .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The epoch, if the lease is still live; otherwise a transient failure, so that the
+    /// handler sends nothing and the event goes to the next holder. The check a
+    /// side-effecting handler makes right before an effect:
+    ///
+    /// ```
+    /// use projections::{ApplyError, Documents, LeaseToken};
+    ///
+    /// /// The epoch to send with an effect, or no effect at all from a deposed worker.
+    /// fn epoch_to_send(docs: &dyn Documents) -> Result<Option<u64>, ApplyError> {
+    ///     docs.lease().map(LeaseToken::ensure_live).transpose()
+    /// }
+    /// ```
+    pub fn ensure_live(&self) -> Result<u64, crate::ApplyError> {
+        if self.is_live() {
+            Ok(self.epoch)
+        } else {
+            Err(crate::ApplyError::Transient(format!(
+                "the lease of {} (epoch {}) ran out",
+                self.projection, self.epoch
+            )))
+        }
+    }
+
     fn extend_to(&self, until: Instant) {
         *self
             .valid_until
@@ -206,8 +229,13 @@ mod tests {
         let token = LeaseToken::new("p", 3, Duration::from_millis(30));
         assert!(token.is_live());
         assert_eq!(token.epoch(), 3);
+        assert_eq!(token.ensure_live().ok(), Some(3));
         std::thread::sleep(Duration::from_millis(40));
         assert!(!token.is_live());
+        assert!(matches!(
+            token.ensure_live(),
+            Err(crate::ApplyError::Transient(_))
+        ));
         token.extend_to(Instant::now() + Duration::from_secs(1));
         assert!(token.is_live());
         token.expire();

@@ -58,18 +58,16 @@ impl Projection for Sender {
         docs: &mut dyn Documents,
         event: &RecordedEvent,
     ) -> Result<(), ApplyError> {
-        let lease = docs
+        let epoch = docs
             .lease()
-            .ok_or_else(|| ApplyError::poison("a sender needs a lease"))?;
-        if !lease.is_live() {
-            return Err(ApplyError::Transient("the lease ran out".into()));
-        }
+            .ok_or_else(|| ApplyError::poison("a sender needs a lease"))?
+            .ensure_live()?;
         let transient = |e: sqlx::Error| ApplyError::Transient(e.to_string());
         sqlx::query(
             "INSERT INTO sent (event_id, epoch) SELECT $1, $2 WHERE projection_fence('sender', $2)",
         )
         .bind(event.event_id)
-        .bind(lease.epoch() as i64)
+        .bind(epoch as i64)
         .execute(&self.pool)
         .await
         .map_err(transient)?;
