@@ -2,11 +2,13 @@
 
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 
 use crate::aggregate::Aggregate;
-use crate::error::{CommandError, Result};
+use crate::command::CommandId;
+use crate::error::{CommandError, Error, Result};
 use crate::event::{EventEnvelope, Metadata, NewEvent};
 use crate::snapshot::{Snapshot, SnapshotPolicy};
 use crate::store::{read_stream_to_end, EventStore};
@@ -32,14 +34,32 @@ pub struct LoadedAggregate<A> {
 /// `execute` loads the aggregate (newest snapshot + the tail of its stream), lets it
 /// `handle` the command, and appends the events with the version it loaded as
 /// [`ExpectedVersion::Exact`]. When another writer got there first it can reload and try
-/// again, a bounded number of times ([`Repository::with_conflict_retries`]).
+/// again, a bounded number of times ([`Repository::with_conflict_retries`]). The events' ids
+/// derive from the command's [`CommandId`], so a command carried out twice is stored once.
 pub struct Repository<A: Aggregate> {
     store: Arc<dyn EventStore>,
     services: Arc<A::Services>,
     upcasters: Upcasters,
     snapshots: SnapshotPolicy,
     conflict_retries: u32,
+    unavailable: UnavailableRetries,
     _aggregate: PhantomData<fn() -> A>,
+}
+
+/// How a command is retried while the store is unavailable.
+#[derive(Clone, Copy, Debug)]
+struct UnavailableRetries {
+    retries: u32,
+    first_backoff: Duration,
+}
+
+impl UnavailableRetries {
+    /// The wait before retry number `attempt` (from 0).
+    fn backoff(&self, attempt: u32) -> Duration {
+        self.first_backoff
+            .saturating_mul(1 << attempt.min(16))
+            .min(Duration::from_secs(2))
+    }
 }
 
 impl<A: Aggregate> Clone for Repository<A> {
@@ -50,6 +70,7 @@ impl<A: Aggregate> Clone for Repository<A> {
             upcasters: self.upcasters.clone(),
             snapshots: self.snapshots,
             conflict_retries: self.conflict_retries,
+            unavailable: self.unavailable,
             _aggregate: PhantomData,
         }
     }
@@ -65,6 +86,10 @@ impl<A: Aggregate> Repository<A> {
             upcasters: Upcasters::new(),
             snapshots: SnapshotPolicy::Never,
             conflict_retries: 0,
+            unavailable: UnavailableRetries {
+                retries: 3,
+                first_backoff: Duration::from_millis(100),
+            },
             _aggregate: PhantomData,
         }
     }
@@ -85,6 +110,18 @@ impl<A: Aggregate> Repository<A> {
     /// times before giving up with the conflict.
     pub fn with_conflict_retries(mut self, retries: u32) -> Self {
         self.conflict_retries = retries;
+        self
+    }
+
+    /// When the store is unavailable, tries the command again up to `retries` times, waiting
+    /// `backoff`, then twice as long each time (up to 2 s). Every attempt uses the same event
+    /// ids, so an append whose reply was lost is found rather than stored twice. The default
+    /// is 3 retries from 100 ms; 0 turns it off.
+    pub fn with_unavailable_retries(mut self, retries: u32, backoff: Duration) -> Self {
+        self.unavailable = UnavailableRetries {
+            retries,
+            first_backoff: backoff,
+        };
         self
     }
 
@@ -141,6 +178,16 @@ impl<A: Aggregate> Repository<A> {
     ///
     /// `metadata` (correlation, causation, actor) is stored with every event. On error,
     /// nothing of the command was stored.
+    ///
+    /// The command is identified by `metadata.command_id` (a fresh one is minted when unset)
+    /// and its events' ids derive from it ([`CommandId::event_id`]). Carrying out a command
+    /// whose events are stored already returns those events, with their original positions,
+    /// and stores nothing: a client's retry after a lost reply, or a process manager handling
+    /// an event again, is answered with the original outcome. A command id used before on
+    /// another aggregate is refused with [`Error::CommandReused`]. When the store is
+    /// unavailable the command is tried again with the same ids
+    /// ([`Repository::with_unavailable_retries`]), so a write whose reply was lost is found,
+    /// not repeated.
     pub async fn execute(
         &self,
         id: &str,
@@ -148,19 +195,113 @@ impl<A: Aggregate> Repository<A> {
         metadata: &Metadata,
     ) -> Result<Vec<EventEnvelope<A::Event>>, CommandError<A::Error>> {
         let stream = Self::stream_id(id)?;
-        let mut attempt = 0;
+        let (command_id, named_by_caller) = match metadata.command_id {
+            Some(command_id) => (command_id, true),
+            None => (CommandId::new(), false),
+        };
+        let metadata = metadata.clone().with_command_id(command_id);
+        // A command id minted here cannot have been stored before its first attempt.
+        let mut maybe_stored = named_by_caller;
+        let (mut conflicts, mut outages) = (0, 0);
         loop {
-            match self.try_execute(&stream, command.clone(), metadata).await {
-                Err(e) if e.is_conflict() && attempt < self.conflict_retries => {
+            let attempt = self
+                .attempt(
+                    &stream,
+                    command.clone(),
+                    command_id,
+                    &metadata,
+                    maybe_stored,
+                )
+                .await;
+            match attempt {
+                Err(CommandError::Store(e))
+                    if e.is_conflict() && conflicts < self.conflict_retries =>
+                {
                     // Back off a little more each time, so that a crowd of writers on one
                     // hot aggregate spreads out instead of colliding again in lockstep.
-                    tokio::time::sleep(std::time::Duration::from_millis(u64::from(
-                        attempt.min(20),
-                    )))
-                    .await;
-                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(u64::from(conflicts.min(20)))).await;
+                    conflicts += 1;
+                    // The winner may have been another attempt at this same command.
+                    maybe_stored = true;
+                }
+                Err(CommandError::Store(e))
+                    if e.is_retryable() && outages < self.unavailable.retries =>
+                {
+                    tokio::time::sleep(self.unavailable.backoff(outages)).await;
+                    outages += 1;
+                    // The append may have been stored and only its reply lost.
+                    maybe_stored = true;
                 }
                 other => return other,
+            }
+        }
+    }
+
+    /// One attempt: the original outcome if the command's events are stored, otherwise
+    /// load, handle and append.
+    async fn attempt(
+        &self,
+        stream: &StreamId,
+        command: A::Command,
+        command_id: CommandId,
+        metadata: &Metadata,
+        maybe_stored: bool,
+    ) -> Result<Vec<EventEnvelope<A::Event>>, CommandError<A::Error>> {
+        if maybe_stored {
+            if let Some(original) = self.original_outcome(stream, command_id).await? {
+                return Ok(original);
+            }
+        }
+        match self
+            .try_execute(stream, command, command_id, metadata)
+            .await
+        {
+            // Every id of the batch derives from the command id: another attempt at the same
+            // command stored it meanwhile (what this attempt decided may differ, the ids do
+            // not), and its events are the answer.
+            Err(CommandError::Store(Error::DuplicateEventId { event_id, .. })) => {
+                match self.original_outcome(stream, command_id).await? {
+                    Some(original) => Ok(original),
+                    None => Err(CommandError::Store(Error::DuplicateEventId {
+                        event_id,
+                        stored_in: stream.clone(),
+                    })),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The events `command_id` stored on `stream`, if it stored any, decoded; they are the
+    /// run of consecutive events whose ids derive from it.
+    async fn original_outcome(
+        &self,
+        stream: &StreamId,
+        command_id: CommandId,
+    ) -> Result<Option<Vec<EventEnvelope<A::Event>>>> {
+        let Some(first) = self.store.read_event(command_id.event_id(0)).await? else {
+            return Ok(None);
+        };
+        if &first.stream_id != stream {
+            return Err(Error::CommandReused {
+                command_id,
+                stored_in: first.stream_id,
+            });
+        }
+        let mut original = Vec::new();
+        let mut next = first.stream_version;
+        loop {
+            let page = self.store.read_stream(stream, next, LOAD_PAGE).await?;
+            let full = page.len() == LOAD_PAGE;
+            for recorded in &page {
+                if recorded.event_id != command_id.event_id(original.len()) {
+                    return Ok(Some(original));
+                }
+                original.push(recorded.decode::<A::Event>(&self.upcasters)?);
+                next = recorded.stream_version + 1;
+            }
+            if !full {
+                return Ok(Some(original));
             }
         }
     }
@@ -169,6 +310,7 @@ impl<A: Aggregate> Repository<A> {
         &self,
         stream: &StreamId,
         command: A::Command,
+        command_id: CommandId,
         metadata: &Metadata,
     ) -> Result<Vec<EventEnvelope<A::Event>>, CommandError<A::Error>> {
         let LoadedAggregate {
@@ -182,7 +324,8 @@ impl<A: Aggregate> Repository<A> {
         }
         let new_events = events
             .iter()
-            .map(NewEvent::from_domain)
+            .enumerate()
+            .map(|(i, event)| NewEvent::with_id(command_id.event_id(i), event))
             .collect::<Result<Vec<_>>>()?;
         let ids: Vec<_> = new_events.iter().map(|e| e.event_id).collect();
         let written = self
@@ -194,6 +337,13 @@ impl<A: Aggregate> Repository<A> {
                 metadata,
             )
             .await?;
+        if written.already_stored {
+            // Another attempt at this command stored it first; what it decided is the outcome.
+            return Ok(self
+                .original_outcome(stream, command_id)
+                .await?
+                .unwrap_or_default());
+        }
 
         let envelopes: Vec<_> = events
             .into_iter()
@@ -247,6 +397,7 @@ impl<A: Aggregate> std::fmt::Debug for Repository<A> {
             .field("aggregate", &A::TYPE)
             .field("snapshots", &self.snapshots)
             .field("conflict_retries", &self.conflict_retries)
+            .field("unavailable_retries", &self.unavailable.retries)
             .finish_non_exhaustive()
     }
 }

@@ -27,7 +27,7 @@ use crate::snapshot::{Snapshot, SnapshotPolicy};
 use crate::store::{EventFilter, EventStore};
 use crate::stream::{ExpectedVersion, Position, StreamId};
 use crate::upcast::Upcasters;
-use crate::{Aggregate, Error};
+use crate::{Aggregate, CommandId, Error};
 
 /// Work to run after a passing test (dropping its database, say).
 pub type Teardown = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -57,7 +57,10 @@ macro_rules! store_conformance_tests {
             upcasting_on_read,
             unknown_event_type_names_type_and_position,
             wait_for_events_wakes_on_append,
-            repository_with_snapshots_matches_full_replay
+            repository_with_snapshots_matches_full_replay,
+            repeated_command_returns_the_original_outcome,
+            concurrent_repeats_of_one_command_store_it_once,
+            lost_replies_are_retried_with_the_same_ids
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {
@@ -818,4 +821,196 @@ pub async fn repository_with_snapshots_matches_full_replay(store: Arc<dyn EventS
     assert_eq!(fast.version, 25);
     assert_eq!(fast.replayed, 5);
     assert_eq!(full.replayed, 25);
+}
+
+/// A command carried out again (same [`CommandId`]) answers with its original events and
+/// positions and stores nothing; its id on another aggregate is refused.
+pub async fn repeated_command_returns_the_original_outcome(store: Arc<dyn EventStore>) {
+    let repo = Repository::<Counter>::new(Arc::clone(&store), ());
+    let command = CommandId::new();
+    let meta = Metadata::new_request().with_command_id(command);
+    let first = repo.execute("c1", 5, &meta).await.expect("first");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].event_id, command.event_id(0));
+    assert_eq!(first[0].metadata.command_id, Some(command));
+    let other = repo
+        .execute("c1", 7, &Metadata::new_request())
+        .await
+        .expect("another command");
+    // The repeat decides differently (it would add 9), but the original outcome is the answer.
+    let again = repo.execute("c1", 9, &meta).await.expect("repeat");
+    assert_eq!(again, first, "a repeat answers with the original events");
+    let stream = StreamId::for_aggregate("counter", "c1").expect("id");
+    assert_eq!(store.stream_version(&stream).await.expect("version"), 2);
+    assert_eq!(repo.load("c1").await.expect("load").state.total, 12);
+    assert_ne!(other[0].event_id, first[0].event_id);
+
+    let reused = repo.execute("c2", 5, &meta).await;
+    assert!(
+        matches!(
+            reused,
+            Err(crate::CommandError::Store(Error::CommandReused { command_id, .. })) if command_id == command
+        ),
+        "{reused:?}"
+    );
+    let c2 = StreamId::for_aggregate("counter", "c2").expect("id");
+    assert_eq!(store.stream_version(&c2).await.expect("version"), 0);
+}
+
+/// Many concurrent attempts at one command store it once and all answer alike.
+pub async fn concurrent_repeats_of_one_command_store_it_once(store: Arc<dyn EventStore>) {
+    let repo = Repository::<Counter>::new(Arc::clone(&store), ()).with_conflict_retries(50);
+    let meta = Metadata::new_request().with_command_id(CommandId::new());
+    let attempts = (0..16).map(|_| {
+        let (repo, meta) = (repo.clone(), meta.clone());
+        tokio::spawn(async move { repo.execute("hot", 3, &meta).await })
+    });
+    let mut answers = Vec::new();
+    for attempt in attempts {
+        answers.push(attempt.await.expect("task").expect("execute"));
+    }
+    assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+    let stream = StreamId::for_aggregate("counter", "hot").expect("id");
+    assert_eq!(store.stream_version(&stream).await.expect("version"), 1);
+}
+
+/// An append whose reply is lost, or a store that is briefly unreachable, is retried by the
+/// repository with the same event ids: every command is stored exactly once.
+pub async fn lost_replies_are_retried_with_the_same_ids(store: Arc<dyn EventStore>) {
+    let flaky = Arc::new(Unreliable::new(Arc::clone(&store)));
+    let repo = Repository::<Counter>::new(Arc::clone(&flaky) as Arc<dyn EventStore>, ())
+        .with_unavailable_retries(3, Duration::from_millis(1));
+    for amount in 1..=6u64 {
+        if amount % 2 == 0 {
+            flaky.lose_next_reply();
+        } else {
+            flaky.refuse_next_append();
+        }
+        let stored = repo
+            .execute("c1", amount, &Metadata::new_request())
+            .await
+            .expect("retried to success");
+        let version = stored[0].stream_version;
+        assert_eq!(version, amount, "command {amount} stored once");
+        let recorded = store
+            .read_stream(&stream("counter-c1"), version, 1)
+            .await
+            .expect("read");
+        assert_eq!(recorded[0].event_id, stored[0].event_id);
+        assert_eq!(recorded[0].position, stored[0].position);
+    }
+    assert_eq!(repo.load("c1").await.expect("load").state.total, 21);
+    // Without retries the caller sees the outage, and its own retry (same command id) is
+    // answered with the write that did happen.
+    let once = Repository::<Counter>::new(Arc::clone(&flaky) as Arc<dyn EventStore>, ())
+        .with_unavailable_retries(0, Duration::ZERO);
+    let meta = Metadata::new_request().with_command_id(CommandId::new());
+    flaky.lose_next_reply();
+    let lost = once.execute("c1", 100, &meta).await;
+    assert!(
+        matches!(lost, Err(crate::CommandError::Store(ref e)) if e.is_retryable()),
+        "{lost:?}"
+    );
+    let retried = once.execute("c1", 100, &meta).await.expect("client retry");
+    assert_eq!(retried[0].stream_version, 7);
+    assert_eq!(once.load("c1").await.expect("load").state.total, 121);
+}
+
+/// A store in front of another that can refuse an append before it reaches the store, or
+/// lose the reply of one that was stored.
+struct Unreliable {
+    inner: Arc<dyn EventStore>,
+    refuse_next: std::sync::atomic::AtomicBool,
+    lose_next: std::sync::atomic::AtomicBool,
+}
+
+impl Unreliable {
+    fn new(inner: Arc<dyn EventStore>) -> Self {
+        Self {
+            inner,
+            refuse_next: false.into(),
+            lose_next: false.into(),
+        }
+    }
+
+    fn refuse_next_append(&self) {
+        self.refuse_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn lose_next_reply(&self) {
+        self.lose_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn outage(what: &str) -> Error {
+    Error::Unavailable(what.to_owned().into())
+}
+
+#[async_trait::async_trait]
+impl EventStore for Unreliable {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: &Metadata,
+    ) -> crate::Result<crate::AppendResult> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.refuse_next.swap(false, SeqCst) {
+            return Err(outage("connection refused"));
+        }
+        let stored = self
+            .inner
+            .append(stream, expected, events, metadata)
+            .await?;
+        if self.lose_next.swap(false, SeqCst) {
+            return Err(outage("connection reset before the reply"));
+        }
+        Ok(stored)
+    }
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> crate::Result<Vec<RecordedEvent>> {
+        self.inner.read_stream(stream, from_version, limit).await
+    }
+    async fn read_event(&self, event_id: Uuid) -> crate::Result<Option<RecordedEvent>> {
+        self.inner.read_event(event_id).await
+    }
+    async fn stream_version(&self, stream: &StreamId) -> crate::Result<u64> {
+        self.inner.stream_version(stream).await
+    }
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> crate::Result<crate::ReadAllPage> {
+        self.inner.read_all(after, limit, filter).await
+    }
+    async fn head(&self) -> crate::Result<Position> {
+        self.inner.head().await
+    }
+    async fn read_barrier(&self) -> crate::Result<Position> {
+        self.inner.read_barrier().await
+    }
+    async fn wait_for_events(&self, after: Position, timeout: Duration) -> crate::Result<bool> {
+        self.inner.wait_for_events(after, timeout).await
+    }
+    async fn count_after(&self, after: Position, limit: u64) -> crate::Result<u64> {
+        self.inner.count_after(after, limit).await
+    }
+    async fn horizon(&self) -> crate::Result<crate::Horizon> {
+        self.inner.horizon().await
+    }
+    async fn load_snapshot(&self, stream: &StreamId) -> crate::Result<Option<Snapshot>> {
+        self.inner.load_snapshot(stream).await
+    }
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> crate::Result<()> {
+        self.inner.save_snapshot(snapshot).await
+    }
 }

@@ -3,6 +3,7 @@
 
 use uuid::Uuid;
 
+use crate::command::CommandId;
 use crate::stream::{ExpectedVersion, Position, StreamId};
 
 /// A `Result` whose error is the core [`Error`].
@@ -33,6 +34,16 @@ pub enum Error {
         /// The id that clashed.
         event_id: Uuid,
         /// The stream that already holds it.
+        stored_in: StreamId,
+    },
+
+    /// A command id was used again for a command on another stream; nothing was stored.
+    /// (The same id on the same stream is a repeat, answered with the original events.)
+    #[error("command {command_id} was already carried out on stream `{stored_in}`: a command id names one command on one aggregate")]
+    CommandReused {
+        /// The command id.
+        command_id: CommandId,
+        /// The stream that holds its events.
         stored_in: StreamId,
     },
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::command::CommandId;
 use crate::error::{Error, Result};
 use crate::stream::{Position, StreamId};
 use crate::upcast::Upcasters;
@@ -88,6 +89,11 @@ pub struct Metadata {
     pub correlation_id: Option<Uuid>,
     /// The message (command or event) that directly caused this one.
     pub causation_id: Option<Uuid>,
+    /// The command that stored this event. The [`Repository`](crate::Repository) derives the
+    /// event ids from it, so carrying the same command out again finds and returns the
+    /// original events instead of storing new ones. Minted by the repository when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<CommandId>,
     /// Who asked for it, if known (a user id, a service name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
@@ -110,9 +116,16 @@ impl Metadata {
         Self {
             correlation_id: event.metadata.correlation_id.or(Some(event.event_id)),
             causation_id: Some(event.event_id),
+            command_id: None,
             actor: event.metadata.actor.clone(),
             extra: BTreeMap::new(),
         }
+    }
+
+    /// Names the command these events come from (see [`CommandId`]).
+    pub fn with_command_id(mut self, command_id: CommandId) -> Self {
+        self.command_id = Some(command_id);
+        self
     }
 
     /// Sets the actor.

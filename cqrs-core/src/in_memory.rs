@@ -195,6 +195,14 @@ impl EventStore for InMemoryEventStore {
             .collect())
     }
 
+    async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>> {
+        let inner = self.lock();
+        Ok(inner
+            .event_ids
+            .get(&event_id)
+            .map(|&i| inner.log[i].clone()))
+    }
+
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         Ok(self.lock().stream_version(stream))
     }

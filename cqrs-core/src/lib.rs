@@ -33,7 +33,8 @@
 //! | [`event`] | [`DomainEvent`], [`EventEnvelope`], [`Metadata`], [`NewEvent`], [`RawEvent`] |
 //! | [`stream`] | [`StreamId`], [`ExpectedVersion`], [`Position`] in the global log |
 //! | [`store`] | the [`EventStore`] trait, [`EventFilter`], [`ReadAllPage`] |
-//! | [`command_handler`] | [`Repository`]: load, handle, append, retry on conflict |
+//! | [`command`] | [`CommandId`]: a command's identity, its events' ids derive from it |
+//! | [`command_handler`] | [`Repository`]: load, handle, append, retry; a repeated command returns its original events |
 //! | [`snapshot`] | [`Snapshot`], [`SnapshotPolicy`] |
 //! | [`upcast`] | [`Upcasters`]: old event shapes to new |
 //! | [`in_memory`] | [`InMemoryEventStore`] |
@@ -42,6 +43,7 @@
 //! | [`error`] | [`Error`], [`CommandError`] |
 
 pub mod aggregate;
+pub mod command;
 pub mod command_handler;
 pub mod conformance;
 pub mod error;
@@ -55,6 +57,7 @@ pub mod testing;
 pub mod upcast;
 
 pub use aggregate::Aggregate;
+pub use command::CommandId;
 pub use command_handler::{LoadedAggregate, Repository};
 pub use error::{BoxError, CommandError, Error, Result};
 pub use event::{DomainEvent, EventEnvelope, Metadata, NewEvent, RawEvent, RecordedEvent};

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::event::{Metadata, NewEvent, RecordedEvent};
@@ -112,6 +113,10 @@ pub trait EventStore: Send + Sync + 'static {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>>;
+
+    /// The stored event with this id, if there is one. (An event is found here as soon as
+    /// its append returned, even where [`read_all`](EventStore::read_all) shows it later.)
+    async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>>;
 
     /// The stream's current version (0 if it does not exist).
     async fn stream_version(&self, stream: &StreamId) -> Result<u64>;

@@ -331,6 +331,18 @@ impl EventStore for PgEventStore {
         rows.iter().map(decode_event).collect()
     }
 
+    async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>> {
+        self.check_log_order().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM es_events e WHERE e.event_id = $1"
+        ))
+        .bind(event_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        row.as_ref().map(decode_event).transpose()
+    }
+
     async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
         let version: Option<i64> =
             sqlx::query_scalar("SELECT max(stream_version) FROM es_events WHERE stream_id = $1")

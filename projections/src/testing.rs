@@ -964,6 +964,9 @@ impl EventStore for CountingStore {
     ) -> cqrs_core::Result<Vec<RecordedEvent>> {
         self.inner.read_stream(stream, from_version, limit).await
     }
+    async fn read_event(&self, event_id: uuid::Uuid) -> cqrs_core::Result<Option<RecordedEvent>> {
+        self.inner.read_event(event_id).await
+    }
     async fn stream_version(&self, stream: &StreamId) -> cqrs_core::Result<u64> {
         self.inner.stream_version(stream).await
     }
