@@ -16,6 +16,9 @@ pub enum ClientError {
     /// The server took too long.
     #[error("timed out")]
     Timeout,
+    /// The request could not be written as asked.
+    #[error("bad request: {0}")]
+    BadRequest(String),
     /// The answer was not HTTP as expected.
     #[error("bad response: {0}")]
     BadResponse(String),
@@ -28,7 +31,28 @@ pub async fn request(
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> Result<(u16, serde_json::Value), ClientError> {
-    tokio::time::timeout(Duration::from_secs(30), exchange(addr, method, path, body))
+    request_with_headers(addr, method, path, body, &[], Duration::from_secs(30)).await
+}
+
+/// Sends `method path` with an optional JSON body and extra `headers` (name, value),
+/// giving up after `timeout`; returns the status and the body.
+pub async fn request_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(u16, serde_json::Value), ClientError> {
+    if headers
+        .iter()
+        .any(|(name, value)| format!("{name}{value}").contains(['\r', '\n']))
+    {
+        return Err(ClientError::BadRequest(
+            "a header holds a line break".into(),
+        ));
+    }
+    tokio::time::timeout(timeout, exchange(addr, method, path, body, headers))
         .await
         .map_err(|_| ClientError::Timeout)?
 }
@@ -38,11 +62,16 @@ async fn exchange(
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
+    headers: &[(&str, &str)],
 ) -> Result<(u16, serde_json::Value), ClientError> {
     let mut stream = TcpStream::connect(addr).await?;
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n",
         payload.len()
     );
     stream.write_all(head.as_bytes()).await?;

@@ -13,6 +13,7 @@
 //! | [`read_models`] | one projection and its queries per file |
 //! | [`shop`] | [`shop::Shop`]: commands, workers, status, rebuild |
 //! | [`storage`] | in memory or PostgreSQL |
+//! | [`idempotency_keys`] | the answers kept for requests with an `Idempotency-Key` |
 //! | [`http`] | the axum API; [`http::error::ApiError`] maps errors to status codes |
 //! | [`cli`] | the command line |
 //! | [`scenario`] | the narrated scenario |
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod domain;
 pub mod http;
 pub mod http_client;
+pub mod idempotency_keys;
 pub mod read_models;
 pub mod scenario;
 pub mod shop;

@@ -156,8 +156,11 @@ pub async fn run(shop: &Shop, out: &mut impl Write) -> Result<()> {
     for day in daily_sales::days(shop.read_models()).await? {
         writeln!(
             out,
-            "   {}  {} orders  {}",
-            day.date, day.orders, day.revenue
+            "   {}  {} orders  {}.{:02}",
+            day.date,
+            day.orders,
+            day.revenue / 100,
+            day.revenue % 100
         )?;
     }
 

@@ -36,6 +36,10 @@ pub enum ShopError {
     /// Another writer kept winning the race on the same aggregate.
     #[error("{0}")]
     Conflict(String),
+    /// The event store or the read models could not be reached; trying again later may
+    /// work, and is safe with the same command id.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// The event store or the read models failed.
     #[error("storage failure: {0}")]
     Storage(String),
@@ -47,7 +51,10 @@ impl<E: std::error::Error> From<CommandError<E>> for ShopError {
             CommandError::Rejected(e) => Self::Rejected(e.to_string()),
             CommandError::Store(e) if e.is_conflict() => Self::Conflict(e.to_string()),
             CommandError::Store(cqrs_core::Error::InvalidInput(e)) => Self::Rejected(e),
-            CommandError::Store(e) => Self::Storage(e.to_string()),
+            CommandError::Store(e @ cqrs_core::Error::CommandReused { .. }) => {
+                Self::Rejected(e.to_string())
+            }
+            CommandError::Store(e) => e.into(),
             other => Self::Storage(other.to_string()),
         }
     }
@@ -55,7 +62,11 @@ impl<E: std::error::Error> From<CommandError<E>> for ShopError {
 
 impl From<cqrs_core::Error> for ShopError {
     fn from(error: cqrs_core::Error) -> Self {
-        Self::Storage(error.to_string())
+        if error.is_retryable() {
+            Self::Unavailable(error.to_string())
+        } else {
+            Self::Storage(error.to_string())
+        }
     }
 }
 
@@ -304,7 +315,11 @@ impl Shop {
                 unit_price: product.state.price,
             });
         }
-        let order_id = OrderId::new();
+        // A command named by its caller (an Idempotency-Key) names its order too, so that
+        // carrying it out again finds the same order instead of placing another.
+        let order_id = meta
+            .command_id
+            .map_or_else(OrderId::new, |command| OrderId(command.as_uuid()));
         let command = OrderCommand::Place {
             customer_id,
             lines: priced,

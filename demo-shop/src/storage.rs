@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::idempotency_keys::IdempotencyKeys;
 use cqrs_core::{EventStore, InMemoryEventStore};
 use eventstore_postgres::PgEventStore;
 use projections::{MemoryTarget, PgTarget, Target};
@@ -69,6 +70,8 @@ pub struct Storage {
     pub store: Arc<dyn EventStore>,
     /// The read models.
     pub read_models: ReadModels,
+    /// The answers kept for requests with an `Idempotency-Key`.
+    pub idempotency_keys: IdempotencyKeys,
 }
 
 impl Storage {
@@ -77,11 +80,12 @@ impl Storage {
         Self {
             store: Arc::new(InMemoryEventStore::new()),
             read_models: ReadModels::Memory(MemoryTarget::new()),
+            idempotency_keys: IdempotencyKeys::in_memory(),
         }
     }
 
-    /// Connects to PostgreSQL at `url` and applies the store's and the projections'
-    /// migrations.
+    /// Connects to PostgreSQL at `url` and applies the store's, the projections' and the
+    /// shop's own migrations.
     pub async fn postgres(url: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let pool = PgPoolOptions::new()
             .max_connections(24)
@@ -97,11 +101,15 @@ impl Storage {
         let store = PgEventStore::new(pool.clone());
         store.migrate().await?;
         store.check_log_order().await?;
-        let target = PgTarget::new(pool);
+        let target = PgTarget::new(pool.clone());
         target.migrate().await?;
+        let mut migrator = sqlx::migrate!("./migrations");
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await?;
         Ok(Self {
             store: Arc::new(store),
             read_models: ReadModels::Postgres(target),
+            idempotency_keys: IdempotencyKeys::Postgres(pool),
         })
     }
 

@@ -156,7 +156,11 @@ pub struct TestApp {
 
 /// Starts the shop on a fresh database: migrations, workers, HTTP server.
 pub async fn spawn_app() -> TestApp {
-    let db = eventstore_postgres::testing::TestDatabase::create(30).await;
+    serve_app(eventstore_postgres::testing::TestDatabase::create(30).await).await
+}
+
+/// Starts the shop on `db`: migrations, workers, HTTP server.
+async fn serve_app(db: eventstore_postgres::testing::TestDatabase) -> TestApp {
     let storage = demo_shop::storage::Storage::from_pool(db.pool.clone())
         .await
         .expect("migrations apply");
@@ -202,6 +206,35 @@ impl TestApp {
         demo_shop::http_client::request(self.addr, "POST", path, Some(&body))
             .await
             .expect("request")
+    }
+
+    /// `POST path` with a JSON body and an `Idempotency-Key`.
+    pub async fn post_with_key(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+        key: &str,
+    ) -> (u16, serde_json::Value) {
+        demo_shop::http_client::request_with_headers(
+            self.addr,
+            "POST",
+            path,
+            Some(&body),
+            &[("Idempotency-Key", key)],
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .expect("request")
+    }
+
+    /// Stops the server and the workers and starts them again on the same database (on
+    /// another port).
+    pub async fn restart(self) -> TestApp {
+        self.stop.send_replace(true);
+        for task in self.tasks {
+            task.await.expect("a task of the app panicked");
+        }
+        serve_app(self.db).await
     }
 
     /// `GET path`.

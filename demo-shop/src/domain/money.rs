@@ -13,6 +13,19 @@ use uuid::Uuid;
 pub struct Money(pub u64);
 
 impl Money {
+    /// The lowest price a product can have: one cent.
+    pub const MIN_PRICE: Money = Money(1);
+    /// The highest price a product can have: 1,000,000.00. With at most
+    /// [`MAX_LINES`](crate::domain::order::MAX_LINES) lines of at most
+    /// [`MAX_QUANTITY`](crate::domain::inventory::MAX_QUANTITY) units, an order's total stays
+    /// below 2^53, exact in any JSON reader.
+    pub const MAX_PRICE: Money = Money(100_000_000);
+
+    /// Whether this is a price a product can have ([`Money::MIN_PRICE`] to [`Money::MAX_PRICE`]).
+    pub fn is_valid_price(self) -> bool {
+        (Self::MIN_PRICE..=Self::MAX_PRICE).contains(&self)
+    }
+
     /// `self × quantity`, or `None` on overflow.
     pub fn times(self, quantity: u32) -> Option<Money> {
         self.0.checked_mul(u64::from(quantity)).map(Money)
@@ -133,6 +146,14 @@ mod tests {
         assert_eq!(Money(5).to_string(), "0.05");
         assert_eq!(Money(250).times(3), Some(Money(750)));
         assert_eq!(Money(u64::MAX).times(2), None);
+        assert!(!Money(0).is_valid_price());
+        assert!(Money(1).is_valid_price() && Money::MAX_PRICE.is_valid_price());
+        assert!(!Money(Money::MAX_PRICE.0 + 1).is_valid_price());
+        // The largest possible order is exact in a JSON reader that uses doubles.
+        let largest = Money::MAX_PRICE
+            .times(crate::domain::inventory::MAX_QUANTITY)
+            .and_then(|line| line.times(crate::domain::order::MAX_LINES as u32));
+        assert!(largest.is_some_and(|m| m.0 < 1 << 53), "{largest:?}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! [`ApiError`]: the one place errors become status codes and JSON bodies.
 //!
-//! A rule violation is 422, a conflict 409, something missing 404, malformed input 400;
+//! A rule violation or a value out of range is 422, a conflict 409, something missing 404, malformed input 400;
 //! anything else is 500 with a generic message, logged once here.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -25,6 +25,11 @@ impl ApiError {
     /// Malformed input (400).
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// Well-formed input the API cannot take (422).
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
     }
 
     /// Nothing there (404).
@@ -89,6 +94,14 @@ impl From<ShopError> for ApiError {
             }
             ShopError::NotFound(message) => Self::not_found(message),
             ShopError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            ShopError::Unavailable(detail) => {
+                tracing::warn!(%detail, "storage unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "storage unavailable, try again",
+                )
+            }
             ShopError::Storage(detail) => {
                 tracing::error!(%detail, "request failed");
                 Self::new(
@@ -108,8 +121,13 @@ impl From<projections::Error> for ApiError {
 }
 
 impl From<JsonRejection> for ApiError {
+    /// Well-formed JSON with a value out of its field's range (a negative or overflowing
+    /// price, say) is 422; anything else malformed is 400.
     fn from(rejection: JsonRejection) -> Self {
-        Self::bad_request(rejection.body_text())
+        match rejection {
+            JsonRejection::JsonDataError(e) => Self::unprocessable(e.body_text()),
+            other => Self::bad_request(other.body_text()),
+        }
     }
 }
 

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use super::consistency::MinPosition;
 use super::error::ApiError;
 use super::extract::{Body, Path, Query};
-use super::{request_metadata, AppState};
+use super::idempotency::RequestMetadata;
+use super::AppState;
 use crate::domain::money::{Money, Sku};
 use crate::read_models::product_stock::{self, ProductStockRow};
 
@@ -40,16 +41,12 @@ fn sku(text: String) -> Result<Sku, ApiError> {
 
 async fn register(
     State(shop): AppState,
+    RequestMetadata(meta): RequestMetadata,
     Body(body): Body<RegisterProduct>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let sku = sku(body.sku)?;
     let written = shop
-        .register_product(
-            sku.clone(),
-            body.name,
-            Money(body.price_cents),
-            &request_metadata(),
-        )
+        .register_product(sku.clone(), body.name, Money(body.price_cents), &meta)
         .await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -59,13 +56,12 @@ async fn register(
 
 async fn restock(
     State(shop): AppState,
+    RequestMetadata(meta): RequestMetadata,
     Path(sku_text): Path<String>,
     Body(body): Body<Restock>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let sku = sku(sku_text)?;
-    let written = shop
-        .restock(sku.clone(), body.quantity, &request_metadata())
-        .await?;
+    let written = shop.restock(sku.clone(), body.quantity, &meta).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "sku": sku, "position": written.position.map(|p| p.to_string()) })),

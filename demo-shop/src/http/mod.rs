@@ -13,10 +13,14 @@
 //! | `GET /customers/{id}/orders` | a customer's orders |
 //! | `GET /sales/daily` | sales per day |
 //! | `GET /status` | projections with lag |
+//!
+//! Every `POST` may carry an `Idempotency-Key` header: the same request sent again with it
+//! gets the first answer again, and nothing is carried out twice ([`idempotency`]).
 
 pub mod consistency;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod inventory;
 pub mod orders;
 pub mod status;
@@ -25,7 +29,6 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Router;
-use cqrs_core::Metadata;
 
 use crate::shop::Shop;
 
@@ -38,12 +41,11 @@ pub fn router(shop: Arc<Shop>) -> Router {
         .merge(inventory::router())
         .merge(orders::router())
         .merge(status::router())
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shop),
+            idempotency::layer,
+        ))
         .with_state(shop)
-}
-
-/// The metadata of a command that comes in over HTTP: a fresh correlation id.
-pub(crate) fn request_metadata() -> Metadata {
-    Metadata::new_request().with_actor("http")
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.

@@ -11,7 +11,8 @@ use uuid::Uuid;
 use super::consistency::MinPosition;
 use super::error::ApiError;
 use super::extract::{Body, Path, Query};
-use super::{request_metadata, AppState};
+use super::idempotency::RequestMetadata;
+use super::AppState;
 use crate::domain::money::{CustomerId, OrderId, Sku};
 use crate::read_models::customer_orders::{self, CustomerOrder};
 use crate::read_models::daily_sales::{self, DaySales};
@@ -56,6 +57,7 @@ fn accepted(order_id: OrderId, position: Option<cqrs_core::Position>) -> (Status
 
 async fn place(
     State(shop): AppState,
+    RequestMetadata(meta): RequestMetadata,
     Body(body): Body<PlaceOrder>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let lines = body
@@ -65,32 +67,27 @@ async fn place(
         .collect::<Result<Vec<_>, _>>()
         .map_err(ApiError::bad_request)?;
     let (order_id, written) = shop
-        .place_order(
-            CustomerId(body.customer_id),
-            lines,
-            body.card,
-            &request_metadata(),
-        )
+        .place_order(CustomerId(body.customer_id), lines, body.card, &meta)
         .await?;
     Ok(accepted(order_id, written.position))
 }
 
 async fn cancel(
     State(shop): AppState,
+    RequestMetadata(meta): RequestMetadata,
     Path(id): Path<Uuid>,
     Body(body): Body<CancelOrder>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let written = shop
-        .cancel_order(OrderId(id), body.reason, &request_metadata())
-        .await?;
+    let written = shop.cancel_order(OrderId(id), body.reason, &meta).await?;
     Ok(accepted(OrderId(id), written.position))
 }
 
 async fn ship(
     State(shop): AppState,
+    RequestMetadata(meta): RequestMetadata,
     Path(id): Path<Uuid>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let written = shop.ship_order(OrderId(id), &request_metadata()).await?;
+    let written = shop.ship_order(OrderId(id), &meta).await?;
     Ok(accepted(OrderId(id), written.position))
 }
 

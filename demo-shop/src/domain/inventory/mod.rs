@@ -29,6 +29,9 @@ pub enum InventoryError {
     /// A product needs a name.
     #[error("a product needs a name of 1 to 100 characters")]
     InvalidName,
+    /// A price must be between [`Money::MIN_PRICE`] and [`Money::MAX_PRICE`].
+    #[error("the price {0} is not between {min} and {max}", min = Money::MIN_PRICE, max = Money::MAX_PRICE)]
+    InvalidPrice(Money),
     /// A quantity must be between 1 and [`MAX_QUANTITY`].
     #[error("quantity {0} is not between 1 and {MAX_QUANTITY}")]
     InvalidQuantity(u32),
@@ -104,6 +107,9 @@ impl Aggregate for Inventory {
             }
             if name.trim().is_empty() || name.chars().count() > 100 {
                 return Err(InventoryError::InvalidName);
+            }
+            if !price.is_valid_price() {
+                return Err(InventoryError::InvalidPrice(price));
             }
             return Ok(vec![E::ProductRegistered { sku, name, price }]);
         }

@@ -72,6 +72,15 @@ pub enum OrderError {
         /// The quantity given.
         quantity: u32,
     },
+    /// A line's unit price is not a valid price (a product registered before prices were
+    /// bounded).
+    #[error("{sku} has no valid price ({price}); it cannot be ordered")]
+    InvalidPrice {
+        /// The line's SKU.
+        sku: String,
+        /// Its price.
+        price: Money,
+    },
     /// A SKU appears on two lines.
     #[error("{0} appears on more than one line")]
     DuplicateSku(String),
@@ -224,6 +233,12 @@ fn check_lines(lines: &[OrderLine]) -> Result<Money, OrderError> {
             return Err(OrderError::InvalidQuantity {
                 sku: line.sku.to_string(),
                 quantity: line.quantity,
+            });
+        }
+        if !line.unit_price.is_valid_price() {
+            return Err(OrderError::InvalidPrice {
+                sku: line.sku.to_string(),
+                price: line.unit_price,
             });
         }
         if !seen.insert(&line.sku) {
