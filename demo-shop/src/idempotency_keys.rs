@@ -31,11 +31,14 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
+/// Each key's request fingerprint and, once there is one, its answer.
+pub type MemoryKeys = HashMap<String, (Uuid, Option<Answer>)>;
+
 /// The keys and their answers, in memory or in PostgreSQL.
 #[derive(Clone, Debug)]
 pub enum IdempotencyKeys {
     /// In memory: as lasting as the in-memory store it serves.
-    Memory(Arc<Mutex<HashMap<String, (Uuid, Option<Answer>)>>>),
+    Memory(Arc<Mutex<MemoryKeys>>),
     /// In the table `http_idempotency_keys`.
     Postgres(PgPool),
 }
