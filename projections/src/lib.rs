@@ -73,6 +73,7 @@
 //! | [`rebuild`] | rebuild by replay, [`RebuildProgress`] |
 //! | [`status`] | [`status()`], [`ProjectionStatus`] |
 //! | [`target`] | [`Target`]: read models, checkpoints, leases |
+//! | [`process`] | process managers: per-instance state, retries, parking, deadlines |
 //! | [`postgres`] | [`PgTarget`] |
 //! | [`memory`] | [`MemoryTarget`] |
 //! | [`testing`] | scenarios every target passes; the `Tallies` test projection |
@@ -85,6 +86,7 @@ pub mod lease;
 pub mod memory;
 pub mod policy;
 pub mod postgres;
+pub mod process;
 pub mod progress;
 pub mod projection;
 pub mod rebuild;

@@ -1,0 +1,380 @@
+//! [`MemoryInstances`]: process-manager instances in memory (the embedded default).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cqrs_core::Position;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::step::DeadlineChanges;
+use super::store::{
+    Claimed, InputKind, InstanceState, InstanceStatus, InstanceStore, NewInput, PendingInput,
+    ProcessSummary,
+};
+use crate::dead_letters::Resolution;
+use crate::error::Result;
+
+/// Instances of every process manager, in memory. Clones share the same data.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryInstances {
+    processes: Arc<Mutex<HashMap<String, Process>>>,
+}
+
+#[derive(Debug, Default)]
+struct Process {
+    intake: Position,
+    seen: HashSet<Uuid>,
+    next_seq: u64,
+    instances: BTreeMap<String, Instance>,
+}
+
+#[derive(Debug)]
+struct Instance {
+    state: Value,
+    parked: Option<Uuid>,
+    attempts: u32,
+    last_error: Option<String>,
+    claimed_until: Option<DateTime<Utc>>,
+    epoch: u64,
+    retry_at: Option<DateTime<Utc>>,
+    /// Pending inputs by sequence.
+    inputs: BTreeMap<u64, Pending>,
+}
+
+#[derive(Clone, Debug)]
+struct Pending {
+    id: Uuid,
+    deadline: Option<String>,
+    due_at: DateTime<Utc>,
+}
+
+impl Instance {
+    fn new() -> Self {
+        Self {
+            state: Value::Null,
+            parked: None,
+            attempts: 0,
+            last_error: None,
+            claimed_until: None,
+            epoch: 0,
+            retry_at: None,
+            inputs: BTreeMap::new(),
+        }
+    }
+
+    /// When it next has something to do: its earliest due input, but not before its retry
+    /// unless a deadline comes first.
+    fn next_at(&self) -> Option<DateTime<Utc>> {
+        if self.parked.is_some() {
+            return None;
+        }
+        let earliest = self.inputs.values().map(|p| p.due_at).min()?;
+        match self.retry_at {
+            None => Some(earliest),
+            Some(retry) => {
+                let deadline = self
+                    .inputs
+                    .values()
+                    .filter(|p| p.deadline.is_some())
+                    .map(|p| p.due_at)
+                    .min();
+                Some(deadline.map_or(retry, |d| d.min(retry)))
+            }
+        }
+    }
+
+    /// The input to react to now: a due deadline first, then the oldest due input.
+    fn next_input(&self, now: DateTime<Utc>) -> Option<(u64, &Pending)> {
+        let due = || self.inputs.iter().filter(|(_, p)| p.due_at <= now);
+        due()
+            .find(|(_, p)| p.deadline.is_some())
+            .or_else(|| due().next())
+            .map(|(seq, p)| (*seq, p))
+    }
+
+    fn status(&self, instance: &str) -> InstanceStatus {
+        InstanceStatus {
+            instance: instance.to_owned(),
+            state: if self.parked.is_some() {
+                InstanceState::Parked
+            } else if self.attempts > 0 {
+                InstanceState::Retrying
+            } else {
+                InstanceState::Active
+            },
+            attempts: self.attempts,
+            last_error: self.last_error.clone(),
+            next_at: self.next_at(),
+            pending: self.inputs.len() as u64,
+            data: self.state.clone(),
+        }
+    }
+
+    fn apply(&mut self, next_seq: &mut u64, changes: &DeadlineChanges) {
+        let names = changes.names();
+        let keep: HashSet<Uuid> = changes.scheduled.iter().map(|d| d.id).collect();
+        self.inputs.retain(|_, p| {
+            keep.contains(&p.id) || !p.deadline.as_ref().is_some_and(|n| names.contains(n))
+        });
+        for deadline in &changes.scheduled {
+            if self.inputs.values().any(|p| p.id == deadline.id) {
+                continue;
+            }
+            *next_seq += 1;
+            self.inputs.insert(
+                *next_seq,
+                Pending {
+                    id: deadline.id,
+                    deadline: Some(deadline.name.clone()),
+                    due_at: deadline.due_at,
+                },
+            );
+        }
+    }
+}
+
+impl MemoryInstances {
+    /// No instances.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Process>> {
+        self.processes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `write` on the claimed instance if its claim holds.
+    fn under_claim(
+        &self,
+        process: &str,
+        claimed: &Claimed,
+        write: impl FnOnce(&mut Instance, &mut u64),
+    ) -> bool {
+        let mut processes = self.lock();
+        let Some(p) = processes.get_mut(process) else {
+            return false;
+        };
+        let Process {
+            instances,
+            next_seq,
+            ..
+        } = p;
+        match instances.get_mut(&claimed.instance) {
+            Some(instance) if instance.epoch == claimed.epoch => {
+                write(instance, next_seq);
+                instance.claimed_until = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[async_trait]
+impl InstanceStore for MemoryInstances {
+    async fn intake_position(&self, process: &str) -> Result<Position> {
+        Ok(self
+            .lock()
+            .get(process)
+            .map_or(Position::START, |p| p.intake))
+    }
+
+    async fn enqueue(
+        &self,
+        process: &str,
+        inputs: &[NewInput],
+        scanned_to: Position,
+    ) -> Result<()> {
+        let now = Utc::now();
+        let mut processes = self.lock();
+        let p = processes.entry(process.to_owned()).or_default();
+        for input in inputs {
+            if !p.seen.insert(input.event_id) {
+                continue;
+            }
+            p.next_seq += 1;
+            p.instances
+                .entry(input.instance.clone())
+                .or_insert_with(Instance::new)
+                .inputs
+                .insert(
+                    p.next_seq,
+                    Pending {
+                        id: input.event_id,
+                        deadline: None,
+                        due_at: now,
+                    },
+                );
+        }
+        p.intake = p.intake.max(scanned_to);
+        Ok(())
+    }
+
+    async fn claim(&self, process: &str, ttl: Duration) -> Result<Option<Claimed>> {
+        let now = Utc::now();
+        let mut processes = self.lock();
+        let Some(p) = processes.get_mut(process) else {
+            return Ok(None);
+        };
+        let free = |i: &Instance| i.claimed_until.is_none_or(|until| until < now);
+        let next = p
+            .instances
+            .iter()
+            .filter(|(_, i)| free(i))
+            .filter_map(|(name, i)| i.next_at().filter(|at| *at <= now).map(|at| (at, name)))
+            .filter(|(_, name)| p.instances[*name].next_input(now).is_some())
+            .min()
+            .map(|(_, name)| name.clone());
+        let Some(name) = next else {
+            return Ok(None);
+        };
+        let Some(instance) = p.instances.get_mut(&name) else {
+            return Ok(None);
+        };
+        let Some((_, input)) = instance.next_input(now) else {
+            return Ok(None);
+        };
+        let input = PendingInput {
+            id: input.id,
+            kind: match &input.deadline {
+                None => InputKind::Event,
+                Some(name) => InputKind::Deadline {
+                    name: name.clone(),
+                    due_at: input.due_at,
+                },
+            },
+        };
+        instance.epoch += 1;
+        instance.claimed_until =
+            Some(now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX));
+        Ok(Some(Claimed {
+            instance: name,
+            state: instance.state.clone(),
+            epoch: instance.epoch,
+            attempts: instance.attempts,
+            input,
+        }))
+    }
+
+    async fn complete(
+        &self,
+        process: &str,
+        claimed: &Claimed,
+        state: Value,
+        deadlines: &DeadlineChanges,
+    ) -> Result<bool> {
+        Ok(self.under_claim(process, claimed, |instance, next_seq| {
+            instance.state = state;
+            instance.attempts = 0;
+            instance.last_error = None;
+            instance.retry_at = None;
+            instance.inputs.retain(|_, p| p.id != claimed.input.id);
+            instance.apply(next_seq, deadlines);
+        }))
+    }
+
+    async fn retry_later(
+        &self,
+        process: &str,
+        claimed: &Claimed,
+        error: &str,
+        delay: Duration,
+        deadlines: &DeadlineChanges,
+    ) -> Result<bool> {
+        let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        Ok(self.under_claim(process, claimed, |instance, next_seq| {
+            instance.attempts += 1;
+            instance.last_error = Some(error.to_owned());
+            instance.retry_at = Some(at);
+            instance.apply(next_seq, deadlines);
+        }))
+    }
+
+    async fn park(&self, process: &str, claimed: &Claimed, reason: &str) -> Result<bool> {
+        Ok(self.under_claim(process, claimed, |instance, _| {
+            instance.parked = Some(claimed.input.id);
+            instance.attempts += 1;
+            instance.last_error = Some(reason.to_owned());
+        }))
+    }
+
+    async fn troubled(&self, process: &str) -> Result<Vec<InstanceStatus>> {
+        Ok(self.lock().get(process).map_or_else(Vec::new, |p| {
+            p.instances
+                .iter()
+                .filter(|(_, i)| i.parked.is_some() || i.attempts > 0)
+                .map(|(name, i)| i.status(name))
+                .collect()
+        }))
+    }
+
+    async fn instance(&self, process: &str, instance: &str) -> Result<Option<InstanceStatus>> {
+        Ok(self
+            .lock()
+            .get(process)
+            .and_then(|p| p.instances.get(instance).map(|i| i.status(instance))))
+    }
+
+    async fn summary(&self, process: &str) -> Result<ProcessSummary> {
+        let now = Utc::now();
+        Ok(self
+            .lock()
+            .get(process)
+            .map_or_else(ProcessSummary::default, |p| {
+                let inputs = || p.instances.values().flat_map(|i| i.inputs.values());
+                ProcessSummary {
+                    intake_position: p.intake,
+                    instances: p.instances.len() as u64,
+                    retrying: p
+                        .instances
+                        .values()
+                        .filter(|i| i.parked.is_none() && i.attempts > 0)
+                        .count() as u64,
+                    parked: p.instances.values().filter(|i| i.parked.is_some()).count() as u64,
+                    due_inputs: inputs().filter(|i| i.due_at <= now).count() as u64,
+                    scheduled_deadlines: inputs()
+                        .filter(|i| i.deadline.is_some() && i.due_at > now)
+                        .count() as u64,
+                }
+            }))
+    }
+
+    async fn resolve(&self, process: &str, instance: &str, resolution: Resolution) -> Result<bool> {
+        let mut processes = self.lock();
+        let Some(i) = processes
+            .get_mut(process)
+            .and_then(|p| p.instances.get_mut(instance))
+        else {
+            return Ok(false);
+        };
+        let Some(input) = i.parked.take() else {
+            return Ok(false);
+        };
+        if resolution == Resolution::Skip {
+            i.inputs.retain(|_, p| p.id != input);
+        }
+        i.attempts = 0;
+        i.retry_at = None;
+        i.last_error = None;
+        i.epoch += 1;
+        i.claimed_until = None;
+        Ok(true)
+    }
+
+    async fn next_due_in(&self, process: &str) -> Result<Option<Duration>> {
+        let now = Utc::now();
+        Ok(self.lock().get(process).and_then(|p| {
+            p.instances
+                .values()
+                .filter_map(Instance::next_at)
+                .min()
+                .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO))
+        }))
+    }
+}

@@ -1,0 +1,384 @@
+//! [`ProcessRunner`]: the intake that files events under their instances, and the executors
+//! that run the instances' reactions.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cqrs_core::EventStore;
+use tokio::sync::Notify;
+
+use super::step::Step;
+use super::store::{Claimed, InputKind, InstanceStore, NewInput};
+use super::{Deadline, Input, ProcessManager};
+use crate::error::Result;
+use crate::projection::{check_name, ApplyError};
+
+/// How a [`ProcessRunner`] works.
+#[derive(Clone, Debug)]
+pub struct ProcessOptions {
+    /// Instances handled at once by this process.
+    pub executors: usize,
+    /// How long a claim on an instance lasts; a reaction that runs longer is cut off (and
+    /// retried) at [`ProcessOptions::reaction_timeout`].
+    pub claim_ttl: Duration,
+    /// The longest one reaction may take; keep it well below the claim's time-to-live.
+    pub reaction_timeout: Duration,
+    /// The wait before an instance's first retry; it doubles with each failure in a row.
+    pub first_backoff: Duration,
+    /// The longest wait between retries.
+    pub max_backoff: Duration,
+    /// How many events the intake reads at once.
+    pub intake_batch: usize,
+    /// How often an idle runner looks for work filed by other processes.
+    pub poll_every: Duration,
+}
+
+impl Default for ProcessOptions {
+    fn default() -> Self {
+        Self {
+            executors: 8,
+            claim_ttl: Duration::from_secs(30),
+            reaction_timeout: Duration::from_secs(10),
+            first_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            intake_batch: 500,
+            poll_every: Duration::from_millis(200),
+        }
+    }
+}
+
+impl ProcessOptions {
+    fn backoff(&self, attempts: u32) -> Duration {
+        self.first_backoff
+            .saturating_mul(1 << attempts.min(16))
+            .min(self.max_backoff)
+    }
+}
+
+/// What [`ProcessRunner::run_until_idle`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Events filed as inputs.
+    pub filed: u64,
+    /// Reactions run (successful or not).
+    pub reactions: u64,
+}
+
+/// What one executor turn did.
+enum Turn {
+    /// Nothing was due.
+    Idle,
+    /// A reaction ran.
+    Reacted,
+}
+
+/// Runs a [`ProcessManager`]: intake and executors.
+pub struct ProcessRunner<P: ProcessManager> {
+    store: Arc<dyn EventStore>,
+    instances: Arc<dyn InstanceStore>,
+    manager: Arc<P>,
+    options: ProcessOptions,
+    work: Arc<Notify>,
+}
+
+impl<P: ProcessManager> Clone for ProcessRunner<P> {
+    fn clone(&self) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            instances: Arc::clone(&self.instances),
+            manager: Arc::clone(&self.manager),
+            options: self.options.clone(),
+            work: Arc::clone(&self.work),
+        }
+    }
+}
+
+impl<P: ProcessManager> ProcessRunner<P> {
+    /// A runner of `manager` over the log of `store`, keeping instances in `instances`.
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        instances: Arc<dyn InstanceStore>,
+        manager: Arc<P>,
+    ) -> Self {
+        Self {
+            store,
+            instances,
+            manager,
+            options: ProcessOptions::default(),
+            work: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Sets the options.
+    pub fn with_options(mut self, options: ProcessOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The manager.
+    pub fn manager(&self) -> &Arc<P> {
+        &self.manager
+    }
+
+    /// The instance store.
+    pub fn instances(&self) -> &Arc<dyn InstanceStore> {
+        &self.instances
+    }
+
+    /// Runs the intake and [`ProcessOptions::executors`] executors until `shutdown`
+    /// completes. Failures of the store or of the instance store are logged and retried:
+    /// the runner never gives up on its own.
+    pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        check_name(self.manager.name())?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        let intake = self.clone();
+        let mut intake_stop = stopped.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                () = intake.intake_forever() => {}
+                _ = intake_stop.wait_for(|s| *s) => {}
+            }
+        });
+        for _ in 0..self.options.executors.max(1) {
+            let executor = self.clone();
+            let mut executor_stop = stopped.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = executor.execute_forever() => {}
+                    _ = executor_stop.wait_for(|s| *s) => {}
+                }
+            });
+        }
+        shutdown.await;
+        stop.send_replace(true);
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// Files everything in the log so far and runs every reaction that is due, until none
+    /// is (deadlines and retries not yet due are left); for tests and the embedded demo.
+    pub async fn run_until_idle(&self) -> Result<Settled> {
+        check_name(self.manager.name())?;
+        let mut settled = Settled::default();
+        loop {
+            let filed = self.intake_to_barrier().await?;
+            settled.filed += filed;
+            let mut reacted = 0;
+            while let Turn::Reacted = self.execute_once().await? {
+                reacted += 1;
+            }
+            settled.reactions += reacted;
+            if filed == 0 && reacted == 0 {
+                return Ok(settled);
+            }
+        }
+    }
+
+    async fn intake_forever(&self) {
+        let mut position = None;
+        loop {
+            match self.intake_page(&mut position).await {
+                Ok(None) => {
+                    let after = position.unwrap_or_default();
+                    if let Err(error) = self
+                        .store
+                        .wait_for_events(
+                            after,
+                            self.options.poll_every.max(Duration::from_millis(500)),
+                        )
+                        .await
+                    {
+                        tracing::warn!(process = self.manager.name(), %error, "waiting for events failed");
+                        tokio::time::sleep(self.options.poll_every).await;
+                    }
+                }
+                Ok(Some(0)) => {}
+                Ok(Some(_)) => self.work.notify_waiters(),
+                Err(error) => {
+                    tracing::warn!(process = self.manager.name(), %error, "intake failed; retrying");
+                    position = None;
+                    tokio::time::sleep(self.options.poll_every).await;
+                }
+            }
+        }
+    }
+
+    /// Files every event readable now; returns how many were filed.
+    async fn intake_to_barrier(&self) -> Result<u64> {
+        let mut position = None;
+        let mut filed = 0;
+        while let Some(n) = self.intake_page(&mut position).await? {
+            filed += n as u64;
+        }
+        Ok(filed)
+    }
+
+    /// Reads one page after the intake position and files its events: how many, or `None`
+    /// when nothing new was readable. `position` caches the position between pages.
+    async fn intake_page(
+        &self,
+        position: &mut Option<cqrs_core::Position>,
+    ) -> Result<Option<usize>> {
+        let name = self.manager.name();
+        let after = match position {
+            Some(p) => *p,
+            None => self.instances.intake_position(name).await?,
+        };
+        let page = self
+            .store
+            .read_all(
+                after,
+                self.options.intake_batch.max(1),
+                &self.manager.filter(),
+            )
+            .await?;
+        *position = Some(after);
+        if page.scanned_to <= after {
+            return Ok(None);
+        }
+        let inputs: Vec<NewInput> = page
+            .events
+            .iter()
+            .filter_map(|event| {
+                self.manager.instance_of(event).map(|instance| NewInput {
+                    instance,
+                    event_id: event.event_id,
+                })
+            })
+            .collect();
+        self.instances
+            .enqueue(name, &inputs, page.scanned_to)
+            .await?;
+        *position = Some(page.scanned_to);
+        Ok(Some(inputs.len()))
+    }
+
+    async fn execute_forever(&self) {
+        loop {
+            let notified = self.work.notified();
+            match self.execute_once().await {
+                Ok(Turn::Reacted) => continue,
+                Ok(Turn::Idle) => {
+                    let wait = match self.instances.next_due_in(self.manager.name()).await {
+                        Ok(Some(due)) => due.min(self.options.poll_every),
+                        _ => self.options.poll_every,
+                    };
+                    let _ = tokio::time::timeout(wait, notified).await;
+                }
+                Err(error) => {
+                    tracing::warn!(process = self.manager.name(), %error, "executor failed; retrying");
+                    tokio::time::sleep(self.options.poll_every).await;
+                }
+            }
+        }
+    }
+
+    /// Claims one due instance and runs its reaction.
+    async fn execute_once(&self) -> Result<Turn> {
+        let name = self.manager.name();
+        let claimed_at = Instant::now();
+        let Some(claimed) = self.instances.claim(name, self.options.claim_ttl).await? else {
+            return Ok(Turn::Idle);
+        };
+        let input = match self.input_of(&claimed).await {
+            Ok(Ok(input)) => input,
+            Ok(Err(reason)) => {
+                self.instances.park(name, &claimed, &reason).await?;
+                return Ok(Turn::Reacted);
+            }
+            Err(error) => {
+                let delay = self.options.backoff(claimed.attempts);
+                let error = format!("reading the input failed: {error}");
+                let changes = super::DeadlineChanges::default();
+                self.instances
+                    .retry_later(name, &claimed, &error, delay, &changes)
+                    .await?;
+                return Ok(Turn::Reacted);
+            }
+        };
+        let mut state: P::State = if claimed.state.is_null() {
+            P::State::default()
+        } else {
+            match serde_json::from_value(claimed.state.clone()) {
+                Ok(state) => state,
+                Err(e) => {
+                    let reason = format!("the instance's state does not decode: {e}");
+                    self.instances.park(name, &claimed, &reason).await?;
+                    return Ok(Turn::Reacted);
+                }
+            }
+        };
+        // The claim is reckoned from before it was asked for: never longer than the store's.
+        let mut step = Step::new(
+            &claimed.instance,
+            claimed.input.id,
+            claimed.epoch,
+            claimed_at
+                + self
+                    .options
+                    .claim_ttl
+                    .saturating_sub(Duration::from_millis(500)),
+        );
+        let reaction = tokio::time::timeout(
+            self.options.reaction_timeout,
+            self.manager.react(&mut state, &input, &mut step),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApplyError::Transient(format!(
+                "the reaction took longer than {:?}",
+                self.options.reaction_timeout
+            )))
+        });
+        let kept = match reaction {
+            Ok(()) => match serde_json::to_value(&state) {
+                Ok(state) => {
+                    self.instances
+                        .complete(name, &claimed, state, step.changes())
+                        .await?
+                }
+                Err(e) => {
+                    let reason = format!("the instance's state does not encode: {e}");
+                    self.instances.park(name, &claimed, &reason).await?
+                }
+            },
+            Err(ApplyError::Poison(reason)) => {
+                tracing::warn!(process = name, instance = %claimed.instance, %reason, "instance parked");
+                self.instances.park(name, &claimed, &reason).await?
+            }
+            Err(error) => {
+                let delay = self.options.backoff(claimed.attempts);
+                tracing::debug!(process = name, instance = %claimed.instance, %error, ?delay, "instance retries");
+                self.instances
+                    .retry_later(name, &claimed, &error.to_string(), delay, step.changes())
+                    .await?
+            }
+        };
+        if !kept {
+            tracing::info!(process = name, instance = %claimed.instance, epoch = claimed.epoch,
+                "the claim was taken over; the reaction's writes were refused");
+        }
+        Ok(Turn::Reacted)
+    }
+
+    /// The claimed input: the event read from the store, or the deadline. The inner error
+    /// is a reason to park the instance (the event is gone); the outer one, to retry.
+    async fn input_of(
+        &self,
+        claimed: &Claimed,
+    ) -> cqrs_core::Result<std::result::Result<Input, String>> {
+        Ok(match &claimed.input.kind {
+            InputKind::Deadline { name, due_at } => Ok(Input::Deadline(Deadline {
+                id: claimed.input.id,
+                name: name.clone(),
+                due_at: *due_at,
+            })),
+            InputKind::Event => match self.store.read_event(claimed.input.id).await? {
+                Some(event) => Ok(Input::Event(event)),
+                None => Err(format!("event {} is not in the store", claimed.input.id)),
+            },
+        })
+    }
+}

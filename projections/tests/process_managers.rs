@@ -1,0 +1,425 @@
+//! Process managers on both instance stores: failures stay with their instance, parked
+//! instances wait for an operator, deadlines fire once, a taken-over claim writes nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use cqrs_core::conformance::TestEvent;
+use cqrs_core::{
+    EventFilter, EventStore, ExpectedVersion, InMemoryEventStore, Metadata, NewEvent,
+    RecordedEvent, StreamId,
+};
+use eventstore_postgres::testing::TestDatabase;
+use eventstore_postgres::PgEventStore;
+use projections::process::{
+    Input, InstanceState, InstanceStore, MemoryInstances, NewInput, PgInstances, ProcessManager,
+    ProcessOptions, ProcessRunner, Step,
+};
+use projections::{ApplyError, PgTarget, Resolution};
+use serde::{Deserialize, Serialize};
+
+const NAME: &str = "errands";
+
+/// What the test manager has seen, shared with the test.
+#[derive(Default)]
+struct Seen {
+    /// Failures so far per event id.
+    failures: HashMap<uuid::Uuid, u32>,
+    /// Whether poison events are healed.
+    healed: bool,
+    /// Deadline firings per instance.
+    fired: HashMap<String, u32>,
+}
+
+/// Reacts by the note of each event: `flaky` fails three times, `poison` fails until healed,
+/// `remind` schedules a reminder in 300 ms, `forget` cancels it.
+struct Errands(Arc<Mutex<Seen>>);
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Errand {
+    done: Vec<String>,
+    reminded: u32,
+}
+
+#[async_trait]
+impl ProcessManager for Errands {
+    type State = Errand;
+
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn filter(&self) -> EventFilter {
+        EventFilter::all()
+    }
+
+    fn instance_of(&self, event: &RecordedEvent) -> Option<String> {
+        Some(event.stream_id.as_str().to_owned())
+    }
+
+    async fn react(
+        &self,
+        errand: &mut Errand,
+        input: &Input,
+        step: &mut Step,
+    ) -> Result<(), ApplyError> {
+        let note = match input {
+            Input::Deadline(deadline) => {
+                let mut seen = self.0.lock().expect("lock");
+                *seen.fired.entry(step.instance().to_owned()).or_default() += 1;
+                errand.reminded += 1;
+                errand.done.push(format!("deadline:{}", deadline.name));
+                return Ok(());
+            }
+            Input::Event(event) => event.event.payload["text"]
+                .as_str()
+                .unwrap_or("added")
+                .to_owned(),
+        };
+        {
+            let mut seen = self.0.lock().expect("lock");
+            let healed = seen.healed;
+            let failures = seen.failures.entry(input.id()).or_default();
+            match note.as_str() {
+                "flaky" if *failures < 3 => {
+                    *failures += 1;
+                    return Err(ApplyError::Transient("flaky".into()));
+                }
+                "poison" if !healed => {
+                    *failures += 1;
+                    return Err(ApplyError::poison("poisoned"));
+                }
+                _ => {}
+            }
+        }
+        match note.as_str() {
+            "remind" => step.schedule("reminder", Utc::now() + chrono::Duration::milliseconds(300)),
+            "forget" => step.cancel("reminder"),
+            _ => {}
+        }
+        errand.done.push(note);
+        Ok(())
+    }
+}
+
+async fn note(store: &dyn EventStore, stream: &str, text: &str) {
+    let event = if text == "added" {
+        TestEvent::Added { amount: 1 }
+    } else {
+        TestEvent::Noted { text: text.into() }
+    };
+    store
+        .append(
+            &StreamId::new(stream).expect("stream"),
+            ExpectedVersion::Any,
+            vec![NewEvent::from_domain(&event).expect("encode")],
+            &Metadata::default(),
+        )
+        .await
+        .expect("append");
+}
+
+fn options() -> ProcessOptions {
+    ProcessOptions {
+        executors: 4,
+        first_backoff: Duration::from_millis(300),
+        max_backoff: Duration::from_millis(300),
+        poll_every: Duration::from_millis(20),
+        ..ProcessOptions::default()
+    }
+}
+
+async fn done_of(instances: &dyn InstanceStore, instance: &str) -> Vec<String> {
+    instances
+        .instance(NAME, instance)
+        .await
+        .expect("instance")
+        .map(|i| {
+            serde_json::from_value::<Errand>(i.data)
+                .unwrap_or_default()
+                .done
+        })
+        .unwrap_or_default()
+}
+
+async fn until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < within,
+            "{what} did not happen in {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn a_failing_instance_does_not_hold_up_the_others(
+    store: Arc<dyn EventStore>,
+    instances: Arc<dyn InstanceStore>,
+) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let runner = ProcessRunner::new(
+        Arc::clone(&store),
+        Arc::clone(&instances),
+        Arc::new(Errands(Arc::clone(&seen))),
+    )
+    .with_options(options());
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let worker = {
+        let runner = runner.clone();
+        tokio::spawn(async move {
+            runner
+                .run(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    };
+    for i in 0..20 {
+        note(store.as_ref(), &format!("slow-{i}"), "flaky").await;
+    }
+    let placed = Instant::now();
+    note(store.as_ref(), "quick-1", "added").await;
+    until("the quick instance", Duration::from_secs(5), || async {
+        done_of(instances.as_ref(), "quick-1").await == ["added"]
+    })
+    .await;
+    let quick = placed.elapsed();
+    let troubled = instances.troubled(NAME).await.expect("troubled");
+    assert!(
+        quick < Duration::from_secs(1),
+        "the quick instance took {quick:?} behind the flaky ones"
+    );
+    assert!(
+        troubled.iter().any(|i| i.state == InstanceState::Retrying),
+        "the flaky instances were still retrying: {troubled:?}"
+    );
+    until("every flaky instance", Duration::from_secs(20), || async {
+        instances.summary(NAME).await.expect("summary").due_inputs == 0
+            && instances.troubled(NAME).await.expect("troubled").is_empty()
+    })
+    .await;
+    for i in 0..20 {
+        assert_eq!(
+            done_of(instances.as_ref(), &format!("slow-{i}")).await,
+            ["flaky"]
+        );
+    }
+    stop.send_replace(true);
+    worker.await.expect("task").expect("runner");
+}
+
+async fn a_poisoned_instance_is_parked_until_an_operator_decides(
+    store: Arc<dyn EventStore>,
+    instances: Arc<dyn InstanceStore>,
+) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let runner = ProcessRunner::new(
+        Arc::clone(&store),
+        Arc::clone(&instances),
+        Arc::new(Errands(Arc::clone(&seen))),
+    )
+    .with_options(options());
+    note(store.as_ref(), "bad-1", "poison").await;
+    note(store.as_ref(), "bad-1", "added").await;
+    note(store.as_ref(), "bad-2", "poison").await;
+    note(store.as_ref(), "bad-2", "added").await;
+    note(store.as_ref(), "good-1", "added").await;
+    runner.run_until_idle().await.expect("run");
+    assert_eq!(done_of(instances.as_ref(), "good-1").await, ["added"]);
+    let troubled = instances.troubled(NAME).await.expect("troubled");
+    assert_eq!(troubled.len(), 2, "{troubled:?}");
+    for parked in &troubled {
+        assert_eq!(parked.state, InstanceState::Parked);
+        assert_eq!(parked.last_error.as_deref(), Some("poisoned"));
+        assert_eq!(parked.pending, 2, "its inputs wait: {parked:?}");
+    }
+    // Parked stays parked: running again changes nothing.
+    runner.run_until_idle().await.expect("run");
+    assert!(done_of(instances.as_ref(), "bad-1").await.is_empty());
+
+    // Skip: the poison input is dropped, the next one runs.
+    assert!(instances
+        .resolve(NAME, "bad-1", Resolution::Skip)
+        .await
+        .expect("skip"));
+    // Retry once healed: the poison input runs again, then the next one.
+    seen.lock().expect("lock").healed = true;
+    assert!(instances
+        .resolve(NAME, "bad-2", Resolution::Retry)
+        .await
+        .expect("retry"));
+    assert!(!instances
+        .resolve(NAME, "good-1", Resolution::Retry)
+        .await
+        .expect("not parked"));
+    runner.run_until_idle().await.expect("run");
+    assert_eq!(done_of(instances.as_ref(), "bad-1").await, ["added"]);
+    assert_eq!(
+        done_of(instances.as_ref(), "bad-2").await,
+        ["poison", "added"]
+    );
+    assert!(instances.troubled(NAME).await.expect("troubled").is_empty());
+}
+
+async fn a_deadline_fires_once_and_a_cancelled_one_never(
+    store: Arc<dyn EventStore>,
+    instances: Arc<dyn InstanceStore>,
+) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let runner = ProcessRunner::new(
+        Arc::clone(&store),
+        Arc::clone(&instances),
+        Arc::new(Errands(Arc::clone(&seen))),
+    )
+    .with_options(options());
+    note(store.as_ref(), "wake-1", "remind").await;
+    note(store.as_ref(), "wake-2", "remind").await;
+    note(store.as_ref(), "wake-2", "forget").await;
+    runner.run_until_idle().await.expect("run");
+    let summary = instances.summary(NAME).await.expect("summary");
+    assert_eq!(summary.scheduled_deadlines, 1, "{summary:?}");
+    assert!(
+        seen.lock().expect("lock").fired.is_empty(),
+        "nothing is due yet"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..3 {
+        runner.run_until_idle().await.expect("run");
+    }
+    let fired = seen.lock().expect("lock").fired.clone();
+    assert_eq!(fired, HashMap::from([("wake-1".to_owned(), 1)]));
+    assert_eq!(
+        done_of(instances.as_ref(), "wake-1").await,
+        ["remind", "deadline:reminder"]
+    );
+    assert_eq!(
+        done_of(instances.as_ref(), "wake-2").await,
+        ["remind", "forget"]
+    );
+    assert_eq!(
+        instances
+            .summary(NAME)
+            .await
+            .expect("summary")
+            .scheduled_deadlines,
+        0
+    );
+}
+
+async fn a_taken_over_claim_writes_nothing(
+    _store: Arc<dyn EventStore>,
+    instances: Arc<dyn InstanceStore>,
+) {
+    let event = uuid::Uuid::new_v4();
+    let input = NewInput {
+        instance: "one".into(),
+        event_id: event,
+    };
+    instances
+        .enqueue(NAME, std::slice::from_ref(&input), cqrs_core::Position::new(1, 1))
+        .await
+        .expect("enqueue");
+    // Filing the same event again files nothing.
+    instances
+        .enqueue(NAME, &[input], cqrs_core::Position::new(1, 1))
+        .await
+        .expect("enqueue again");
+    assert_eq!(
+        instances.summary(NAME).await.expect("summary").due_inputs,
+        1
+    );
+    let first = instances
+        .claim(NAME, Duration::from_millis(50))
+        .await
+        .expect("claim")
+        .expect("due");
+    assert!(
+        instances
+            .claim(NAME, Duration::from_secs(5))
+            .await
+            .expect("claim")
+            .is_none(),
+        "a claimed instance is not claimed twice"
+    );
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let second = instances
+        .claim(NAME, Duration::from_secs(5))
+        .await
+        .expect("claim")
+        .expect("the first claim ran out");
+    assert!(second.epoch > first.epoch);
+    let none = projections::process::DeadlineChanges::default();
+    let stale = instances
+        .complete(NAME, &first, serde_json::json!({"by": "first"}), &none)
+        .await
+        .expect("complete");
+    assert!(!stale, "the deposed claim must write nothing");
+    assert!(instances
+        .complete(NAME, &second, serde_json::json!({"by": "second"}), &none)
+        .await
+        .expect("complete"));
+    let one = instances
+        .instance(NAME, "one")
+        .await
+        .expect("get")
+        .expect("known");
+    assert_eq!(one.data, serde_json::json!({"by": "second"}));
+    assert_eq!(one.pending, 0);
+}
+
+async fn on_postgres() -> (Arc<dyn EventStore>, Arc<dyn InstanceStore>, TestDatabase) {
+    let db = TestDatabase::create(12).await;
+    let store = PgEventStore::new(db.pool.clone());
+    store.migrate().await.expect("store migrations");
+    PgTarget::new(db.pool.clone())
+        .migrate()
+        .await
+        .expect("projection migrations");
+    (
+        Arc::new(store),
+        Arc::new(PgInstances::new(db.pool.clone())),
+        db,
+    )
+}
+
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => {
+        mod in_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(
+                        std::sync::Arc::new(super::InMemoryEventStore::new()),
+                        std::sync::Arc::new(super::MemoryInstances::new()),
+                    )
+                    .await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let (store, instances, db) = super::on_postgres().await;
+                    super::$scenario(store, instances).await;
+                    db.drop_database().await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    a_failing_instance_does_not_hold_up_the_others,
+    a_poisoned_instance_is_parked_until_an_operator_decides,
+    a_deadline_fires_once_and_a_cancelled_one_never,
+    a_taken_over_claim_writes_nothing,
+);
