@@ -1,36 +1,46 @@
-//! The checkout process manager: drives an order from placed to confirmed across the
+//! The checkout process manager: drives each order from placed to confirmed across the
 //! inventory, the order and its payment, or cancels it and gives everything back.
 //!
 //! ```text
 //! OrderPlaced       → reserve each line ─ all reserved → mark stock reserved → request payment
-//!                                       │                → authorise → (approved) capture
+//!                                       │    → authorise at the gateway (key: the step's id)
+//!                                       │    → record approval → capture  (or record decline)
 //!                                       └ any line short → release what was reserved → cancel
 //! PaymentCaptured   → mark paid → confirm          (order cancelled meanwhile → refund)
 //! PaymentDeclined   → release the stock → cancel
 //! OrderCancelled    → release the stock; refund a captured payment
 //! OrderShipped      → commit the reservations
+//! deadline payment  → an order still unpaid after `payment_timeout` is cancelled
 //! ```
 //!
-//! It runs as a projection with side effects (a durable checkpoint of its own, never
-//! replayed by a rebuild). Every command it sends carries the causing event as causation and
-//! the order's correlation id, and is idempotent on the aggregate's side, so an event
-//! delivered again (after a crash before the checkpoint moved) changes nothing twice.
+//! It runs as a [`ProcessManager`]: one instance per order, so that an order whose gateway
+//! call keeps failing retries on its own (with backoff) and one whose reaction fails for
+//! good is parked (`demo-shop checkout`) while every other order goes on. Every command it
+//! sends has an id derived from the input it reacts to and the step
+//! ([`Step::command_id`]), and the gateway is called with such an id as its idempotency key:
+//! a reaction that runs again (after a crash, a timeout, a takeover) repeats nothing.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::Utc;
 use cqrs_core::{Aggregate, CommandError, EventFilter, Metadata, RecordedEvent, Repository};
-use projections::{ApplyError, Documents, LeaseToken, Projection};
+use projections::process::{Input, ProcessManager, Step};
+use projections::ApplyError;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::inventory::{Inventory, InventoryCommand, InventoryError};
 use crate::domain::money::{Money, OrderId, Sku};
 use crate::domain::order::{Order, OrderCommand, OrderError, OrderEvent, OrderLine, OrderStatus};
 use crate::domain::payment::{Payment, PaymentCommand, PaymentError, PaymentEvent, PaymentStatus};
+use crate::gateway::{Authorization, AuthorizationRequest, GatewayError, PaymentGateway};
 use crate::read_models::decode;
 
-/// The process manager's name (its checkpoint's key).
+/// The process manager's name.
 pub const NAME: &str = "checkout";
 
-/// The metadata key of the lease epoch a command of the checkout was sent under.
-pub const LEASE_EPOCH: &str = "lease_epoch";
+/// The deadline by which an order's payment must have settled.
+pub const PAYMENT_DEADLINE: &str = "payment";
 
 /// The checkout process manager.
 pub struct Checkout {
@@ -40,10 +50,23 @@ pub struct Checkout {
     pub orders: Repository<Order>,
     /// Payments, one per order.
     pub payments: Repository<Payment>,
+    /// The payment provider.
+    pub gateway: Arc<dyn PaymentGateway>,
+    /// How long an order may wait for its payment to settle before it is cancelled.
+    pub payment_timeout: std::time::Duration,
+}
+
+/// What the checkout keeps per order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutState {
+    /// The order was cancelled: nothing more is started for it.
+    pub closed: bool,
+    /// The payment deadline fired for it.
+    pub timed_out: bool,
 }
 
 /// A command's failure, as the runner should see it: lost races and unreachable stores are
-/// retried; anything else is a poison event.
+/// retried; anything else parks the order.
 fn failed<E: std::fmt::Display>(error: CommandError<E>) -> ApplyError {
     match error {
         CommandError::Store(e) if e.is_retryable() || e.is_conflict() => {
@@ -53,23 +76,56 @@ fn failed<E: std::fmt::Display>(error: CommandError<E>) -> ApplyError {
     }
 }
 
+/// What an `OrderPlaced` says.
+struct Placed<'a> {
+    order_id: OrderId,
+    lines: &'a [OrderLine],
+    total: Money,
+    card: &'a str,
+}
+
+/// One reaction: the step (ids, deadlines) and the metadata of what caused it.
+struct Reaction<'a> {
+    step: &'a mut Step,
+    caused: Metadata,
+}
+
+impl Reaction<'_> {
+    /// The metadata of the command sent as `name`.
+    fn meta(&self, name: &str) -> Metadata {
+        self.step.metadata(self.caused.clone(), name)
+    }
+}
+
 impl Checkout {
-    async fn reserve_or_cancel(
+    async fn on_placed(
         &self,
-        order_id: OrderId,
-        lines: &[OrderLine],
-        total: Money,
-        card: &str,
-        meta: &Metadata,
+        state: &mut CheckoutState,
+        r: &mut Reaction<'_>,
+        placed: Placed<'_>,
     ) -> Result<(), ApplyError> {
+        let Placed {
+            order_id,
+            lines,
+            total,
+            card,
+        } = placed;
+        let order = self.orders.load(&order_id.to_string()).await?.state;
+        if state.closed || order.status == OrderStatus::Cancelled {
+            return Ok(());
+        }
+        let timeout =
+            chrono::Duration::from_std(self.payment_timeout).unwrap_or(chrono::Duration::MAX);
+        r.step.schedule(PAYMENT_DEADLINE, Utc::now() + timeout);
         for line in lines {
             let reserve = InventoryCommand::Reserve {
                 order_id,
                 quantity: line.quantity,
             };
+            let meta = r.meta(&format!("reserve:{}", line.sku));
             match self
                 .inventory
-                .execute(line.sku.as_str(), (line.sku.clone(), reserve), meta)
+                .execute(line.sku.as_str(), (line.sku.clone(), reserve), &meta)
                 .await
             {
                 Ok(_) => {}
@@ -77,9 +133,8 @@ impl Checkout {
                     short @ (InventoryError::InsufficientStock { .. }
                     | InventoryError::NotRegistered(_)),
                 )) => {
-                    self.release(order_id, lines, meta).await?;
                     return self
-                        .cancel(order_id, &format!("out of stock: {short}"), meta)
+                        .give_up(state, r, order_id, lines, &format!("out of stock: {short}"))
                         .await;
                 }
                 Err(other) => return Err(failed(other)),
@@ -90,12 +145,12 @@ impl Checkout {
             .execute(
                 &order_id.to_string(),
                 (order_id, OrderCommand::MarkStockReserved),
-                meta,
+                &r.meta("stock-reserved"),
             )
             .await
         {
             Ok(_) => {}
-            // Cancelled by the customer meanwhile: its OrderCancelled releases the stock.
+            // Cancelled meanwhile: its OrderCancelled releases the stock.
             Err(CommandError::Rejected(OrderError::InvalidTransition {
                 status: OrderStatus::Cancelled,
                 ..
@@ -108,38 +163,90 @@ impl Checkout {
             amount: total,
             card: card.to_owned(),
         };
-        self.payments
-            .execute(&payment, request, meta)
-            .await
-            .map_err(failed)?;
         match self
             .payments
-            .execute(&payment, PaymentCommand::Authorize, meta)
+            .execute(&payment, request, &r.meta("request-payment"))
             .await
         {
             Ok(_) => {}
-            Err(CommandError::Rejected(PaymentError::GatewayUnavailable(e))) => {
-                return Err(ApplyError::Transient(e.to_string()))
+            // An order that cannot be paid (from before prices were bounded) is cancelled,
+            // not left to block anything.
+            Err(CommandError::Rejected(PaymentError::ZeroAmount)) => {
+                return self
+                    .give_up(state, r, order_id, lines, "the order has nothing to pay")
+                    .await;
             }
             Err(other) => return Err(failed(other)),
         }
-        if self.payments.load(&payment).await?.state.status == PaymentStatus::Authorized {
+        self.authorize_and_capture(r, order_id).await
+    }
+
+    /// Asks the gateway (once per order: the key is the step's id), records its answer on
+    /// the payment, and captures an approval.
+    async fn authorize_and_capture(
+        &self,
+        r: &mut Reaction<'_>,
+        order_id: OrderId,
+    ) -> Result<(), ApplyError> {
+        let id = order_id.to_string();
+        let payment = self.payments.load(&id).await?.state;
+        if payment.status == PaymentStatus::Requested {
+            r.step.ensure_claimed()?;
+            let request = AuthorizationRequest {
+                reference: id.clone(),
+                card: payment.card.clone(),
+                amount_cents: payment.amount.0,
+            };
+            let key = r.step.command_id("authorize").to_string();
+            let record = match self.gateway.authorize(&key, &request).await {
+                Ok(Authorization::Approved { authorization }) => {
+                    PaymentCommand::RecordApproval { authorization }
+                }
+                Ok(Authorization::Declined { reason }) => PaymentCommand::RecordDecline { reason },
+                Err(e @ GatewayError::Unavailable(_)) => {
+                    return Err(ApplyError::Transient(e.to_string()))
+                }
+                Err(e @ GatewayError::Refused(_)) => return Err(ApplyError::poison(e)),
+            };
             self.payments
-                .execute(&payment, PaymentCommand::Capture, meta)
+                .execute(&id, record, &r.meta("record-authorization"))
+                .await
+                .map_err(failed)?;
+        }
+        if self.payments.load(&id).await?.state.status == PaymentStatus::Authorized {
+            self.payments
+                .execute(&id, PaymentCommand::Capture, &r.meta("capture"))
                 .await
                 .map_err(failed)?;
         }
         Ok(())
     }
 
-    async fn release(
+    /// Releases what was reserved and cancels the order.
+    async fn give_up(
         &self,
+        state: &mut CheckoutState,
+        r: &mut Reaction<'_>,
         order_id: OrderId,
         lines: &[OrderLine],
-        meta: &Metadata,
+        reason: &str,
+    ) -> Result<(), ApplyError> {
+        self.release(r, order_id, lines).await?;
+        self.cancel(r, order_id, reason).await?;
+        state.closed = true;
+        r.step.cancel(PAYMENT_DEADLINE);
+        Ok(())
+    }
+
+    async fn release(
+        &self,
+        r: &Reaction<'_>,
+        order_id: OrderId,
+        lines: &[OrderLine],
     ) -> Result<(), ApplyError> {
         for sku in lines.iter().map(|l| &l.sku) {
-            self.inventory_command(sku, InventoryCommand::Release { order_id }, meta)
+            let meta = r.meta(&format!("release:{sku}"));
+            self.inventory_command(sku, InventoryCommand::Release { order_id }, &meta)
                 .await?;
         }
         Ok(())
@@ -163,16 +270,16 @@ impl Checkout {
 
     async fn cancel(
         &self,
+        r: &Reaction<'_>,
         order_id: OrderId,
         reason: &str,
-        meta: &Metadata,
     ) -> Result<(), ApplyError> {
         let cancel = OrderCommand::Cancel {
             reason: reason.to_owned(),
         };
         match self
             .orders
-            .execute(&order_id.to_string(), (order_id, cancel), meta)
+            .execute(&order_id.to_string(), (order_id, cancel), &r.meta("cancel"))
             .await
         {
             Ok(_) | Err(CommandError::Rejected(OrderError::InvalidTransition { .. })) => Ok(()),
@@ -180,11 +287,34 @@ impl Checkout {
         }
     }
 
+    async fn refund_if_captured(
+        &self,
+        r: &Reaction<'_>,
+        order_id: OrderId,
+    ) -> Result<(), ApplyError> {
+        let payment = order_id.to_string();
+        if self.payments.load(&payment).await?.state.status == PaymentStatus::Captured {
+            let refund = PaymentCommand::Refund {
+                reason: "order cancelled".into(),
+            };
+            self.payments
+                .execute(&payment, refund, &r.meta("refund"))
+                .await
+                .map_err(failed)?;
+        }
+        Ok(())
+    }
+
     async fn lines_of(&self, order_id: OrderId) -> Result<Vec<OrderLine>, ApplyError> {
         Ok(self.orders.load(&order_id.to_string()).await?.state.lines)
     }
 
-    async fn on_order_event(&self, event: OrderEvent, meta: &Metadata) -> Result<(), ApplyError> {
+    async fn on_order_event(
+        &self,
+        state: &mut CheckoutState,
+        r: &mut Reaction<'_>,
+        event: OrderEvent,
+    ) -> Result<(), ApplyError> {
         match event {
             OrderEvent::OrderPlaced {
                 order_id,
@@ -193,27 +323,25 @@ impl Checkout {
                 card,
                 ..
             } => {
-                self.reserve_or_cancel(order_id, &lines, total, &card, meta)
-                    .await
+                let placed = Placed {
+                    order_id,
+                    lines: &lines,
+                    total,
+                    card: &card,
+                };
+                self.on_placed(state, r, placed).await
             }
             OrderEvent::OrderCancelled { order_id, .. } => {
-                self.release(order_id, &self.lines_of(order_id).await?, meta)
+                state.closed = true;
+                r.step.cancel(PAYMENT_DEADLINE);
+                self.release(r, order_id, &self.lines_of(order_id).await?)
                     .await?;
-                let payment = order_id.to_string();
-                if self.payments.load(&payment).await?.state.status == PaymentStatus::Captured {
-                    let refund = PaymentCommand::Refund {
-                        reason: "order cancelled".into(),
-                    };
-                    self.payments
-                        .execute(&payment, refund, meta)
-                        .await
-                        .map_err(failed)?;
-                }
-                Ok(())
+                self.refund_if_captured(r, order_id).await
             }
             OrderEvent::OrderShipped { order_id } => {
                 for line in self.lines_of(order_id).await? {
-                    self.inventory_command(&line.sku, InventoryCommand::Commit { order_id }, meta)
+                    let meta = r.meta(&format!("commit:{}", line.sku));
+                    self.inventory_command(&line.sku, InventoryCommand::Commit { order_id }, &meta)
                         .await?;
                 }
                 Ok(())
@@ -224,46 +352,80 @@ impl Checkout {
 
     async fn on_payment_event(
         &self,
+        state: &mut CheckoutState,
+        r: &mut Reaction<'_>,
         event: PaymentEvent,
-        meta: &Metadata,
     ) -> Result<(), ApplyError> {
         match event {
             PaymentEvent::PaymentCaptured { order_id, .. } => {
+                r.step.cancel(PAYMENT_DEADLINE);
                 let id = order_id.to_string();
-                for step in [OrderCommand::MarkPaid, OrderCommand::Confirm] {
-                    match self.orders.execute(&id, (order_id, step), meta).await {
+                for (name, command) in [
+                    ("paid", OrderCommand::MarkPaid),
+                    ("confirm", OrderCommand::Confirm),
+                ] {
+                    match self
+                        .orders
+                        .execute(&id, (order_id, command), &r.meta(name))
+                        .await
+                    {
                         Ok(_) => {}
                         Err(CommandError::Rejected(OrderError::InvalidTransition {
                             status: OrderStatus::Cancelled,
                             ..
-                        })) => {
-                            let refund = PaymentCommand::Refund {
-                                reason: "order cancelled".into(),
-                            };
-                            self.payments
-                                .execute(&id, refund, meta)
-                                .await
-                                .map_err(failed)?;
-                            return Ok(());
-                        }
+                        })) => return self.refund_if_captured(r, order_id).await,
                         Err(other) => return Err(failed(other)),
                     }
                 }
                 Ok(())
             }
             PaymentEvent::PaymentDeclined { order_id, reason } => {
-                self.release(order_id, &self.lines_of(order_id).await?, meta)
-                    .await?;
-                self.cancel(order_id, &format!("payment declined: {reason}"), meta)
-                    .await
+                let lines = self.lines_of(order_id).await?;
+                self.give_up(
+                    state,
+                    r,
+                    order_id,
+                    &lines,
+                    &format!("payment declined: {reason}"),
+                )
+                .await
             }
             _ => Ok(()),
         }
     }
+
+    /// The payment did not settle in time: an order not yet paid is cancelled (its
+    /// OrderCancelled releases the stock).
+    async fn on_payment_deadline(
+        &self,
+        state: &mut CheckoutState,
+        r: &mut Reaction<'_>,
+        order_id: OrderId,
+    ) -> Result<(), ApplyError> {
+        let status = self.orders.load(&order_id.to_string()).await?.state.status;
+        if matches!(status, OrderStatus::Placed | OrderStatus::StockReserved) {
+            let reason = format!(
+                "payment not settled within {} s",
+                self.payment_timeout.as_secs_f64()
+            );
+            self.cancel(r, order_id, &reason).await?;
+            state.closed = true;
+            state.timed_out = true;
+        }
+        Ok(())
+    }
+}
+
+/// The order an event of an order or a payment stream belongs to.
+fn order_of(event: &RecordedEvent) -> Option<OrderId> {
+    let (_, id) = event.stream_id.as_str().split_once('-')?;
+    id.parse().ok()
 }
 
 #[async_trait]
-impl Projection for Checkout {
+impl ProcessManager for Checkout {
+    type State = CheckoutState;
+
     fn name(&self) -> &str {
         NAME
     }
@@ -278,38 +440,53 @@ impl Projection for Checkout {
         ])
     }
 
-    fn has_side_effects(&self) -> bool {
-        true
+    fn instance_of(&self, event: &RecordedEvent) -> Option<String> {
+        order_of(event).map(|order| order.to_string())
     }
 
-    async fn apply(
+    async fn react(
         &self,
-        docs: &mut dyn Documents,
-        event: &RecordedEvent,
+        state: &mut CheckoutState,
+        input: &Input,
+        step: &mut Step,
     ) -> Result<(), ApplyError> {
-        // A worker whose lease ran out (it was frozen, or cut off) starts no new event: its
-        // batch would not commit (the epoch is fenced), and the next holder handles the event
-        // again. One frozen in the middle of an event can still send that event's remaining
-        // commands; the epoch travels with each of them, so what was sent can be traced to
-        // its lease (making such commands collapse into the originals is the work of command
-        // ids).
-        let epoch = docs.lease().map(LeaseToken::ensure_live).transpose()?;
-        let metadata = |caused: Metadata| match epoch {
-            Some(epoch) => caused.with(LEASE_EPOCH, epoch.to_string()),
-            None => caused,
-        };
-        match event.stream_id.category() {
-            c if c == Order::TYPE => {
-                let envelope = decode::<OrderEvent>(event)?;
-                let meta = metadata(Metadata::caused_by(&envelope));
-                self.on_order_event(envelope.event.clone(), &meta).await
+        let order_id: OrderId = step.instance().parse().map_err(|e| {
+            ApplyError::poison(format!(
+                "instance {} is not an order id: {e}",
+                step.instance()
+            ))
+        })?;
+        match input {
+            Input::Deadline(deadline) if deadline.name == PAYMENT_DEADLINE => {
+                let caused = Metadata {
+                    correlation_id: Some(order_id.0),
+                    causation_id: Some(deadline.id),
+                    actor: Some(NAME.into()),
+                    ..Metadata::default()
+                };
+                let mut r = Reaction { step, caused };
+                self.on_payment_deadline(state, &mut r, order_id).await
             }
-            c if c == Payment::TYPE => {
-                let envelope = decode::<PaymentEvent>(event)?;
-                let meta = metadata(Metadata::caused_by(&envelope));
-                self.on_payment_event(envelope.event.clone(), &meta).await
-            }
-            _ => Ok(()),
+            Input::Deadline(_) => Ok(()),
+            Input::Event(event) => match event.stream_id.category() {
+                c if c == Order::TYPE => {
+                    let envelope = decode::<OrderEvent>(event)?;
+                    let mut r = Reaction {
+                        step,
+                        caused: Metadata::caused_by(&envelope),
+                    };
+                    self.on_order_event(state, &mut r, envelope.event).await
+                }
+                c if c == Payment::TYPE => {
+                    let envelope = decode::<PaymentEvent>(event)?;
+                    let mut r = Reaction {
+                        step,
+                        caused: Metadata::caused_by(&envelope),
+                    };
+                    self.on_payment_event(state, &mut r, envelope.event).await
+                }
+                _ => Ok(()),
+            },
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::domain::payment::SimulatedGateway;
+use crate::gateway::SimulatedGateway;
 use crate::shop::Shop;
 use crate::storage::Storage;
 

@@ -9,7 +9,8 @@
 //! | module | holds |
 //! | --- | --- |
 //! | [`domain`] | the aggregates: [`domain::inventory`], [`domain::order`], [`domain::payment`]; money and ids |
-//! | [`checkout`] | the process manager from placed to confirmed or cancelled |
+//! | [`checkout`] | the process manager from placed to confirmed or cancelled, one instance per order |
+//! | [`gateway`] | the payment provider: the simulated one, its HTTP service and the client |
 //! | [`read_models`] | one projection and its queries per file |
 //! | [`shop`] | [`shop::Shop`]: commands, workers, status, rebuild |
 //! | [`storage`] | in memory or PostgreSQL |
@@ -22,6 +23,7 @@
 pub mod checkout;
 pub mod cli;
 pub mod domain;
+pub mod gateway;
 pub mod http;
 pub mod http_client;
 pub mod idempotency_keys;

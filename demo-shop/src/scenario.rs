@@ -5,7 +5,7 @@ use std::io::Write;
 use cqrs_core::Metadata;
 
 use crate::domain::money::{CustomerId, Money, OrderId, Sku};
-use crate::domain::payment::gateway::{CARD_APPROVE, CARD_DECLINE, CARD_FLAKY};
+use crate::gateway::{CARD_APPROVE, CARD_DECLINE, CARD_FLAKY};
 use crate::read_models::{customer_orders, daily_sales, order_summaries, product_stock};
 use crate::shop::{Shop, ShopError};
 

@@ -13,16 +13,22 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::checkout::Checkout;
+use projections::process::{InstanceStatus, ProcessOptions, ProcessRunner, ProcessSummary};
+
+use crate::checkout::{self, Checkout};
 use crate::domain::inventory::{Inventory, InventoryCommand};
 use crate::domain::money::{CustomerId, Money, OrderId, Sku};
 use crate::domain::order::{Order, OrderCommand, OrderLine};
-use crate::domain::payment::{Payment, PaymentGateway};
+use crate::domain::payment::Payment;
+use crate::gateway::PaymentGateway;
 use crate::read_models;
 use crate::storage::{ReadModels, Storage};
 
 /// How often a command is tried again after losing a race on its aggregate.
 const CONFLICT_RETRIES: u32 = 20;
+
+/// How long an order may wait for its payment to settle, by default.
+pub const PAYMENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why the shop did not carry out a command. Nothing was stored in any case.
 #[derive(Debug, thiserror::Error)]
@@ -103,19 +109,58 @@ pub struct Shop {
     inventory: Repository<Inventory>,
     orders: Repository<Order>,
     payments: Repository<Payment>,
+    checkout: Arc<Checkout>,
 }
 
 impl Shop {
     /// A shop on `storage`, paying through `gateway`.
     pub fn new(storage: Storage, gateway: Arc<dyn PaymentGateway>) -> Self {
         let store = Arc::clone(&storage.store);
+        let inventory =
+            Repository::new(Arc::clone(&store), ()).with_conflict_retries(CONFLICT_RETRIES);
+        let orders =
+            Repository::new(Arc::clone(&store), ()).with_conflict_retries(CONFLICT_RETRIES);
+        let payments = Repository::new(store, ()).with_conflict_retries(CONFLICT_RETRIES);
+        let checkout = Arc::new(Checkout {
+            inventory: inventory.clone(),
+            orders: orders.clone(),
+            payments: payments.clone(),
+            gateway,
+            payment_timeout: PAYMENT_TIMEOUT,
+        });
         Self {
-            inventory: Repository::new(Arc::clone(&store), ())
-                .with_conflict_retries(CONFLICT_RETRIES),
-            orders: Repository::new(Arc::clone(&store), ()).with_conflict_retries(CONFLICT_RETRIES),
-            payments: Repository::new(store, gateway).with_conflict_retries(CONFLICT_RETRIES),
+            inventory,
+            orders,
+            payments,
+            checkout,
             storage,
         }
+    }
+
+    /// Cancels an order whose payment has not settled `timeout` after it was placed
+    /// (default [`PAYMENT_TIMEOUT`]).
+    pub fn with_payment_timeout(mut self, timeout: Duration) -> Self {
+        self.checkout = Arc::new(Checkout {
+            inventory: self.inventory.clone(),
+            orders: self.orders.clone(),
+            payments: self.payments.clone(),
+            gateway: Arc::clone(&self.checkout.gateway),
+            payment_timeout: timeout,
+        });
+        self
+    }
+
+    /// The checkout's runner: intake and executors of its instances (one per order).
+    pub fn checkout(&self) -> ProcessRunner<Checkout> {
+        ProcessRunner::new(
+            Arc::clone(&self.storage.store),
+            Arc::clone(&self.storage.instances),
+            Arc::clone(&self.checkout),
+        )
+        .with_options(ProcessOptions {
+            executors: 16,
+            ..ProcessOptions::default()
+        })
     }
 
     /// Where events and read models live.
@@ -128,15 +173,9 @@ impl Shop {
         &self.storage.read_models
     }
 
-    /// The read-model projections and the checkout process manager.
+    /// The read-model projections.
     pub fn projections(&self) -> Vec<Arc<dyn Projection>> {
-        let mut all = read_models::all();
-        all.push(Arc::new(Checkout {
-            inventory: self.inventory.clone(),
-            orders: self.orders.clone(),
-            payments: self.payments.clone(),
-        }));
-        all
+        read_models::all()
     }
 
     fn options() -> RunnerOptions {
@@ -146,8 +185,19 @@ impl Shop {
         }
     }
 
-    /// Starts one worker per projection; they stop when `shutdown` turns `true`.
+    /// Starts every worker: one per read-model projection, and the checkout; they stop
+    /// when `shutdown` turns `true`.
     pub fn spawn_workers(
+        &self,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<JoinHandle<projections::Result<()>>> {
+        let mut workers = self.spawn_read_models(shutdown.clone());
+        workers.push(self.spawn_checkout(shutdown));
+        workers
+    }
+
+    /// Starts one worker per read-model projection.
+    pub fn spawn_read_models(
         &self,
         shutdown: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<projections::Result<()>>> {
@@ -157,17 +207,66 @@ impl Shop {
         }
     }
 
-    /// Runs every projection until nothing is left to do: the checkout's commands make new
-    /// events, so it goes round until a round applies none.
+    /// Starts the checkout (its intake and executors).
+    pub fn spawn_checkout(
+        &self,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> JoinHandle<projections::Result<()>> {
+        let checkout = self.checkout();
+        tokio::spawn(async move {
+            checkout
+                .run(async move {
+                    let _ = shutdown.wait_for(|stop| *stop).await;
+                })
+                .await
+        })
+    }
+
+    /// Runs every projection and the checkout until nothing is left to do now (the
+    /// checkout's commands make new events, so it goes round until a round does nothing;
+    /// deadlines and retries not yet due are left).
     pub async fn settle(&self) -> Result<(), ShopError> {
         loop {
             let applied = match &self.storage.read_models {
                 ReadModels::Memory(t) => catch_up_all(self, t.clone()).await?,
                 ReadModels::Postgres(t) => catch_up_all(self, t.clone()).await?,
             };
-            if applied == 0 {
+            let checkout = self.checkout().run_until_idle().await?;
+            if applied == 0 && checkout.filed == 0 && checkout.reactions == 0 {
                 return Ok(());
             }
+        }
+    }
+
+    /// The checkout at a glance, and its orders that are retrying or parked.
+    pub async fn checkout_status(
+        &self,
+    ) -> Result<(ProcessSummary, Vec<InstanceStatus>), ShopError> {
+        let instances = &self.storage.instances;
+        Ok((
+            instances.summary(checkout::NAME).await?,
+            instances.troubled(checkout::NAME).await?,
+        ))
+    }
+
+    /// Retries or skips the input an order's checkout is parked at.
+    pub async fn resolve_checkout(
+        &self,
+        order_id: OrderId,
+        resolution: Resolution,
+    ) -> Result<(), ShopError> {
+        let instance = order_id.to_string();
+        if self
+            .storage
+            .instances
+            .resolve(checkout::NAME, &instance, resolution)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(ShopError::NotFound(format!(
+                "the checkout of order {order_id} is not parked"
+            )))
         }
     }
 

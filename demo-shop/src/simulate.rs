@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use crate::domain::payment::gateway::{CARD_APPROVE, CARD_DECLINE};
+use crate::gateway::{CARD_APPROVE, CARD_DECLINE};
 use crate::http_client::request;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;

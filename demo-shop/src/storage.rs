@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::idempotency_keys::IdempotencyKeys;
 use cqrs_core::{EventStore, InMemoryEventStore};
 use eventstore_postgres::PgEventStore;
+use projections::process::{InstanceStore, MemoryInstances, PgInstances};
 use projections::{MemoryTarget, PgTarget, Target};
 use serde::de::DeserializeOwned;
 use sqlx::postgres::PgPoolOptions;
@@ -72,6 +73,8 @@ pub struct Storage {
     pub read_models: ReadModels,
     /// The answers kept for requests with an `Idempotency-Key`.
     pub idempotency_keys: IdempotencyKeys,
+    /// The instances of the process managers (the checkout's orders).
+    pub instances: Arc<dyn InstanceStore>,
 }
 
 impl Storage {
@@ -81,6 +84,7 @@ impl Storage {
             store: Arc::new(InMemoryEventStore::new()),
             read_models: ReadModels::Memory(MemoryTarget::new()),
             idempotency_keys: IdempotencyKeys::in_memory(),
+            instances: Arc::new(MemoryInstances::new()),
         }
     }
 
@@ -109,7 +113,8 @@ impl Storage {
         Ok(Self {
             store: Arc::new(store),
             read_models: ReadModels::Postgres(target),
-            idempotency_keys: IdempotencyKeys::Postgres(pool),
+            idempotency_keys: IdempotencyKeys::Postgres(pool.clone()),
+            instances: Arc::new(PgInstances::new(pool)),
         })
     }
 

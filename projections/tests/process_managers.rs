@@ -324,7 +324,11 @@ async fn a_taken_over_claim_writes_nothing(
         event_id: event,
     };
     instances
-        .enqueue(NAME, std::slice::from_ref(&input), cqrs_core::Position::new(1, 1))
+        .enqueue(
+            NAME,
+            std::slice::from_ref(&input),
+            cqrs_core::Position::new(1, 1),
+        )
         .await
         .expect("enqueue");
     // Filing the same event again files nothing.
@@ -375,6 +379,62 @@ async fn a_taken_over_claim_writes_nothing(
     assert_eq!(one.pending, 0);
 }
 
+/// A reaction that failed after scheduling a deadline runs again and schedules it again:
+/// the deadline, fired in between, is not filed a second time.
+async fn a_deadline_scheduled_again_after_firing_does_not_fire_again(
+    _store: Arc<dyn EventStore>,
+    instances: Arc<dyn InstanceStore>,
+) {
+    let input = NewInput {
+        instance: "one".into(),
+        event_id: uuid::Uuid::new_v4(),
+    };
+    instances
+        .enqueue(NAME, &[input], cqrs_core::Position::new(1, 1))
+        .await
+        .expect("enqueue");
+    let ttl = Duration::from_secs(5);
+    let claim = || async { instances.claim(NAME, ttl).await.expect("claim") };
+    let first = claim().await.expect("the event is due");
+    let mut step = Step::new("one", first.input.id, first.epoch, Instant::now() + ttl);
+    step.schedule("timeout", Utc::now());
+    let changes = step.changes().clone();
+    assert!(instances
+        .retry_later(
+            NAME,
+            &first,
+            "try again",
+            Duration::from_millis(200),
+            &changes
+        )
+        .await
+        .expect("retry"));
+    let deadline = claim().await.expect("the deadline is due before the retry");
+    assert!(
+        matches!(deadline.input.kind, projections::process::InputKind::Deadline { ref name, .. } if name == "timeout"),
+        "{deadline:?}"
+    );
+    assert!(instances
+        .complete(
+            NAME,
+            &deadline,
+            serde_json::json!({"fired": 1}),
+            &Default::default()
+        )
+        .await
+        .expect("fire"));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let again = claim().await.expect("the retry is due");
+    assert_eq!(again.input.id, first.input.id);
+    assert!(instances
+        .complete(NAME, &again, serde_json::json!({"fired": 1}), &changes)
+        .await
+        .expect("complete"));
+    assert!(claim().await.is_none(), "the deadline fired once");
+    let summary = instances.summary(NAME).await.expect("summary");
+    assert_eq!((summary.due_inputs, summary.scheduled_deadlines), (0, 0));
+}
+
 async fn on_postgres() -> (Arc<dyn EventStore>, Arc<dyn InstanceStore>, TestDatabase) {
     let db = TestDatabase::create(12).await;
     let store = PgEventStore::new(db.pool.clone());
@@ -422,4 +482,5 @@ on_both!(
     a_poisoned_instance_is_parked_until_an_operator_decides,
     a_deadline_fires_once_and_a_cancelled_one_never,
     a_taken_over_claim_writes_nothing,
+    a_deadline_scheduled_again_after_firing_does_not_fire_again,
 );

@@ -164,7 +164,7 @@ async fn serve_app(db: eventstore_postgres::testing::TestDatabase) -> TestApp {
     let storage = demo_shop::storage::Storage::from_pool(db.pool.clone())
         .await
         .expect("migrations apply");
-    let gateway = Arc::new(demo_shop::domain::payment::SimulatedGateway::default());
+    let gateway = Arc::new(demo_shop::gateway::SimulatedGateway::default());
     let shop = Arc::new(demo_shop::shop::Shop::new(storage, gateway));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks: Vec<tokio::task::JoinHandle<()>> = shop

@@ -27,6 +27,7 @@ pub struct MemoryInstances {
 #[derive(Debug, Default)]
 struct Process {
     intake: Position,
+    /// Every input ever filed (events and deadlines), so none is filed twice.
     seen: HashSet<Uuid>,
     next_seq: u64,
     instances: BTreeMap<String, Instance>,
@@ -114,14 +115,16 @@ impl Instance {
         }
     }
 
-    fn apply(&mut self, next_seq: &mut u64, changes: &DeadlineChanges) {
+    /// Applies a reaction's deadline changes; a deadline filed before (`filed`, even if it
+    /// fired since) is not filed again.
+    fn apply(&mut self, next_seq: &mut u64, filed: &mut HashSet<Uuid>, changes: &DeadlineChanges) {
         let names = changes.names();
         let keep: HashSet<Uuid> = changes.scheduled.iter().map(|d| d.id).collect();
         self.inputs.retain(|_, p| {
             keep.contains(&p.id) || !p.deadline.as_ref().is_some_and(|n| names.contains(n))
         });
         for deadline in &changes.scheduled {
-            if self.inputs.values().any(|p| p.id == deadline.id) {
+            if !filed.insert(deadline.id) {
                 continue;
             }
             *next_seq += 1;
@@ -154,7 +157,7 @@ impl MemoryInstances {
         &self,
         process: &str,
         claimed: &Claimed,
-        write: impl FnOnce(&mut Instance, &mut u64),
+        write: impl FnOnce(&mut Instance, &mut u64, &mut HashSet<Uuid>),
     ) -> bool {
         let mut processes = self.lock();
         let Some(p) = processes.get_mut(process) else {
@@ -163,11 +166,12 @@ impl MemoryInstances {
         let Process {
             instances,
             next_seq,
+            seen,
             ..
         } = p;
         match instances.get_mut(&claimed.instance) {
             Some(instance) if instance.epoch == claimed.epoch => {
-                write(instance, next_seq);
+                write(instance, next_seq, seen);
                 instance.claimed_until = None;
                 true
             }
@@ -269,14 +273,16 @@ impl InstanceStore for MemoryInstances {
         state: Value,
         deadlines: &DeadlineChanges,
     ) -> Result<bool> {
-        Ok(self.under_claim(process, claimed, |instance, next_seq| {
-            instance.state = state;
-            instance.attempts = 0;
-            instance.last_error = None;
-            instance.retry_at = None;
-            instance.inputs.retain(|_, p| p.id != claimed.input.id);
-            instance.apply(next_seq, deadlines);
-        }))
+        Ok(
+            self.under_claim(process, claimed, |instance, next_seq, filed| {
+                instance.state = state;
+                instance.attempts = 0;
+                instance.last_error = None;
+                instance.retry_at = None;
+                instance.inputs.retain(|_, p| p.id != claimed.input.id);
+                instance.apply(next_seq, filed, deadlines);
+            }),
+        )
     }
 
     async fn retry_later(
@@ -288,16 +294,18 @@ impl InstanceStore for MemoryInstances {
         deadlines: &DeadlineChanges,
     ) -> Result<bool> {
         let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-        Ok(self.under_claim(process, claimed, |instance, next_seq| {
-            instance.attempts += 1;
-            instance.last_error = Some(error.to_owned());
-            instance.retry_at = Some(at);
-            instance.apply(next_seq, deadlines);
-        }))
+        Ok(
+            self.under_claim(process, claimed, |instance, next_seq, filed| {
+                instance.attempts += 1;
+                instance.last_error = Some(error.to_owned());
+                instance.retry_at = Some(at);
+                instance.apply(next_seq, filed, deadlines);
+            }),
+        )
     }
 
     async fn park(&self, process: &str, claimed: &Claimed, reason: &str) -> Result<bool> {
-        Ok(self.under_claim(process, claimed, |instance, _| {
+        Ok(self.under_claim(process, claimed, |instance, _, _| {
             instance.parked = Some(claimed.input.id);
             instance.attempts += 1;
             instance.last_error = Some(reason.to_owned());

@@ -14,8 +14,16 @@ pub enum PaymentCommand {
         /// The card token.
         card: String,
     },
-    /// Authorises through the gateway: approved or declined.
-    Authorize,
+    /// Records the gateway's approval (a no-op once the payment is decided).
+    RecordApproval {
+        /// The gateway's authorisation code.
+        authorization: String,
+    },
+    /// Records the gateway's refusal (a no-op once the payment is decided).
+    RecordDecline {
+        /// The gateway's reason.
+        reason: String,
+    },
     /// Captures an authorised payment.
     Capture,
     /// Gives a captured payment back.

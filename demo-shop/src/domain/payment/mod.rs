@@ -1,18 +1,18 @@
 //! The payment of one order: requested → authorised (or declined) → captured → refunded.
-//! Authorisation asks the [`PaymentGateway`] given as the aggregate's services.
+//!
+//! The aggregate records what the payment provider decided; it never calls the provider
+//! itself (a call inside its decision would be repeated by every retry of the command). The
+//! checkout calls the [`PaymentGateway`](crate::gateway::PaymentGateway) with an idempotency
+//! key and records the answer here.
 
 mod command;
 mod event;
-pub mod gateway;
-
-use std::sync::Arc;
 
 use cqrs_core::Aggregate;
 use serde::{Deserialize, Serialize};
 
 pub use command::PaymentCommand;
 pub use event::PaymentEvent;
-pub use gateway::{Authorization, GatewayUnavailable, PaymentGateway, SimulatedGateway};
 
 use crate::domain::money::{Money, OrderId};
 
@@ -49,9 +49,6 @@ pub enum PaymentError {
     /// A payment needs an amount.
     #[error("a payment needs an amount above zero")]
     ZeroAmount,
-    /// The gateway did not answer; try again later.
-    #[error(transparent)]
-    GatewayUnavailable(#[from] GatewayUnavailable),
 }
 
 /// The payment of one order.
@@ -72,13 +69,9 @@ impl Aggregate for Payment {
     type Command = PaymentCommand;
     type Event = PaymentEvent;
     type Error = PaymentError;
-    type Services = Arc<dyn PaymentGateway>;
+    type Services = ();
 
-    fn handle(
-        &self,
-        command: PaymentCommand,
-        gateway: &Arc<dyn PaymentGateway>,
-    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+    fn handle(&self, command: PaymentCommand, _: &()) -> Result<Vec<PaymentEvent>, PaymentError> {
         use PaymentCommand as C;
         use PaymentEvent as E;
         use PaymentStatus as S;
@@ -108,16 +101,18 @@ impl Aggregate for Payment {
             }
             (C::Request { .. }, Some(_)) => Ok(vec![]),
             (_, None) => refuse("process"),
-            (C::Authorize, Some(order_id)) => match self.status {
-                S::Requested => Ok(vec![match gateway.authorize(&self.card, self.amount)? {
-                    Authorization::Approved(authorization) => E::PaymentAuthorized {
-                        order_id,
-                        authorization,
-                    },
-                    Authorization::Declined(reason) => E::PaymentDeclined { order_id, reason },
+            (C::RecordApproval { authorization }, Some(order_id)) => match self.status {
+                S::Requested => Ok(vec![E::PaymentAuthorized {
+                    order_id,
+                    authorization,
                 }]),
                 S::Authorized | S::Declined | S::Captured | S::Refunded => Ok(vec![]),
                 S::New => refuse("authorise"),
+            },
+            (C::RecordDecline { reason }, Some(order_id)) => match self.status {
+                S::Requested => Ok(vec![E::PaymentDeclined { order_id, reason }]),
+                S::Authorized | S::Declined | S::Captured | S::Refunded => Ok(vec![]),
+                S::New => refuse("decline"),
             },
             (C::Capture, Some(order_id)) => match self.status {
                 S::Authorized => Ok(vec![E::PaymentCaptured {
@@ -163,96 +158,73 @@ impl Aggregate for Payment {
 mod tests {
     use cqrs_core::testing::AggregateTest;
 
-    use super::gateway::{CARD_APPROVE, CARD_DECLINE, CARD_FLAKY};
     use super::*;
 
     fn test() -> AggregateTest<Payment> {
-        AggregateTest::with_services(
-            Arc::new(SimulatedGateway::default()) as Arc<dyn PaymentGateway>
-        )
+        AggregateTest::with_services(())
     }
 
-    fn requested(order_id: OrderId, card: &str) -> PaymentEvent {
+    fn requested(order_id: OrderId) -> PaymentEvent {
         PaymentEvent::PaymentRequested {
             order_id,
             amount: Money(900),
-            card: card.into(),
+            card: "card_approve".into(),
         }
     }
 
     #[test]
     fn requests_once_and_needs_an_amount() {
         let order_id = OrderId::new();
+        let request = |amount| PaymentCommand::Request {
+            order_id,
+            amount: Money(amount),
+            card: "card_approve".into(),
+        };
+        test().when(request(900)).then_expect([requested(order_id)]);
         test()
-            .when(PaymentCommand::Request {
-                order_id,
-                amount: Money(900),
-                card: CARD_APPROVE.into(),
-            })
-            .then_expect([requested(order_id, CARD_APPROVE)]);
-        test()
-            .given([requested(order_id, CARD_APPROVE)])
-            .when(PaymentCommand::Request {
-                order_id,
-                amount: Money(900),
-                card: CARD_APPROVE.into(),
-            })
+            .given([requested(order_id)])
+            .when(request(900))
             .then_expect([]);
         test()
-            .when(PaymentCommand::Request {
-                order_id,
-                amount: Money(0),
-                card: CARD_APPROVE.into(),
-            })
+            .when(request(0))
             .then_expect_error(PaymentError::ZeroAmount);
     }
 
     #[test]
-    fn the_gateway_approves_or_declines_by_card() {
+    fn records_the_gateways_answer_once() {
         let order_id = OrderId::new();
-        let outcome = test()
-            .given([requested(order_id, CARD_APPROVE)])
-            .when(PaymentCommand::Authorize)
-            .into_result();
-        assert!(
-            matches!(
-                outcome.as_deref(),
-                Ok([PaymentEvent::PaymentAuthorized { .. }])
-            ),
-            "{outcome:?}"
-        );
+        let authorized = PaymentEvent::PaymentAuthorized {
+            order_id,
+            authorization: "a".into(),
+        };
         test()
-            .given([requested(order_id, CARD_DECLINE)])
-            .when(PaymentCommand::Authorize)
+            .given([requested(order_id)])
+            .when(PaymentCommand::RecordApproval {
+                authorization: "a".into(),
+            })
+            .then_expect([authorized.clone()]);
+        test()
+            .given([requested(order_id)])
+            .when(PaymentCommand::RecordDecline {
+                reason: "insufficient funds".into(),
+            })
             .then_expect([PaymentEvent::PaymentDeclined {
                 order_id,
                 reason: "insufficient funds".into(),
             }]);
-    }
-
-    #[test]
-    fn a_flaky_gateway_fails_transiently_then_approves() {
-        let order_id = OrderId::new();
-        let gateway: Arc<dyn PaymentGateway> = Arc::new(SimulatedGateway::default());
-        let first = AggregateTest::<Payment>::with_services(Arc::clone(&gateway))
-            .given([requested(order_id, CARD_FLAKY)])
-            .when(PaymentCommand::Authorize)
-            .into_result();
-        assert!(
-            matches!(first, Err(PaymentError::GatewayUnavailable(_))),
-            "{first:?}"
-        );
-        let second = AggregateTest::<Payment>::with_services(gateway)
-            .given([requested(order_id, CARD_FLAKY)])
-            .when(PaymentCommand::Authorize)
-            .into_result();
-        assert!(
-            matches!(
-                second.as_deref(),
-                Ok([PaymentEvent::PaymentAuthorized { .. }])
-            ),
-            "{second:?}"
-        );
+        // Decided already: a later answer changes nothing.
+        test()
+            .given([requested(order_id), authorized])
+            .when(PaymentCommand::RecordDecline { reason: "x".into() })
+            .then_expect([]);
+        test()
+            .when(PaymentCommand::RecordApproval {
+                authorization: "a".into(),
+            })
+            .then_expect_error(PaymentError::InvalidTransition {
+                action: "process",
+                status: PaymentStatus::New,
+            });
     }
 
     #[test]
@@ -263,14 +235,14 @@ mod tests {
             authorization: "a".into(),
         };
         test()
-            .given([requested(order_id, CARD_APPROVE), authorized.clone()])
+            .given([requested(order_id), authorized.clone()])
             .when(PaymentCommand::Capture)
             .then_expect([PaymentEvent::PaymentCaptured {
                 order_id,
                 amount: Money(900),
             }]);
         test()
-            .given([requested(order_id, CARD_DECLINE)])
+            .given([requested(order_id)])
             .when(PaymentCommand::Capture)
             .then_expect_error(PaymentError::InvalidTransition {
                 action: "capture",
@@ -281,11 +253,7 @@ mod tests {
             amount: Money(900),
         };
         test()
-            .given([
-                requested(order_id, CARD_APPROVE),
-                authorized.clone(),
-                captured,
-            ])
+            .given([requested(order_id), authorized.clone(), captured])
             .when(PaymentCommand::Refund {
                 reason: "cancelled".into(),
             })
@@ -295,7 +263,7 @@ mod tests {
                 reason: "cancelled".into(),
             }]);
         test()
-            .given([requested(order_id, CARD_APPROVE), authorized])
+            .given([requested(order_id), authorized])
             .when(PaymentCommand::Refund { reason: "x".into() })
             .then_expect_error(PaymentError::InvalidTransition {
                 action: "refund",
