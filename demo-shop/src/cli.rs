@@ -7,7 +7,8 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::gateway::SimulatedGateway;
+use crate::domain::money::OrderId;
+use crate::gateway::{HttpGateway, PaymentGateway, SimulatedGateway};
 use crate::shop::Shop;
 use crate::storage::Storage;
 
@@ -20,6 +21,15 @@ pub struct Cli {
     /// PostgreSQL to run on; without it, everything runs in memory.
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
+
+    /// The payment gateway service to call (host:port of a `demo-shop gateway`); without it,
+    /// a simulated gateway runs in process.
+    #[arg(long, env = "GATEWAY_ADDR", global = true)]
+    pub gateway: Option<SocketAddr>,
+
+    /// Seconds an order may wait for its payment to settle before the checkout cancels it.
+    #[arg(long, env = "PAYMENT_TIMEOUT_SECS", global = true, default_value_t = crate::shop::PAYMENT_TIMEOUT.as_secs())]
+    pub payment_timeout_secs: u64,
 
     /// What to do; with none, runs the narrated scenario and exits.
     #[command(subcommand)]
@@ -49,6 +59,22 @@ pub enum Command {
         /// What to do; with none, lists them.
         #[command(subcommand)]
         action: Option<DeadLetterAction>,
+    },
+    /// Prints the checkout at a glance and its orders that are retrying or parked; or retries
+    /// or skips the input a parked order is stuck at.
+    Checkout {
+        /// What to do; with none, lists.
+        #[command(subcommand)]
+        action: Option<CheckoutAction>,
+    },
+    /// Runs the simulated payment provider as an HTTP service until Ctrl-C.
+    Gateway {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:3100")]
+        addr: SocketAddr,
+        /// How long it takes to answer, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
     },
     /// Places orders through the HTTP API and reports throughput and latency.
     Simulate {
@@ -80,21 +106,113 @@ pub enum DeadLetterAction {
     },
 }
 
-async fn shop(database_url: Option<&str>) -> Result<Shop> {
-    let storage = match database_url {
+/// What to do with a parked order.
+#[derive(Debug, Subcommand)]
+pub enum CheckoutAction {
+    /// Runs the input it is parked at again.
+    Retry {
+        /// The order.
+        order_id: uuid::Uuid,
+    },
+    /// Drops the input it is parked at and goes on with the next.
+    Skip {
+        /// The order.
+        order_id: uuid::Uuid,
+    },
+}
+
+/// Where the shop runs and what it pays through.
+struct Setup<'a> {
+    database_url: Option<&'a str>,
+    gateway: Option<SocketAddr>,
+    payment_timeout: std::time::Duration,
+}
+
+async fn shop(setup: &Setup<'_>) -> Result<Shop> {
+    let storage = match setup.database_url {
         Some(url) => Storage::postgres(url).await?,
         None => Storage::in_memory(),
     };
-    Ok(Shop::new(storage, Arc::new(SimulatedGateway::default())))
+    let gateway: Arc<dyn PaymentGateway> = match setup.gateway {
+        Some(addr) => Arc::new(HttpGateway::new(addr)),
+        None => Arc::new(SimulatedGateway::new()),
+    };
+    Ok(Shop::new(storage, gateway).with_payment_timeout(setup.payment_timeout))
 }
 
 /// Runs the command line.
 pub async fn run(cli: Cli) -> Result<()> {
-    let url = cli.database_url.as_deref();
+    let url = &Setup {
+        database_url: cli.database_url.as_deref(),
+        gateway: cli.gateway,
+        payment_timeout: std::time::Duration::from_secs(cli.payment_timeout_secs),
+    };
     let mut out = std::io::stdout();
     match cli.command {
         None => crate::scenario::run(&shop(url).await?, &mut out).await,
         Some(Command::Serve { addr }) => serve(shop(url).await?, addr).await,
+        Some(Command::Gateway { addr, latency_ms }) => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let gateway = Arc::new(SimulatedGateway::with_latency(
+                std::time::Duration::from_millis(latency_ms),
+            ));
+            tracing::info!(%addr, "payment gateway serving");
+            crate::gateway::serve_service(listener, gateway, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+            Ok(())
+        }
+        Some(Command::Checkout { action }) => {
+            let shop = needs_database(url, "checkout").await?;
+            match action {
+                None => {
+                    let (summary, troubled) = shop.checkout_status().await?;
+                    writeln!(
+                        out,
+                        "checkout: {} orders, {} retrying, {} parked, {} inputs due, {} deadlines \
+                         scheduled, intake at {}",
+                        summary.instances,
+                        summary.retrying,
+                        summary.parked,
+                        summary.due_inputs,
+                        summary.scheduled_deadlines,
+                        summary.intake_position
+                    )?;
+                    writeln!(
+                        out,
+                        "{:<36} {:<8} {:>3} {:>7} {:<25} last error",
+                        "order", "state", "try", "pending", "next at"
+                    )?;
+                    for i in troubled {
+                        writeln!(
+                            out,
+                            "{:<36} {:<8} {:>3} {:>7} {:<25} {}",
+                            i.instance,
+                            format!("{:?}", i.state).to_lowercase(),
+                            i.attempts,
+                            i.pending,
+                            i.next_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                            i.last_error.unwrap_or_default()
+                        )?;
+                    }
+                }
+                Some(CheckoutAction::Retry { order_id }) => {
+                    shop.resolve_checkout(OrderId(order_id), projections::Resolution::Retry)
+                        .await?;
+                    writeln!(out, "order {order_id}: its checkout goes on, trying again")?;
+                }
+                Some(CheckoutAction::Skip { order_id }) => {
+                    shop.resolve_checkout(OrderId(order_id), projections::Resolution::Skip)
+                        .await?;
+                    writeln!(
+                        out,
+                        "order {order_id}: its checkout goes on after the skipped input"
+                    )?;
+                }
+            }
+            Ok(())
+        }
         Some(Command::Status) => {
             let shop = needs_database(url, "status").await?;
             writeln!(
@@ -216,9 +334,9 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-async fn needs_database(url: Option<&str>, what: &str) -> Result<Shop> {
-    match url {
-        Some(_) => shop(url).await,
+async fn needs_database(setup: &Setup<'_>, what: &str) -> Result<Shop> {
+    match setup.database_url {
+        Some(_) => shop(setup).await,
         None => Err(format!("`{what}` works on a shop's stored events: set DATABASE_URL (or --database-url); in memory nothing outlives the process").into()),
     }
 }

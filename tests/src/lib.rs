@@ -15,7 +15,8 @@ use async_trait::async_trait;
 use cqrs_core::RecordedEvent;
 use eventstore_postgres::PgEventStore;
 use projections::testing::Tally;
-use projections::{ApplyError, Documents, PgTarget, Projection};
+use projections::{ApplyError, Documents, PgTarget, Projection, Target};
+use sqlx::Row;
 
 /// A projection with a side effect: it "sends" every event to the table `sent` (see
 /// [`Sender::create_table`]) over a connection of its own, as an outside service would receive it, fenced by
@@ -150,22 +151,53 @@ pub struct TestApp {
     pub shop: Arc<demo_shop::shop::Shop>,
     /// Its database.
     pub db: eventstore_postgres::testing::TestDatabase,
+    /// The payment gateway it calls (in process), with its ledger.
+    pub gateway: Arc<demo_shop::gateway::SimulatedGateway>,
+    options: AppOptions,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// How a [`TestApp`] differs from the shop's defaults.
+#[derive(Clone, Copy, Debug)]
+pub struct AppOptions {
+    /// How long an order may wait for its payment.
+    pub payment_timeout: std::time::Duration,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            payment_timeout: demo_shop::shop::PAYMENT_TIMEOUT,
+        }
+    }
+}
+
 /// Starts the shop on a fresh database: migrations, workers, HTTP server.
 pub async fn spawn_app() -> TestApp {
-    serve_app(eventstore_postgres::testing::TestDatabase::create(30).await).await
+    spawn_app_with(AppOptions::default()).await
+}
+
+/// Starts the shop with `options` on a fresh database.
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    let db = eventstore_postgres::testing::TestDatabase::create(30).await;
+    let gateway = Arc::new(demo_shop::gateway::SimulatedGateway::default());
+    serve_app(db, gateway, options).await
 }
 
 /// Starts the shop on `db`: migrations, workers, HTTP server.
-async fn serve_app(db: eventstore_postgres::testing::TestDatabase) -> TestApp {
+async fn serve_app(
+    db: eventstore_postgres::testing::TestDatabase,
+    gateway: Arc<demo_shop::gateway::SimulatedGateway>,
+    options: AppOptions,
+) -> TestApp {
     let storage = demo_shop::storage::Storage::from_pool(db.pool.clone())
         .await
         .expect("migrations apply");
-    let gateway = Arc::new(demo_shop::gateway::SimulatedGateway::default());
-    let shop = Arc::new(demo_shop::shop::Shop::new(storage, gateway));
+    let shop = Arc::new(
+        demo_shop::shop::Shop::new(storage, Arc::clone(&gateway) as _)
+            .with_payment_timeout(options.payment_timeout),
+    );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks: Vec<tokio::task::JoinHandle<()>> = shop
         .spawn_workers(stopped.clone())
@@ -195,6 +227,8 @@ async fn serve_app(db: eventstore_postgres::testing::TestDatabase) -> TestApp {
         addr,
         shop,
         db,
+        gateway,
+        options,
         stop,
         tasks,
     }
@@ -234,7 +268,7 @@ impl TestApp {
         for task in self.tasks {
             task.await.expect("a task of the app panicked");
         }
-        serve_app(self.db).await
+        serve_app(self.db, self.gateway, self.options).await
     }
 
     /// `GET path`.
@@ -260,4 +294,88 @@ impl TestApp {
         }
         self.db.drop_database().await;
     }
+}
+
+/// The active read model of `name` and its checkpoint, read in one snapshot.
+pub async fn active_model(
+    pool: &sqlx::PgPool,
+    name: &str,
+) -> (
+    cqrs_core::Position,
+    Option<serde_json::Value>,
+    Vec<(String, String, serde_json::Value)>,
+) {
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *tx)
+        .await
+        .expect("isolation");
+    let row = sqlx::query(
+        "SELECT c.commit, c.sequence, c.failure FROM projection_state s \
+         JOIN projection_checkpoints c ON c.name = s.name AND c.generation = s.active_generation \
+         WHERE s.name = $1",
+    )
+    .bind(name)
+    .fetch_one(&mut *tx)
+    .await
+    .expect("checkpoint");
+    let at = cqrs_core::Position::new(
+        row.get::<i64, _>("commit") as u64,
+        row.get::<i64, _>("sequence") as u64,
+    );
+    let docs = sqlx::query(
+        "SELECT d.collection, d.key, d.doc FROM projection_documents d JOIN projection_state s \
+         ON s.name = d.projection AND s.active_generation = d.generation \
+         WHERE d.projection = $1 ORDER BY d.collection, d.key",
+    )
+    .bind(name)
+    .fetch_all(&mut *tx)
+    .await
+    .expect("documents")
+    .iter()
+    .map(|r| (r.get("collection"), r.get("key"), r.get("doc")))
+    .collect();
+    tx.commit().await.expect("commit");
+    (at, row.get("failure"), docs)
+}
+
+/// `projection`'s read model replayed from the start of the log up to `until`, in memory.
+pub async fn replay(
+    store: &dyn cqrs_core::EventStore,
+    projection: &dyn projections::Projection,
+    until: cqrs_core::Position,
+) -> Vec<(String, String, serde_json::Value)> {
+    let target = projections::MemoryTarget::new();
+    let name = projection.name();
+    target
+        .register(name, projection.version())
+        .await
+        .expect("register");
+    let mut batch = target
+        .begin(name, 1, projections::target::Role::Live, None)
+        .await
+        .expect("begin");
+    let filter = projection.filter();
+    let mut after = cqrs_core::Position::START;
+    'pages: while after < until {
+        let page = store.read_all(after, 1_000, &filter).await.expect("read");
+        for event in &page.events {
+            if event.position > until {
+                break 'pages;
+            }
+            projection
+                .apply(&mut batch, event)
+                .await
+                .expect("replay applies");
+        }
+        if page.events.is_empty() && page.scanned_to <= after {
+            break;
+        }
+        after = page.scanned_to;
+    }
+    target
+        .commit(batch, cqrs_core::Position::START, until, None)
+        .await
+        .expect("commit");
+    target.documents(name)
 }

@@ -9,11 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cqrs_core::{EventStore, Position};
 use eventstore_postgres::testing::TestDatabase;
-use projections::target::Role;
-use projections::{MemoryTarget, Projection, Target};
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::Row;
 
 fn start_worker(url: &str, ttl: Duration) -> Child {
@@ -169,86 +166,6 @@ async fn an_idle_serve_stays_quiet_after_an_unrelated_event() {
     app.shutdown().await;
 }
 
-/// The active read model of `name` and its checkpoint, read in one snapshot.
-async fn active_model(
-    pool: &sqlx::PgPool,
-    name: &str,
-) -> (Position, Option<Value>, Vec<(String, String, Value)>) {
-    let mut tx = pool.begin().await.expect("begin");
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        .execute(&mut *tx)
-        .await
-        .expect("isolation");
-    let row = sqlx::query(
-        "SELECT c.commit, c.sequence, c.failure FROM projection_state s \
-         JOIN projection_checkpoints c ON c.name = s.name AND c.generation = s.active_generation \
-         WHERE s.name = $1",
-    )
-    .bind(name)
-    .fetch_one(&mut *tx)
-    .await
-    .expect("checkpoint");
-    let at = Position::new(
-        row.get::<i64, _>("commit") as u64,
-        row.get::<i64, _>("sequence") as u64,
-    );
-    let docs = sqlx::query(
-        "SELECT d.collection, d.key, d.doc FROM projection_documents d JOIN projection_state s \
-         ON s.name = d.projection AND s.active_generation = d.generation \
-         WHERE d.projection = $1 ORDER BY d.collection, d.key",
-    )
-    .bind(name)
-    .fetch_all(&mut *tx)
-    .await
-    .expect("documents")
-    .iter()
-    .map(|r| (r.get("collection"), r.get("key"), r.get("doc")))
-    .collect();
-    tx.commit().await.expect("commit");
-    (at, row.get("failure"), docs)
-}
-
-/// `projection`'s read model replayed from the start of the log up to `until`, in memory.
-async fn replay(
-    store: &dyn EventStore,
-    projection: &dyn Projection,
-    until: Position,
-) -> Vec<(String, String, Value)> {
-    let target = MemoryTarget::new();
-    let name = projection.name();
-    target
-        .register(name, projection.version())
-        .await
-        .expect("register");
-    let mut batch = target
-        .begin(name, 1, Role::Live, None)
-        .await
-        .expect("begin");
-    let filter = projection.filter();
-    let mut after = Position::START;
-    'pages: while after < until {
-        let page = store.read_all(after, 1_000, &filter).await.expect("read");
-        for event in &page.events {
-            if event.position > until {
-                break 'pages;
-            }
-            projection
-                .apply(&mut batch, event)
-                .await
-                .expect("replay applies");
-        }
-        if page.events.is_empty() && page.scanned_to <= after {
-            break;
-        }
-        after = page.scanned_to;
-    }
-    target
-        .commit(batch, Position::START, until, None)
-        .await
-        .expect("commit");
-    target.documents(name)
-}
-
 /// Each demo read model is rebuilt again and again (`SHOP_REBUILDS`, default 10) while two
 /// clients place orders at a steady rate (at least `SHOP_ORDERS`, default 2,000) and the
 /// workers run: after
@@ -353,13 +270,14 @@ async fn read_models_rebuilt_under_traffic_equal_a_replay() {
                 .rebuild(name, |_| {})
                 .await
                 .expect("rebuild under traffic");
-            let (at, failure, docs) = active_model(&app.db.pool, name).await;
+            let (at, failure, docs) = tests::active_model(&app.db.pool, name).await;
             assert_eq!(
                 failure, None,
                 "{name}: a failure was recorded after rebuild {round}"
             );
             assert!(report.generation >= 2);
-            let replayed = replay(app.shop.storage().store.as_ref(), projection.as_ref(), at).await;
+            let replayed =
+                tests::replay(app.shop.storage().store.as_ref(), projection.as_ref(), at).await;
             assert!(
                 docs == replayed,
                 "{name}: rebuild {round} differs from a replay up to {at}"

@@ -14,6 +14,7 @@
 //! | [`CARD_DECLINE`] | declined, "insufficient funds" |
 //! | [`CARD_FLAKY`] | unavailable on a key's first call, approved on the next |
 //! | [`CARD_UNAVAILABLE`] | always unavailable: the payment never settles |
+//! | [`CARD_INVALID`] | refused as a malformed request (asking again will not help) |
 //! | any other | declined, "unknown card" |
 
 mod client;
@@ -38,6 +39,9 @@ pub const CARD_DECLINE: &str = "card_decline";
 pub const CARD_FLAKY: &str = "card_flaky";
 /// A card the gateway never answers for: its payment never settles.
 pub const CARD_UNAVAILABLE: &str = "card_unavailable";
+
+/// A card whose requests the gateway refuses as malformed.
+pub const CARD_INVALID: &str = "card_invalid";
 
 /// An authorisation asked of the gateway.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{
     Authorization, AuthorizationRequest, GatewayError, PaymentGateway, CARD_APPROVE, CARD_DECLINE,
-    CARD_FLAKY, CARD_UNAVAILABLE,
+    CARD_FLAKY, CARD_INVALID, CARD_UNAVAILABLE,
 };
 
 /// One authorisation the gateway decided (an approval or a decline), under its key.
@@ -115,6 +115,9 @@ impl SimulatedGateway {
             }
             CARD_FLAKY => approved(),
             CARD_UNAVAILABLE => return Err(GatewayError::Unavailable("timed out".into())),
+            CARD_INVALID => {
+                return Err(GatewayError::Refused("the card token is malformed".into()));
+            }
             CARD_DECLINE => Authorization::Declined {
                 reason: "insufficient funds".into(),
             },

@@ -13,6 +13,7 @@
 //! | `GET /customers/{id}/orders` | a customer's orders |
 //! | `GET /sales/daily` | sales per day |
 //! | `GET /status` | projections with lag |
+//! | `GET /status/checkout` | the checkout: counts, and orders retrying or parked |
 //!
 //! Every `POST` may carry an `Idempotency-Key` header: the same request sent again with it
 //! gets the first answer again, and nothing is carried out twice ([`idempotency`]).
