@@ -110,6 +110,7 @@ pub struct Shop {
     orders: Repository<Order>,
     payments: Repository<Payment>,
     checkout: Arc<Checkout>,
+    checkout_options: ProcessOptions,
 }
 
 impl Shop {
@@ -133,8 +134,18 @@ impl Shop {
             orders,
             payments,
             checkout,
+            checkout_options: ProcessOptions {
+                executors: 16,
+                ..ProcessOptions::default()
+            },
             storage,
         }
+    }
+
+    /// Runs the checkout with `options` (executors, claim time-to-live, backoff).
+    pub fn with_checkout_options(mut self, options: ProcessOptions) -> Self {
+        self.checkout_options = options;
+        self
     }
 
     /// Cancels an order whose payment has not settled `timeout` after it was placed
@@ -157,10 +168,7 @@ impl Shop {
             Arc::clone(&self.storage.instances),
             Arc::clone(&self.checkout),
         )
-        .with_options(ProcessOptions {
-            executors: 16,
-            ..ProcessOptions::default()
-        })
+        .with_options(self.checkout_options.clone())
     }
 
     /// Where events and read models live.

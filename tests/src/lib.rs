@@ -379,3 +379,21 @@ pub async fn replay(
         .expect("commit");
     target.documents(name)
 }
+
+/// A child process killed (SIGKILL) when dropped, so that a failing test leaves no worker
+/// behind.
+pub struct KilledOnDrop(pub std::process::Child);
+
+impl KilledOnDrop {
+    /// Kills it with SIGKILL and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
