@@ -27,6 +27,9 @@ use crate::storage::{ReadModels, Storage};
 /// How often a command is tried again after losing a race on its aggregate.
 const CONFLICT_RETRIES: u32 = 20;
 
+/// How long [`Shop::settle`] waits for orders whose checkout is retrying.
+pub const SETTLE_RETRIES_FOR: Duration = Duration::from_secs(10);
+
 /// How long an order may wait for its payment to settle, by default.
 pub const PAYMENT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -230,19 +233,26 @@ impl Shop {
         })
     }
 
-    /// Runs every projection and the checkout until nothing is left to do now (the
-    /// checkout's commands make new events, so it goes round until a round does nothing;
-    /// deadlines and retries not yet due are left).
+    /// Runs every projection and the checkout until nothing is left to do: the checkout's
+    /// commands make new events, so it goes round until a round does nothing, and waits (up
+    /// to [`SETTLE_RETRIES_FOR`]) for orders whose checkout is retrying. Deadlines not yet
+    /// due are left.
     pub async fn settle(&self) -> Result<(), ShopError> {
+        let started = std::time::Instant::now();
         loop {
             let applied = match &self.storage.read_models {
                 ReadModels::Memory(t) => catch_up_all(self, t.clone()).await?,
                 ReadModels::Postgres(t) => catch_up_all(self, t.clone()).await?,
             };
             let checkout = self.checkout().run_until_idle().await?;
-            if applied == 0 && checkout.filed == 0 && checkout.reactions == 0 {
+            if applied > 0 || checkout.filed > 0 || checkout.reactions > 0 {
+                continue;
+            }
+            let retrying = self.storage.instances.summary(checkout::NAME).await?.retrying;
+            if retrying == 0 || started.elapsed() > SETTLE_RETRIES_FOR {
                 return Ok(());
             }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
