@@ -268,6 +268,18 @@ impl<A: Aggregate> Repository<A> {
                     })),
                 }
             }
+            // Decided against the state *after* another attempt at this same command stored
+            // it (its lookup above came just too early): the original outcome is the answer,
+            // not this attempt's refusal or "nothing to do".
+            outcome @ (Err(CommandError::Rejected(_)) | Ok(_)) if maybe_stored => {
+                if outcome.as_ref().is_ok_and(|events| !events.is_empty()) {
+                    return outcome;
+                }
+                match self.original_outcome(stream, command_id).await? {
+                    Some(original) => Ok(original),
+                    None => outcome,
+                }
+            }
             other => other,
         }
     }

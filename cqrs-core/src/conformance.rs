@@ -60,6 +60,7 @@ macro_rules! store_conformance_tests {
             repository_with_snapshots_matches_full_replay,
             repeated_command_returns_the_original_outcome,
             concurrent_repeats_of_one_command_store_it_once,
+            a_repeat_refused_by_the_state_its_original_made_answers_with_the_original,
             lost_replies_are_retried_with_the_same_ids
         );
     };
@@ -872,6 +873,70 @@ pub async fn concurrent_repeats_of_one_command_store_it_once(store: Arc<dyn Even
     assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
     let stream = StreamId::for_aggregate("counter", "hot").expect("id");
     assert_eq!(store.stream_version(&stream).await.expect("version"), 1);
+}
+
+/// A switch that can be turned on once; turning it on again is refused.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Switch {
+    /// Whether it is on.
+    pub on: bool,
+}
+
+/// Why a [`Switch`] refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the switch is on already")]
+pub struct AlreadyOn;
+
+impl Aggregate for Switch {
+    const TYPE: &'static str = "switch";
+    type Command = ();
+    type Event = TestEvent;
+    type Error = AlreadyOn;
+    type Services = ();
+
+    fn handle(&self, (): (), _: &()) -> Result<Vec<TestEvent>, AlreadyOn> {
+        if self.on {
+            Err(AlreadyOn)
+        } else {
+            Ok(vec![TestEvent::Noted { text: "on".into() }])
+        }
+    }
+
+    fn apply(&mut self, _: &TestEvent) {
+        self.on = true;
+    }
+}
+
+/// Copies of one command racing on a fresh aggregate: those that load the state after the
+/// first copy was stored would be refused by it ("on already"), but they are copies of the
+/// command that turned it on, and answer with its events; another command is refused.
+pub async fn a_repeat_refused_by_the_state_its_original_made_answers_with_the_original(
+    store: Arc<dyn EventStore>,
+) {
+    for round in 0..10 {
+        let repo = Repository::<Switch>::new(Arc::clone(&store), ()).with_conflict_retries(50);
+        let meta = Metadata::new_request().with_command_id(CommandId::new());
+        let id = format!("s{round}");
+        let copies: Vec<_> = (0..8)
+            .map(|_| {
+                let (repo, meta, id) = (repo.clone(), meta.clone(), id.clone());
+                tokio::spawn(async move { repo.execute(&id, (), &meta).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for copy in copies {
+            answers.push(copy.await.expect("task").expect("every copy succeeds"));
+        }
+        assert!(
+            answers.iter().all(|a| a == &answers[0] && a.len() == 1),
+            "{answers:?}"
+        );
+        let other = repo.execute(&id, (), &Metadata::new_request()).await;
+        assert!(
+            matches!(other, Err(crate::CommandError::Rejected(AlreadyOn))),
+            "{other:?}"
+        );
+    }
 }
 
 /// An append whose reply is lost, or a store that is briefly unreachable, is retried by the

@@ -3,6 +3,8 @@
 //!
 //! Run with: cargo bench -p demo-shop -- [--json] [--orders N] [--rate N] [--seconds N]
 //!
+//! Orders take one unit of one of 20 products in turn.
+//!
 //! - `raw_order_events`: the events a settled order consists of, appended one command at a
 //!   time by 16 writers (orders' worth per second): the ceiling of the store for this work.
 //! - `checkout_settle`: `--orders` orders (default 1,000) placed by 16 clients; orders per
@@ -25,6 +27,12 @@ use eventstore_postgres::bench::{median, BenchArgs};
 use eventstore_postgres::testing::TestDatabase;
 
 const CLIENTS: usize = 16;
+/// Products in the catalogue; each order takes one, in turn.
+const PRODUCTS: usize = 20;
+
+fn sku(n: usize) -> Sku {
+    Sku::new(format!("SKU{}", n % PRODUCTS)).expect("sku")
+}
 
 struct Options {
     json: bool,
@@ -45,24 +53,28 @@ fn options() -> Options {
 
 /// A shop on a fresh database with its workers running and a product in stock.
 async fn shop_on(db: &TestDatabase) -> (Arc<Shop>, tokio::sync::watch::Sender<bool>) {
-    let storage = Storage::from_pool(db.pool.clone()).await.expect("migrations");
+    let storage = Storage::from_pool(db.pool.clone())
+        .await
+        .expect("migrations");
     let shop = Arc::new(Shop::new(storage, Arc::new(SimulatedGateway::new())));
     let meta = Metadata::new_request();
-    let mug = Sku::new("MUG").expect("sku");
-    shop.register_product(mug.clone(), "Mug".into(), Money(1_200), &meta)
-        .await
-        .expect("register");
-    shop.restock(mug, 1_000_000, &meta).await.expect("restock");
+    for n in 0..PRODUCTS {
+        shop.register_product(sku(n), format!("Product {n}"), Money(1_200), &meta)
+            .await
+            .expect("register");
+        shop.restock(sku(n), 1_000_000, &meta)
+            .await
+            .expect("restock");
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     std::mem::drop(shop.spawn_workers(stopped));
     (shop, stop)
 }
 
-async fn place(shop: &Shop) -> OrderId {
-    let mug = Sku::new("MUG").expect("sku");
+async fn place(shop: &Shop, n: usize) -> OrderId {
     shop.place_order(
         CustomerId::new(),
-        vec![(mug, 1)],
+        vec![(sku(n), 1)],
         "card_approve".into(),
         &Metadata::new_request(),
     )
@@ -75,10 +87,13 @@ async fn place(shop: &Shop) -> OrderId {
 fn watch_confirmations(
     store: Arc<dyn EventStore>,
     from: Position,
-) -> Arc<Mutex<HashMap<OrderId, Instant>>> {
+) -> (
+    Arc<Mutex<HashMap<OrderId, Instant>>>,
+    tokio::task::AbortHandle,
+) {
     let seen = Arc::new(Mutex::new(HashMap::new()));
     let noted = Arc::clone(&seen);
-    tokio::spawn(async move {
+    let watcher = tokio::spawn(async move {
         let filter = EventFilter::all().event_types(["OrderConfirmed"]);
         let mut after = from;
         loop {
@@ -93,11 +108,13 @@ fn watch_confirmations(
             }
             after = page.scanned_to.max(after);
             if page.events.is_empty() {
-                let _ = store.wait_for_events(after, Duration::from_millis(100)).await;
+                let _ = store
+                    .wait_for_events(after, Duration::from_millis(100))
+                    .await;
             }
         }
     });
-    seen
+    (seen, watcher.abort_handle())
 }
 
 /// Orders per second, from the first placed to the last confirmed.
@@ -105,15 +122,16 @@ async fn settle(orders: usize) -> (f64, usize) {
     let db = TestDatabase::create(40).await;
     let (shop, stop) = shop_on(&db).await;
     let store = Arc::clone(&shop.storage().store);
-    let confirmed = watch_confirmations(Arc::clone(&store), store.head().await.expect("head"));
+    let (confirmed, watcher) =
+        watch_confirmations(Arc::clone(&store), store.head().await.expect("head"));
     let before: i64 = event_count(&db).await;
     let started = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let shop = Arc::clone(&shop);
             tokio::spawn(async move {
-                for _ in (c..orders).step_by(CLIENTS) {
-                    place(&shop).await;
+                for n in (c..orders).step_by(CLIENTS) {
+                    place(&shop, n).await;
                 }
             })
         })
@@ -122,11 +140,15 @@ async fn settle(orders: usize) -> (f64, usize) {
         client.await.expect("client");
     }
     while confirmed.lock().expect("lock").len() < orders {
-        assert!(started.elapsed() < Duration::from_secs(600), "orders did not settle");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "orders did not settle"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let rate = orders as f64 / started.elapsed().as_secs_f64();
     let events = (event_count(&db).await - before) as usize;
+    watcher.abort();
     stop.send_replace(true);
     tokio::time::sleep(Duration::from_millis(200)).await;
     db.drop_database().await;
@@ -157,7 +179,7 @@ async fn raw_order_events(orders: usize, per_order: usize) -> f64 {
                         let stream = match e % 3 {
                             0 => format!("order-{o}"),
                             1 => format!("payment-{o}"),
-                            _ => format!("inventory-{}", o % 4),
+                            _ => format!("inventory-SKU{}", o % PRODUCTS),
                         };
                         let event = NewEvent {
                             event_id: uuid::Uuid::new_v4(),
@@ -194,17 +216,18 @@ async fn latency(rate: usize, seconds: u64) -> (f64, f64) {
     let db = TestDatabase::create(40).await;
     let (shop, stop) = shop_on(&db).await;
     let store = Arc::clone(&shop.storage().store);
-    let confirmed = watch_confirmations(Arc::clone(&store), store.head().await.expect("head"));
+    let (confirmed, watcher) =
+        watch_confirmations(Arc::clone(&store), store.head().await.expect("head"));
     let placed = Arc::new(Mutex::new(HashMap::new()));
     let every = Duration::from_secs_f64(1.0 / rate as f64);
     let total = rate * seconds as usize;
     let mut ticks = tokio::time::interval(every);
     let mut tasks = Vec::with_capacity(total);
-    for _ in 0..total {
+    for n in 0..total {
         ticks.tick().await;
         let (shop, placed) = (Arc::clone(&shop), Arc::clone(&placed));
         tasks.push(tokio::spawn(async move {
-            let id = place(&shop).await;
+            let id = place(&shop, n).await;
             placed.lock().expect("lock").insert(id, Instant::now());
         }));
     }
@@ -226,6 +249,7 @@ async fn latency(rate: usize, seconds: u64) -> (f64, f64) {
         .collect();
     waits.sort_by(f64::total_cmp);
     let p99 = waits[(waits.len() * 99 / 100).min(waits.len() - 1)];
+    watcher.abort();
     stop.send_replace(true);
     tokio::time::sleep(Duration::from_millis(200)).await;
     db.drop_database().await;
@@ -248,7 +272,10 @@ async fn main() {
         println!("{{\"name\":\"checkout_latency_p50\",\"ms\":{p50:.2}}}");
         println!("{{\"name\":\"checkout_latency_p99\",\"ms\":{p99:.2}}}");
     } else {
-        println!("{:<24} {:>10.1} orders/s ({per_order} events each)", "raw_order_events", raw);
+        println!(
+            "{:<24} {:>10.1} orders/s ({per_order} events each)",
+            "raw_order_events", raw
+        );
         println!(
             "{:<24} {:>10.1} orders/s ({:.2}x raw)",
             "checkout_settle",

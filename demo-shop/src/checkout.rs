@@ -134,7 +134,7 @@ impl Checkout {
                     | InventoryError::NotRegistered(_)),
                 )) => {
                     return self
-                        .give_up(state, r, order_id, lines, &format!("out of stock: {short}"))
+                        .give_up(state, r, order_id, &format!("out of stock: {short}"))
                         .await;
                 }
                 Err(other) => return Err(failed(other)),
@@ -173,7 +173,7 @@ impl Checkout {
             // not left to block anything.
             Err(CommandError::Rejected(PaymentError::ZeroAmount)) => {
                 return self
-                    .give_up(state, r, order_id, lines, "the order has nothing to pay")
+                    .give_up(state, r, order_id, "the order has nothing to pay")
                     .await;
             }
             Err(other) => return Err(failed(other)),
@@ -222,16 +222,17 @@ impl Checkout {
         Ok(())
     }
 
-    /// Releases what was reserved and cancels the order.
+    /// Cancels the order. Its `OrderCancelled` then releases whatever was reserved: the
+    /// decision is one effect, so a retry of a reaction that failed after it cannot decide
+    /// otherwise (say, reserve a line that was short the first time) with half of the first
+    /// decision carried out.
     async fn give_up(
         &self,
         state: &mut CheckoutState,
         r: &mut Reaction<'_>,
         order_id: OrderId,
-        lines: &[OrderLine],
         reason: &str,
     ) -> Result<(), ApplyError> {
-        self.release(r, order_id, lines).await?;
         self.cancel(r, order_id, reason).await?;
         state.closed = true;
         r.step.cancel(PAYMENT_DEADLINE);
@@ -380,30 +381,27 @@ impl Checkout {
                 Ok(())
             }
             PaymentEvent::PaymentDeclined { order_id, reason } => {
-                let lines = self.lines_of(order_id).await?;
-                self.give_up(
-                    state,
-                    r,
-                    order_id,
-                    &lines,
-                    &format!("payment declined: {reason}"),
-                )
-                .await
+                self.give_up(state, r, order_id, &format!("payment declined: {reason}"))
+                    .await
             }
             _ => Ok(()),
         }
     }
 
-    /// The payment did not settle in time: an order not yet paid is cancelled (its
-    /// OrderCancelled releases the stock).
+    /// The payment did not settle in time: an order whose payment the gateway never
+    /// answered is cancelled (its OrderCancelled releases the stock). One whose payment was
+    /// approved or taken is left to finish: its capture or confirmation is on its way.
     async fn on_payment_deadline(
         &self,
         state: &mut CheckoutState,
         r: &mut Reaction<'_>,
         order_id: OrderId,
     ) -> Result<(), ApplyError> {
-        let status = self.orders.load(&order_id.to_string()).await?.state.status;
-        if matches!(status, OrderStatus::Placed | OrderStatus::StockReserved) {
+        let id = order_id.to_string();
+        let status = self.orders.load(&id).await?.state.status;
+        let payment = self.payments.load(&id).await?.state.status;
+        let unanswered = matches!(payment, PaymentStatus::New | PaymentStatus::Requested);
+        if unanswered && matches!(status, OrderStatus::Placed | OrderStatus::StockReserved) {
             let reason = format!(
                 "payment not settled within {} s",
                 self.payment_timeout.as_secs_f64()

@@ -28,7 +28,9 @@ pub struct Cli {
     pub gateway: Option<SocketAddr>,
 
     /// Seconds an order may wait for its payment to settle before the checkout cancels it.
-    #[arg(long, env = "PAYMENT_TIMEOUT_SECS", global = true, default_value_t = crate::shop::PAYMENT_TIMEOUT.as_secs())]
+    #[arg(long, env = "PAYMENT_TIMEOUT_SECS", global = true,
+          default_value_t = crate::shop::PAYMENT_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub payment_timeout_secs: u64,
 
     /// What to do; with none, runs the narrated scenario and exits.

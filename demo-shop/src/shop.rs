@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_core::{CommandError, EventEnvelope, Metadata, Position, Repository};
+use cqrs_core::{CommandError, EventEnvelope, Metadata, Position, Repository, SnapshotPolicy};
 use projections::{
     DeadLetter, Projection, ProjectionRunner, ProjectionStatus, RebuildProgress, RebuildReport,
     Resolution, RunnerOptions, Target, WaitOutcome,
@@ -26,6 +26,9 @@ use crate::storage::{ReadModels, Storage};
 
 /// How often a command is tried again after losing a race on its aggregate.
 const CONFLICT_RETRIES: u32 = 20;
+
+/// How many events of a product's stream are replayed at most on top of its snapshot.
+const INVENTORY_SNAPSHOT_EVERY: u64 = 50;
 
 /// How long [`Shop::settle`] waits for orders whose checkout is retrying.
 pub const SETTLE_RETRIES_FOR: Duration = Duration::from_secs(10);
@@ -120,8 +123,10 @@ impl Shop {
     /// A shop on `storage`, paying through `gateway`.
     pub fn new(storage: Storage, gateway: Arc<dyn PaymentGateway>) -> Self {
         let store = Arc::clone(&storage.store);
-        let inventory =
-            Repository::new(Arc::clone(&store), ()).with_conflict_retries(CONFLICT_RETRIES);
+        // A product's stream grows with every order of it: load it from a snapshot.
+        let inventory = Repository::new(Arc::clone(&store), ())
+            .with_conflict_retries(CONFLICT_RETRIES)
+            .with_snapshots(SnapshotPolicy::EveryNEvents(INVENTORY_SNAPSHOT_EVERY));
         let orders =
             Repository::new(Arc::clone(&store), ()).with_conflict_retries(CONFLICT_RETRIES);
         let payments = Repository::new(store, ()).with_conflict_retries(CONFLICT_RETRIES);
@@ -248,7 +253,12 @@ impl Shop {
             if applied > 0 || checkout.filed > 0 || checkout.reactions > 0 {
                 continue;
             }
-            let retrying = self.storage.instances.summary(checkout::NAME).await?.retrying;
+            let retrying = self
+                .storage
+                .instances
+                .summary(checkout::NAME)
+                .await?
+                .retrying;
             if retrying == 0 || started.elapsed() > SETTLE_RETRIES_FOR {
                 return Ok(());
             }

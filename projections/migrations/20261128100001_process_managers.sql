@@ -18,6 +18,8 @@ CREATE TABLE IF NOT EXISTS process_instances (
     next_at       timestamptz,
     -- Set while an executor holds it (a retry's time is kept in next_at).
     claimed_until timestamptz,
+    -- The input that failed transiently and when it is retried (NULL when none is).
+    retry_input   uuid,
     retry_at      timestamptz,
     -- Fencing token: bumped by every claim, checked by every write under a claim.
     epoch         bigint NOT NULL DEFAULT 0,

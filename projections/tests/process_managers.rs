@@ -435,6 +435,122 @@ async fn a_deadline_scheduled_again_after_firing_does_not_fire_again(
     assert_eq!((summary.due_inputs, summary.scheduled_deadlines), (0, 0));
 }
 
+/// A deadline whose reaction schedules its own name again (or cancels it) and then fails
+/// is retried itself, after its backoff, without spinning and without being dropped; a
+/// deadline done meanwhile leaves a failing event's retry as it was.
+async fn a_failing_deadline_that_replaces_itself_is_retried(
+    _store: Arc<dyn EventStore>,
+    instances: Arc<dyn InstanceStore>,
+) {
+    let ttl = Duration::from_secs(5);
+    let claim = || async { instances.claim(NAME, ttl).await.expect("claim") };
+    let step_of = |c: &projections::process::Claimed| {
+        Step::new(&c.instance, c.input.id, c.epoch, Instant::now() + ttl)
+    };
+    for (instance, reschedule) in [("again", true), ("cancel", false)] {
+        let input = NewInput {
+            instance: instance.into(),
+            event_id: uuid::Uuid::new_v4(),
+        };
+        instances
+            .enqueue(NAME, &[input], cqrs_core::Position::new(1, 1))
+            .await
+            .expect("enqueue");
+        let event = claim().await.expect("the event");
+        let mut step = step_of(&event);
+        step.schedule("tick", Utc::now());
+        assert!(instances
+            .complete(NAME, &event, serde_json::json!(1), step.changes())
+            .await
+            .expect("complete"));
+        let tick = claim().await.expect("the tick is due");
+        let mut step = step_of(&tick);
+        if reschedule {
+            step.schedule("tick", Utc::now() + chrono::Duration::hours(1));
+        } else {
+            step.cancel("tick");
+        }
+        assert!(instances
+            .retry_later(
+                NAME,
+                &tick,
+                "flaky",
+                Duration::from_millis(300),
+                step.changes()
+            )
+            .await
+            .expect("retry"));
+        let started = Instant::now();
+        assert!(claim().await.is_none(), "nothing is due during the backoff");
+        assert!(started.elapsed() < Duration::from_secs(1), "the claim spun");
+        let wait = instances
+            .next_due_in(NAME)
+            .await
+            .expect("due")
+            .expect("a retry is due");
+        assert!(wait <= Duration::from_millis(300), "{wait:?}");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let again = claim().await.expect("the tick is retried");
+        assert_eq!(again.input.id, tick.input.id);
+        assert_eq!(again.attempts, 1);
+        assert!(instances
+            .complete(NAME, &again, serde_json::json!(2), step.changes())
+            .await
+            .expect("complete"));
+        let status = instances
+            .instance(NAME, instance)
+            .await
+            .expect("get")
+            .expect("known");
+        assert_eq!(status.state, InstanceState::Active, "{status:?}");
+        assert_eq!(
+            status.pending,
+            u64::from(reschedule),
+            "only the new tick waits: {status:?}"
+        );
+    }
+
+    // A failing event keeps its retry while a deadline of its instance is done.
+    let failing = NewInput {
+        instance: "mixed".into(),
+        event_id: uuid::Uuid::new_v4(),
+    };
+    instances
+        .enqueue(NAME, &[failing], cqrs_core::Position::new(2, 1))
+        .await
+        .expect("enqueue");
+    let event = claim().await.expect("the event");
+    let mut step = step_of(&event);
+    step.schedule("soon", Utc::now());
+    assert!(instances
+        .retry_later(
+            NAME,
+            &event,
+            "down",
+            Duration::from_millis(500),
+            step.changes()
+        )
+        .await
+        .expect("retry"));
+    let soon = claim().await.expect("the deadline comes first");
+    assert!(instances
+        .complete(NAME, &soon, serde_json::json!(3), &Default::default())
+        .await
+        .expect("complete"));
+    let mixed = instances
+        .instance(NAME, "mixed")
+        .await
+        .expect("get")
+        .expect("known");
+    assert_eq!(mixed.state, InstanceState::Retrying, "{mixed:?}");
+    assert_eq!(mixed.attempts, 1);
+    let early = claim().await;
+    assert!(
+        early.is_none(),
+        "the event waits for its backoff: {early:?}"
+    );
+}
+
 async fn on_postgres() -> (Arc<dyn EventStore>, Arc<dyn InstanceStore>, TestDatabase) {
     let db = TestDatabase::create(12).await;
     let store = PgEventStore::new(db.pool.clone());
@@ -483,4 +599,5 @@ on_both!(
     a_deadline_fires_once_and_a_cancelled_one_never,
     a_taken_over_claim_writes_nothing,
     a_deadline_scheduled_again_after_firing_does_not_fire_again,
+    a_failing_deadline_that_replaces_itself_is_retried,
 );

@@ -41,7 +41,8 @@ struct Instance {
     last_error: Option<String>,
     claimed_until: Option<DateTime<Utc>>,
     epoch: u64,
-    retry_at: Option<DateTime<Utc>>,
+    /// The input that failed transiently, and when it is retried.
+    retry: Option<(Uuid, DateTime<Utc>)>,
     /// Pending inputs by sequence.
     inputs: BTreeMap<u64, Pending>,
 }
@@ -62,7 +63,7 @@ impl Instance {
             last_error: None,
             claimed_until: None,
             epoch: 0,
-            retry_at: None,
+            retry: None,
             inputs: BTreeMap::new(),
         }
     }
@@ -74,27 +75,34 @@ impl Instance {
             return None;
         }
         let earliest = self.inputs.values().map(|p| p.due_at).min()?;
-        match self.retry_at {
-            None => Some(earliest),
-            Some(retry) => {
+        match self.retry {
+            Some((input, retry)) if self.inputs.values().any(|p| p.id == input) => {
                 let deadline = self
                     .inputs
                     .values()
-                    .filter(|p| p.deadline.is_some())
+                    .filter(|p| p.deadline.is_some() && p.id != input)
                     .map(|p| p.due_at)
                     .min();
                 Some(deadline.map_or(retry, |d| d.min(retry)))
             }
+            _ => Some(earliest),
         }
     }
 
     /// The input to react to now: a due deadline first, then the oldest due input.
+    /// While the input that failed waits for its retry, only other deadlines may run.
     fn next_input(&self, now: DateTime<Utc>) -> Option<(u64, &Pending)> {
+        let waiting = self
+            .retry
+            .filter(|(_, at)| *at > now)
+            .map(|(input, _)| input);
         let due = || self.inputs.iter().filter(|(_, p)| p.due_at <= now);
-        due()
-            .find(|(_, p)| p.deadline.is_some())
-            .or_else(|| due().next())
-            .map(|(seq, p)| (*seq, p))
+        let deadline = due().find(|(_, p)| p.deadline.is_some() && Some(p.id) != waiting);
+        match waiting {
+            Some(_) => deadline,
+            None => deadline.or_else(|| due().next()),
+        }
+        .map(|(seq, p)| (*seq, p))
     }
 
     fn status(&self, instance: &str) -> InstanceStatus {
@@ -115,11 +123,19 @@ impl Instance {
         }
     }
 
-    /// Applies a reaction's deadline changes; a deadline filed before (`filed`, even if it
-    /// fired since) is not filed again.
-    fn apply(&mut self, next_seq: &mut u64, filed: &mut HashSet<Uuid>, changes: &DeadlineChanges) {
+    /// Applies the deadline changes of a reaction to `claimed`; a deadline filed before
+    /// (`filed`, even if it fired since) is not filed again, and the claimed input itself
+    /// (a deadline being retried) is never dropped.
+    fn apply(
+        &mut self,
+        next_seq: &mut u64,
+        filed: &mut HashSet<Uuid>,
+        claimed: Uuid,
+        changes: &DeadlineChanges,
+    ) {
         let names = changes.names();
-        let keep: HashSet<Uuid> = changes.scheduled.iter().map(|d| d.id).collect();
+        let mut keep: HashSet<Uuid> = changes.scheduled.iter().map(|d| d.id).collect();
+        keep.insert(claimed);
         self.inputs.retain(|_, p| {
             keep.contains(&p.id) || !p.deadline.as_ref().is_some_and(|n| names.contains(n))
         });
@@ -138,6 +154,14 @@ impl Instance {
             );
         }
     }
+}
+
+/// `at` plus `wait`, or the end of time when that overflows.
+fn after(at: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(wait)
+        .ok()
+        .and_then(|wait| at.checked_add_signed(wait))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 impl MemoryInstances {
@@ -255,8 +279,7 @@ impl InstanceStore for MemoryInstances {
             },
         };
         instance.epoch += 1;
-        instance.claimed_until =
-            Some(now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX));
+        instance.claimed_until = Some(after(now, ttl));
         Ok(Some(Claimed {
             instance: name,
             state: instance.state.clone(),
@@ -273,14 +296,19 @@ impl InstanceStore for MemoryInstances {
         state: Value,
         deadlines: &DeadlineChanges,
     ) -> Result<bool> {
+        let done = claimed.input.id;
         Ok(
             self.under_claim(process, claimed, |instance, next_seq, filed| {
                 instance.state = state;
-                instance.attempts = 0;
-                instance.last_error = None;
-                instance.retry_at = None;
-                instance.inputs.retain(|_, p| p.id != claimed.input.id);
-                instance.apply(next_seq, filed, deadlines);
+                // A deadline done while another input waits to be retried leaves that input's
+                // failures and retry time as they are.
+                if instance.retry.is_none_or(|(input, _)| input == done) {
+                    instance.attempts = 0;
+                    instance.last_error = None;
+                    instance.retry = None;
+                }
+                instance.inputs.retain(|_, p| p.id != done);
+                instance.apply(next_seq, filed, done, deadlines);
             }),
         )
     }
@@ -293,13 +321,14 @@ impl InstanceStore for MemoryInstances {
         delay: Duration,
         deadlines: &DeadlineChanges,
     ) -> Result<bool> {
-        let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        let at = after(Utc::now(), delay);
+        let failed = claimed.input.id;
         Ok(
             self.under_claim(process, claimed, |instance, next_seq, filed| {
                 instance.attempts += 1;
                 instance.last_error = Some(error.to_owned());
-                instance.retry_at = Some(at);
-                instance.apply(next_seq, filed, deadlines);
+                instance.retry = Some((failed, at));
+                instance.apply(next_seq, filed, failed, deadlines);
             }),
         )
     }
@@ -368,7 +397,7 @@ impl InstanceStore for MemoryInstances {
             i.inputs.retain(|_, p| p.id != input);
         }
         i.attempts = 0;
-        i.retry_at = None;
+        i.retry = None;
         i.last_error = None;
         i.epoch += 1;
         i.claimed_until = None;
@@ -380,7 +409,10 @@ impl InstanceStore for MemoryInstances {
         Ok(self.lock().get(process).and_then(|p| {
             p.instances
                 .values()
-                .filter_map(Instance::next_at)
+                .filter_map(|i| {
+                    let next = i.next_at()?;
+                    Some(i.claimed_until.map_or(next, |until| until.max(next)))
+                })
                 .min()
                 .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO))
         }))

@@ -34,11 +34,18 @@ fn millis(duration: Duration) -> i64 {
 }
 
 /// `next_at` as it should be after the instance's inputs or retry changed: its earliest
-/// pending input, held back to its retry time unless a deadline comes first.
-const NEXT_AT: &str = "(SELECT CASE WHEN i.retry_at IS NULL THEN min(x.due_at) \
-     ELSE least(i.retry_at, min(x.due_at) FILTER (WHERE x.deadline IS NOT NULL)) END \
+/// pending input; while the input that failed is still pending, its retry time, unless a
+/// deadline comes first. NULL when nothing is pending.
+const NEXT_AT: &str = "(SELECT CASE \
+       WHEN i.retry_at IS NOT NULL AND bool_or(x.input_id = i.retry_input) \
+       THEN least(i.retry_at, min(x.due_at) \
+                  FILTER (WHERE x.deadline IS NOT NULL AND x.input_id <> i.retry_input)) \
+       ELSE min(x.due_at) END \
      FROM process_inputs x WHERE x.process = i.process AND x.instance = i.instance AND NOT x.done \
      HAVING count(*) > 0)";
+
+/// How often a claim looks again after finding an instance with nothing due after all.
+const CLAIM_ATTEMPTS: usize = 16;
 
 impl PgInstances {
     /// Instances in the database of `pool`.
@@ -61,12 +68,15 @@ impl PgInstances {
         Ok(held.is_some())
     }
 
+    /// Applies a reaction's deadline changes; the claimed input itself (a deadline being
+    /// retried) is never dropped by them.
     async fn apply_deadlines(
         tx: &mut PgConnection,
         process: &str,
-        instance: &str,
+        claimed: &Claimed,
         changes: &DeadlineChanges,
     ) -> Result<()> {
+        let instance = claimed.instance.as_str();
         if changes.scheduled.is_empty() && changes.cancelled.is_empty() {
             return Ok(());
         }
@@ -74,12 +84,13 @@ impl PgInstances {
         sqlx::query(
             "UPDATE process_inputs SET done = true \
              WHERE process = $1 AND instance = $2 AND NOT done AND deadline = ANY($3) \
-               AND NOT (input_id = ANY($4))",
+               AND NOT (input_id = ANY($4)) AND input_id <> $5",
         )
         .bind(process)
         .bind(instance)
         .bind(changes.names())
         .bind(&keep)
+        .bind(claimed.input.id)
         .execute(&mut *tx)
         .await
         .map_err(storage)?;
@@ -225,7 +236,8 @@ impl InstanceStore for PgInstances {
                  SELECT DISTINCT $1, instance, now() FROM new ORDER BY 2 \
                  ON CONFLICT (process, instance) DO UPDATE SET next_at = \
                      CASE WHEN i.retry_at IS NULL OR i.parked_input IS NOT NULL \
-                          THEN least(i.next_at, excluded.next_at) ELSE i.next_at END",
+                          THEN least(i.next_at, excluded.next_at) \
+                          ELSE coalesce(i.next_at, excluded.next_at) END",
             )
             .bind(process)
             .bind(inputs.iter().map(|i| i.event_id).collect::<Vec<_>>())
@@ -255,7 +267,7 @@ impl InstanceStore for PgInstances {
     }
 
     async fn claim(&self, process: &str, ttl: Duration) -> Result<Option<Claimed>> {
-        loop {
+        for _ in 0..CLAIM_ATTEMPTS {
             let mut tx = self.pool.begin().await.map_err(storage)?;
             let row = sqlx::query(
                 "WITH next AS ( \
@@ -278,9 +290,15 @@ impl InstanceStore for PgInstances {
             };
             let instance: String = row.try_get("instance").map_err(storage)?;
             let input = sqlx::query(
-                "SELECT input_id, deadline, due_at FROM process_inputs \
-                 WHERE process = $1 AND instance = $2 AND NOT done AND due_at <= now() \
-                 ORDER BY (deadline IS NULL), seq LIMIT 1",
+                // Due deadlines first, then the oldest input; while the input that failed
+                // waits for its retry, only other deadlines.
+                "SELECT x.input_id, x.deadline, x.due_at \
+                 FROM process_inputs x JOIN process_instances i \
+                   ON i.process = x.process AND i.instance = x.instance \
+                 WHERE x.process = $1 AND x.instance = $2 AND NOT x.done AND x.due_at <= now() \
+                   AND (i.retry_at IS NULL OR i.retry_at <= now() \
+                        OR (x.deadline IS NOT NULL AND x.input_id <> i.retry_input)) \
+                 ORDER BY (x.deadline IS NULL), x.seq LIMIT 1",
             )
             .bind(process)
             .bind(&instance)
@@ -288,7 +306,19 @@ impl InstanceStore for PgInstances {
             .await
             .map_err(storage)?;
             let Some(input) = input else {
-                // Its next_at was stale: put it right and look again.
+                // Its next_at was stale (say, the input it was retrying is gone): put it
+                // right, end the stale retry, and look again.
+                sqlx::query(
+                    "UPDATE process_instances SET retry_at = NULL, retry_input = NULL \
+                     WHERE process = $1 AND instance = $2 AND retry_input IS NOT NULL \
+                       AND NOT EXISTS (SELECT FROM process_inputs x WHERE x.process = $1 \
+                         AND x.input_id = process_instances.retry_input AND NOT x.done)",
+                )
+                .bind(process)
+                .bind(&instance)
+                .execute(&mut *tx)
+                .await
+                .map_err(storage)?;
                 Self::settle(&mut tx, process, &instance).await?;
                 tx.commit().await.map_err(storage)?;
                 continue;
@@ -314,6 +344,7 @@ impl InstanceStore for PgInstances {
                 },
             }));
         }
+        Ok(None)
     }
 
     async fn complete(
@@ -323,21 +354,26 @@ impl InstanceStore for PgInstances {
         state: Value,
         deadlines: &DeadlineChanges,
     ) -> Result<bool> {
-        let (process_name, instance, input) = (
-            process.to_owned(),
-            claimed.instance.clone(),
-            claimed.input.id,
-        );
-        let deadlines = deadlines.clone();
+        let process_name = process.to_owned();
+        let (deadlines, claim) = (deadlines.clone(), claimed.clone());
         self.under_claim(process, claimed, move |tx| {
             Box::pin(async move {
+                // A deadline done while another input waits to be retried leaves that
+                // input's failures and retry time as they are.
                 sqlx::query(
-                    "UPDATE process_instances SET state = $3, attempts = 0, last_error = NULL, \
-                     retry_at = NULL WHERE process = $1 AND instance = $2",
+                    "UPDATE process_instances SET state = $3, \
+                       attempts = CASE WHEN retry_input IS NULL OR retry_input = $4 \
+                                       THEN 0 ELSE attempts END, \
+                       last_error = CASE WHEN retry_input IS NULL OR retry_input = $4 \
+                                         THEN NULL ELSE last_error END, \
+                       retry_at = CASE WHEN retry_input = $4 THEN NULL ELSE retry_at END, \
+                       retry_input = CASE WHEN retry_input = $4 THEN NULL ELSE retry_input END \
+                     WHERE process = $1 AND instance = $2",
                 )
                 .bind(&process_name)
-                .bind(&instance)
+                .bind(&claim.instance)
                 .bind(state)
+                .bind(claim.input.id)
                 .execute(&mut *tx)
                 .await
                 .map_err(storage)?;
@@ -345,11 +381,11 @@ impl InstanceStore for PgInstances {
                     "UPDATE process_inputs SET done = true WHERE process = $1 AND input_id = $2",
                 )
                 .bind(&process_name)
-                .bind(input)
+                .bind(claim.input.id)
                 .execute(&mut *tx)
                 .await
                 .map_err(storage)?;
-                Self::apply_deadlines(tx, &process_name, &instance, &deadlines).await
+                Self::apply_deadlines(tx, &process_name, &claim, &deadlines).await
             })
         })
         .await
@@ -363,27 +399,24 @@ impl InstanceStore for PgInstances {
         delay: Duration,
         deadlines: &DeadlineChanges,
     ) -> Result<bool> {
-        let (process_name, instance, error) = (
-            process.to_owned(),
-            claimed.instance.clone(),
-            error.to_owned(),
-        );
-        let deadlines = deadlines.clone();
+        let (process_name, error) = (process.to_owned(), error.to_owned());
+        let (deadlines, claim) = (deadlines.clone(), claimed.clone());
         self.under_claim(process, claimed, move |tx| {
             Box::pin(async move {
                 sqlx::query(
                     "UPDATE process_instances SET attempts = attempts + 1, last_error = $3, \
-                     retry_at = now() + $4 * interval '1 millisecond' \
+                     retry_at = now() + $4 * interval '1 millisecond', retry_input = $5 \
                      WHERE process = $1 AND instance = $2",
                 )
                 .bind(&process_name)
-                .bind(&instance)
+                .bind(&claim.instance)
                 .bind(error)
                 .bind(millis(delay) as f64)
+                .bind(claim.input.id)
                 .execute(&mut *tx)
                 .await
                 .map_err(storage)?;
-                Self::apply_deadlines(tx, &process_name, &instance, &deadlines).await
+                Self::apply_deadlines(tx, &process_name, &claim, &deadlines).await
             })
         })
         .await
@@ -498,7 +531,8 @@ impl InstanceStore for PgInstances {
         }
         sqlx::query(
             "UPDATE process_instances SET parked_input = NULL, attempts = 0, last_error = NULL, \
-             retry_at = NULL, epoch = epoch + 1 WHERE process = $1 AND instance = $2",
+             retry_at = NULL, retry_input = NULL, epoch = epoch + 1 \
+             WHERE process = $1 AND instance = $2",
         )
         .bind(process)
         .bind(instance)
@@ -512,7 +546,8 @@ impl InstanceStore for PgInstances {
 
     async fn next_due_in(&self, process: &str) -> Result<Option<Duration>> {
         let millis: Option<f64> = sqlx::query_scalar(
-            "SELECT greatest(0, extract(epoch FROM min(next_at) - now()) * 1000)::float8 \
+            "SELECT greatest(0, extract(epoch FROM \
+                 min(greatest(next_at, coalesce(claimed_until, next_at))) - now()) * 1000)::float8 \
              FROM process_instances WHERE process = $1 AND parked_input IS NULL \
                AND next_at IS NOT NULL",
         )

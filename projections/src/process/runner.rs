@@ -205,14 +205,24 @@ impl<P: ProcessManager> ProcessRunner<P> {
         }
     }
 
-    /// Files every event readable now; returns how many were filed.
+    /// Files every event committed before the call (waiting, where the store shows events
+    /// only once older transactions end, until they can be read); returns how many.
     async fn intake_to_barrier(&self) -> Result<u64> {
+        let barrier = self.store.read_barrier().await?;
         let mut position = None;
         let mut filed = 0;
-        while let Some(n) = self.intake_page(&mut position).await? {
-            filed += n as u64;
+        loop {
+            match self.intake_page(&mut position).await? {
+                Some(n) => filed += n as u64,
+                None if position.is_some_and(|p| p >= barrier) => return Ok(filed),
+                None => {
+                    let at = position.unwrap_or_default();
+                    self.store
+                        .wait_for_events(at, self.options.poll_every)
+                        .await?;
+                }
+            }
         }
-        Ok(filed)
     }
 
     /// Reads one page after the intake position and files its events: how many, or `None`
