@@ -237,8 +237,10 @@ impl<A: Aggregate> Repository<A> {
         }
     }
 
-    /// One attempt: the original outcome if the command's events are stored, otherwise
-    /// load, handle and append.
+    /// One attempt: load, handle and append. A command whose events are stored already is
+    /// found by its ids: the append of the same ids answers with the stored batch (or a
+    /// duplicate-id refusal), a refusal or "nothing to do" decided on the state the
+    /// original made is checked against it, so no lookup is spent on the common path.
     async fn attempt(
         &self,
         stream: &StreamId,
@@ -247,11 +249,6 @@ impl<A: Aggregate> Repository<A> {
         metadata: &Metadata,
         maybe_stored: bool,
     ) -> Result<Vec<EventEnvelope<A::Event>>, CommandError<A::Error>> {
-        if maybe_stored {
-            if let Some(original) = self.original_outcome(stream, command_id).await? {
-                return Ok(original);
-            }
-        }
         match self
             .try_execute(stream, command, command_id, metadata)
             .await
