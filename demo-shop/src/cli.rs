@@ -77,6 +77,10 @@ pub enum Command {
         /// How long it takes to answer, in milliseconds.
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
+        /// A file to keep the ledger in (JSON lines), so that it outlives a restart;
+        /// without it, the ledger is kept in memory.
+        #[arg(long)]
+        ledger: Option<std::path::PathBuf>,
     },
     /// Places orders through the HTTP API and reports throughput and latency.
     Simulate {
@@ -153,14 +157,21 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         None => crate::scenario::run(&shop(url).await?, &mut out).await,
         Some(Command::Serve { addr }) => serve(shop(url).await?, addr).await,
-        Some(Command::Gateway { addr, latency_ms }) => {
+        Some(Command::Gateway {
+            addr,
+            latency_ms,
+            ledger,
+        }) => {
             let listener = tokio::net::TcpListener::bind(addr).await?;
-            let gateway = Arc::new(SimulatedGateway::with_latency(
-                std::time::Duration::from_millis(latency_ms),
-            ));
+            let latency = std::time::Duration::from_millis(latency_ms);
+            let gateway = Arc::new(match ledger {
+                Some(path) => SimulatedGateway::with_ledger_file(&path, latency)
+                    .map_err(|e| format!("cannot open the ledger {}: {e}", path.display()))?,
+                None => SimulatedGateway::with_latency(latency),
+            });
             tracing::info!(%addr, "payment gateway serving");
             crate::gateway::serve_service(listener, gateway, async {
-                let _ = tokio::signal::ctrl_c().await;
+                stop_signal().await;
             })
             .await?;
             Ok(())
@@ -349,7 +360,7 @@ async fn serve(shop: Shop, addr: SocketAddr) -> Result<()> {
     let workers = shop.spawn_workers(stopped);
     tracing::info!(%addr, storage = shop.storage().kind(), "serving");
     crate::http::serve(listener, crate::http::router(Arc::new(shop)), async {
-        let _ = tokio::signal::ctrl_c().await;
+        stop_signal().await;
     })
     .await?;
     stop.send_replace(true);
@@ -359,4 +370,21 @@ async fn serve(shop: Shop, addr: SocketAddr) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM (what a service manager or a container runtime
+/// sends to stop a service).
+async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
@@ -15,7 +15,7 @@ use super::{
 };
 
 /// One authorisation the gateway decided (an approval or a decline), under its key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {
     /// The idempotency key.
     pub key: String,
@@ -33,6 +33,8 @@ pub struct LedgerEntry {
 pub struct SimulatedGateway {
     latency: Duration,
     inner: Mutex<Ledger>,
+    /// Where the ledger is kept, one JSON line per answer, if anywhere.
+    file: Option<Mutex<std::fs::File>>,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +56,42 @@ impl SimulatedGateway {
             latency,
             ..Self::default()
         }
+    }
+
+    /// A gateway whose ledger is kept in `path` (JSON lines, appended and synced before an
+    /// answer is given), so that a key asked again after a restart gets the same answer and
+    /// authorises nothing more, like a real provider's.
+    pub fn with_ledger_file(path: &std::path::Path, latency: Duration) -> std::io::Result<Self> {
+        use std::io::BufRead;
+        let mut ledger = Ledger::default();
+        if path.exists() {
+            let reader = std::io::BufReader::new(std::fs::File::open(path)?);
+            for (n, line) in reader.lines().enumerate() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let entry: LedgerEntry = serde_json::from_str(&line).map_err(|e| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{}:{}: not a ledger entry: {e}", path.display(), n + 1),
+                    )
+                })?;
+                ledger
+                    .by_key
+                    .insert(entry.key.clone(), ledger.entries.len());
+                ledger.entries.push(entry);
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Self {
+            latency,
+            inner: Mutex::new(ledger),
+            file: Some(Mutex::new(file)),
+        })
     }
 
     /// How long it takes to answer.
@@ -125,16 +163,31 @@ impl SimulatedGateway {
                 reason: "unknown card".into(),
             },
         };
-        let index = ledger.entries.len();
-        ledger.entries.push(LedgerEntry {
+        let entry = LedgerEntry {
             key: key.to_owned(),
             request: request.clone(),
             answer: answer.clone(),
             at: Utc::now(),
-        });
+        };
+        if let Some(file) = &self.file {
+            keep(file, &entry)
+                .map_err(|e| GatewayError::Unavailable(format!("the ledger failed: {e}")))?;
+        }
+        let index = ledger.entries.len();
+        ledger.entries.push(entry);
         ledger.by_key.insert(key.to_owned(), index);
         Ok(answer)
     }
+}
+
+/// Appends `entry` to the ledger file and syncs it.
+fn keep(file: &Mutex<std::fs::File>, entry: &LedgerEntry) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut line = serde_json::to_vec(entry)?;
+    line.push(b'\n');
+    let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
+    file.write_all(&line)?;
+    file.sync_data()
 }
 
 #[async_trait]
@@ -179,6 +232,18 @@ mod tests {
             gateway.decide("", &request(CARD_APPROVE)),
             Err(GatewayError::Refused(_))
         ));
+    }
+
+    #[test]
+    fn a_ledger_file_outlives_the_gateway() {
+        let path = std::env::temp_dir().join(format!("ledger-{}.jsonl", Uuid::new_v4()));
+        let first = SimulatedGateway::with_ledger_file(&path, Duration::ZERO).expect("open");
+        let answer = first.decide("k1", &request(CARD_APPROVE)).expect("approve");
+        drop(first);
+        let again = SimulatedGateway::with_ledger_file(&path, Duration::ZERO).expect("reopen");
+        assert_eq!(again.decide("k1", &request(CARD_APPROVE)), Ok(answer));
+        assert_eq!(again.ledger().len(), 1, "nothing authorised twice");
+        std::fs::remove_file(&path).expect("remove");
     }
 
     #[test]
