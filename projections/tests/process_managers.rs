@@ -122,6 +122,21 @@ async fn note(store: &dyn EventStore, stream: &str, text: &str) {
         .expect("append");
 }
 
+/// A runner of [`Errands`] with quick retries, and what it has seen.
+fn errands(
+    store: &Arc<dyn EventStore>,
+    instances: &Arc<dyn InstanceStore>,
+) -> (ProcessRunner<Errands>, Arc<Mutex<Seen>>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let runner = ProcessRunner::new(
+        Arc::clone(store),
+        Arc::clone(instances),
+        Arc::new(Errands(Arc::clone(&seen))),
+    )
+    .with_options(options());
+    (runner, seen)
+}
+
 fn options() -> ProcessOptions {
     ProcessOptions {
         executors: 4,
@@ -164,13 +179,7 @@ async fn a_failing_instance_does_not_hold_up_the_others(
     store: Arc<dyn EventStore>,
     instances: Arc<dyn InstanceStore>,
 ) {
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let runner = ProcessRunner::new(
-        Arc::clone(&store),
-        Arc::clone(&instances),
-        Arc::new(Errands(Arc::clone(&seen))),
-    )
-    .with_options(options());
+    let (runner, _) = errands(&store, &instances);
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let worker = {
         let runner = runner.clone();
@@ -220,13 +229,7 @@ async fn a_poisoned_instance_is_parked_until_an_operator_decides(
     store: Arc<dyn EventStore>,
     instances: Arc<dyn InstanceStore>,
 ) {
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let runner = ProcessRunner::new(
-        Arc::clone(&store),
-        Arc::clone(&instances),
-        Arc::new(Errands(Arc::clone(&seen))),
-    )
-    .with_options(options());
+    let (runner, seen) = errands(&store, &instances);
     note(store.as_ref(), "bad-1", "poison").await;
     note(store.as_ref(), "bad-1", "added").await;
     note(store.as_ref(), "bad-2", "poison").await;
@@ -273,13 +276,7 @@ async fn a_deadline_fires_once_and_a_cancelled_one_never(
     store: Arc<dyn EventStore>,
     instances: Arc<dyn InstanceStore>,
 ) {
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let runner = ProcessRunner::new(
-        Arc::clone(&store),
-        Arc::clone(&instances),
-        Arc::new(Errands(Arc::clone(&seen))),
-    )
-    .with_options(options());
+    let (runner, seen) = errands(&store, &instances);
     note(store.as_ref(), "wake-1", "remind").await;
     note(store.as_ref(), "wake-2", "remind").await;
     note(store.as_ref(), "wake-2", "forget").await;

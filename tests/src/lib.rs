@@ -271,6 +271,24 @@ impl TestApp {
         serve_app(self.db, self.gateway, self.options).await
     }
 
+    /// Registers a product at `price_cents` and stocks `stock` units of it (asserting 202).
+    pub async fn add_product(&self, sku: &str, price_cents: u64, stock: u32) {
+        let (status, body) = self
+            .post(
+                "/products",
+                serde_json::json!({ "sku": sku, "name": format!("Product {sku}"), "price_cents": price_cents }),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let (status, body) = self
+            .post(
+                &format!("/products/{sku}/restock"),
+                serde_json::json!({ "quantity": stock }),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+
     /// `GET path`.
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         demo_shop::http_client::request(self.addr, "GET", path, None)

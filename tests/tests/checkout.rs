@@ -8,23 +8,6 @@ use serde_json::{json, Value};
 use tests::{spawn_app, spawn_app_with, AppOptions, TestApp};
 use uuid::Uuid;
 
-async fn product(app: &TestApp, sku: &str, stock: u32) {
-    let (status, body) = app
-        .post(
-            "/products",
-            json!({ "sku": sku, "name": "Mug", "price_cents": 1_200 }),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let (status, body) = app
-        .post(
-            &format!("/products/{sku}/restock"),
-            json!({ "quantity": stock }),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-}
-
 async fn order(app: &TestApp, sku: &str, card: &str) -> String {
     let (status, body) = app
         .post(
@@ -75,7 +58,7 @@ async fn available(app: &TestApp, sku: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn orders_on_failing_cards_do_not_hold_up_an_ordinary_one() {
     let app = spawn_app().await;
-    product(&app, "MUG", 1_000).await;
+    app.add_product("MUG", 1_200, 1_000).await;
     let mut flaky = Vec::new();
     for _ in 0..20 {
         flaky.push(order(&app, "MUG", "card_flaky").await);
@@ -108,7 +91,7 @@ async fn orders_on_failing_cards_do_not_hold_up_an_ordinary_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_parked_order_waits_for_an_operator_and_stops_no_other() {
     let app = spawn_app().await;
-    product(&app, "MUG", 10).await;
+    app.add_product("MUG", 1_200, 10).await;
     let bad = order(&app, "MUG", "card_invalid").await;
     let good = order(&app, "MUG", "card_approve").await;
     until_status(&app, &good, "confirmed", Duration::from_secs(5)).await;
@@ -175,7 +158,7 @@ async fn an_order_whose_payment_never_settles_is_cancelled_once_by_its_deadline(
         payment_timeout: Duration::from_secs(2),
     })
     .await;
-    product(&app, "MUG", 5).await;
+    app.add_product("MUG", 1_200, 5).await;
     let stuck = order(&app, "MUG", "card_unavailable").await;
     let paid = order(&app, "MUG", "card_approve").await;
     until_status(&app, &paid, "confirmed", Duration::from_secs(5)).await;

@@ -8,23 +8,6 @@ use serde_json::{json, Value};
 use tests::{spawn_app, TestApp};
 use uuid::Uuid;
 
-async fn product(app: &TestApp, sku: &str, price_cents: u64, stock: u32) {
-    let (status, body) = app
-        .post(
-            "/products",
-            json!({ "sku": sku, "name": "Mug", "price_cents": price_cents }),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let (status, body) = app
-        .post(
-            &format!("/products/{sku}/restock"),
-            json!({ "quantity": stock }),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-}
-
 async fn count(app: &TestApp, event_type: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM es_events WHERE event_type = $1")
         .bind(event_type)
@@ -44,7 +27,7 @@ fn copies() -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_key_sent_a_thousand_times_places_one_order_even_across_a_restart() {
     let app = spawn_app().await;
-    product(&app, "MUG", 1_200, 10_000).await;
+    app.add_product("MUG", 1_200, 10_000).await;
     let order = json!({
         "customer_id": Uuid::new_v4(),
         "lines": [{ "sku": "MUG", "quantity": 1 }],
@@ -151,7 +134,7 @@ async fn a_malformed_key_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prices_and_quantities_out_of_range_are_refused_with_422() {
     let app = spawn_app().await;
-    product(&app, "MUG", 1_200, 10).await;
+    app.add_product("MUG", 1_200, 10).await;
     let before = app.event_count().await;
     let products = [
         json!({ "sku": "FREE", "name": "Free", "price_cents": 0 }),
@@ -185,7 +168,7 @@ async fn prices_and_quantities_out_of_range_are_refused_with_422() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_largest_orders_the_shop_accepts_keep_daily_sales_running() {
     let app = spawn_app().await;
-    product(&app, "GOLD", 100_000_000, 1_000_000).await;
+    app.add_product("GOLD", 100_000_000, 1_000_000).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         let (status, body) = app

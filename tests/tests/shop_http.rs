@@ -6,23 +6,6 @@ use serde_json::{json, Value};
 use tests::{spawn_app, TestApp};
 use uuid::Uuid;
 
-async fn product(app: &TestApp, sku: &str, price_cents: u64, stock: u32) {
-    let (status, body) = app
-        .post(
-            "/products",
-            json!({ "sku": sku, "name": format!("Product {sku}"), "price_cents": price_cents }),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let (status, body) = app
-        .post(
-            &format!("/products/{sku}/restock"),
-            json!({ "quantity": stock }),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-}
-
 async fn order(app: &TestApp, customer: Uuid, lines: Value, card: &str) -> String {
     let (status, body) = app
         .post(
@@ -82,7 +65,7 @@ async fn settle_read_models(app: &TestApp) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_happy_checkout_confirms_ships_and_counts_the_sale() {
     let app = spawn_app().await;
-    product(&app, "MUG", 1_200, 5).await;
+    app.add_product("MUG", 1_200, 5).await;
     let customer = Uuid::new_v4();
     let order_id = order(
         &app,
@@ -153,8 +136,8 @@ async fn a_happy_checkout_confirms_ships_and_counts_the_sale() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_order_short_of_stock_is_cancelled_and_its_reservations_released() {
     let app = spawn_app().await;
-    product(&app, "MUG", 1_200, 5).await;
-    product(&app, "TEE", 2_500, 1).await;
+    app.add_product("MUG", 1_200, 5).await;
+    app.add_product("TEE", 2_500, 1).await;
     let order_id = order(
         &app,
         Uuid::new_v4(),
@@ -183,7 +166,7 @@ async fn an_order_short_of_stock_is_cancelled_and_its_reservations_released() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_declined_payment_cancels_the_order_and_restores_stock() {
     let app = spawn_app().await;
-    product(&app, "MUG", 1_200, 5).await;
+    app.add_product("MUG", 1_200, 5).await;
     let order_id = order(
         &app,
         Uuid::new_v4(),
@@ -211,7 +194,7 @@ async fn a_declined_payment_cancels_the_order_and_restores_stock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_orders_for_fifty_units_sell_exactly_fifty() {
     let app = spawn_app().await;
-    product(&app, "HOT", 500, 50).await;
+    app.add_product("HOT", 500, 50).await;
     let mut placing = Vec::new();
     for _ in 0..200 {
         let addr = app.addr;
@@ -248,8 +231,8 @@ async fn two_hundred_orders_for_fifty_units_sell_exactly_fifty() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_of_every_read_model_equals_the_live_one() {
     let app = spawn_app().await;
-    product(&app, "MUG", 1_200, 3).await;
-    product(&app, "TEE", 2_500, 2).await;
+    app.add_product("MUG", 1_200, 3).await;
+    app.add_product("TEE", 2_500, 2).await;
     let customers = [Uuid::new_v4(), Uuid::new_v4()];
     let mut orders = Vec::new();
     for (i, card) in [
@@ -309,7 +292,7 @@ async fn a_rebuild_of_every_read_model_equals_the_live_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_requests_get_a_4xx_and_store_nothing() {
     let app = spawn_app().await;
-    product(&app, "MUG", 1_200, 5).await;
+    app.add_product("MUG", 1_200, 5).await;
     settle_read_models(&app).await;
     let before = app.event_count().await;
     let customer = Uuid::new_v4();
@@ -480,7 +463,7 @@ async fn malformed_requests_get_a_4xx_and_store_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_model_behind_min_position_answers_503() {
     let app = spawn_app().await;
-    product(&app, "late_1", 500, 3).await;
+    app.add_product("late_1", 500, 3).await;
     let order_id = order(
         &app,
         Uuid::new_v4(),

@@ -546,10 +546,12 @@ impl InstanceStore for PgInstances {
 
     async fn next_due_in(&self, process: &str) -> Result<Option<Duration>> {
         let millis: Option<f64> = sqlx::query_scalar(
-            "SELECT greatest(0, extract(epoch FROM \
-                 min(greatest(next_at, coalesce(claimed_until, next_at))) - now()) * 1000)::float8 \
-             FROM process_instances WHERE process = $1 AND parked_input IS NULL \
-               AND next_at IS NOT NULL",
+            // (greatest() skips NULLs: with no instance due at all, the answer must stay NULL.)
+            "SELECT CASE WHEN due IS NULL THEN NULL \
+                    ELSE greatest(0, extract(epoch FROM due - now()) * 1000)::float8 END \
+             FROM (SELECT min(greatest(next_at, coalesce(claimed_until, next_at))) AS due \
+                   FROM process_instances WHERE process = $1 AND parked_input IS NULL \
+                     AND next_at IS NOT NULL) d",
         )
         .bind(process)
         .fetch_one(&self.pool)

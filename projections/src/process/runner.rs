@@ -30,7 +30,8 @@ pub struct ProcessOptions {
     pub max_backoff: Duration,
     /// How many events the intake reads at once.
     pub intake_batch: usize,
-    /// How often an idle runner looks for work filed by other processes.
+    /// How often an idle runner looks for instances come due (retries, deadlines) or work
+    /// filed by other processes.
     pub poll_every: Duration,
 }
 
@@ -43,7 +44,7 @@ impl Default for ProcessOptions {
             first_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
             intake_batch: 500,
-            poll_every: Duration::from_millis(200),
+            poll_every: Duration::from_millis(500),
         }
     }
 }
@@ -63,6 +64,31 @@ pub struct Settled {
     pub filed: u64,
     /// Reactions run (successful or not).
     pub reactions: u64,
+}
+
+/// How often an idle intake writes the position it has scanned to.
+const IDLE_SAVE_EVERY: Duration = Duration::from_secs(1);
+/// How soon the waker looks again while work is due (the executors are busy).
+const BUSY_RECHECK: Duration = Duration::from_millis(20);
+/// The longest an idle executor waits without being woken.
+const IDLE_FALLBACK: Duration = Duration::from_secs(5);
+
+/// Where an intake has read to, and when it last wrote it.
+#[derive(Default)]
+struct Cursor {
+    position: Option<cqrs_core::Position>,
+    saved_at: Option<Instant>,
+}
+
+/// What one intake page did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Page {
+    /// Nothing new was readable.
+    Nothing,
+    /// The log moved on, with nothing for this manager.
+    Scanned,
+    /// This many events were filed.
+    Filed(usize),
 }
 
 /// What one executor turn did.
@@ -141,6 +167,14 @@ impl<P: ProcessManager> ProcessRunner<P> {
                 _ = intake_stop.wait_for(|s| *s) => {}
             }
         });
+        let waker = self.clone();
+        let mut waker_stop = stopped.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                () = waker.wake_when_due() => {}
+                _ = waker_stop.wait_for(|s| *s) => {}
+            }
+        });
         for _ in 0..self.options.executors.max(1) {
             let executor = self.clone();
             let mut executor_stop = stopped.clone();
@@ -177,28 +211,21 @@ impl<P: ProcessManager> ProcessRunner<P> {
     }
 
     async fn intake_forever(&self) {
-        let mut position = None;
+        let mut cursor = Cursor::default();
         loop {
-            match self.intake_page(&mut position).await {
-                Ok(None) => {
-                    let after = position.unwrap_or_default();
-                    if let Err(error) = self
-                        .store
-                        .wait_for_events(
-                            after,
-                            self.options.poll_every.max(Duration::from_millis(500)),
-                        )
-                        .await
-                    {
+            match self.intake_page(&mut cursor).await {
+                Ok(Page::Filed(n)) if n > 0 => self.work.notify_waiters(),
+                Ok(_) => {
+                    let after = cursor.position.unwrap_or_default();
+                    let wait = self.options.poll_every.max(Duration::from_millis(500));
+                    if let Err(error) = self.store.wait_for_events(after, wait).await {
                         tracing::warn!(process = self.manager.name(), %error, "waiting for events failed");
                         tokio::time::sleep(self.options.poll_every).await;
                     }
                 }
-                Ok(Some(0)) => {}
-                Ok(Some(_)) => self.work.notify_waiters(),
                 Err(error) => {
                     tracing::warn!(process = self.manager.name(), %error, "intake failed; retrying");
-                    position = None;
+                    cursor = Cursor::default();
                     tokio::time::sleep(self.options.poll_every).await;
                 }
             }
@@ -209,33 +236,39 @@ impl<P: ProcessManager> ProcessRunner<P> {
     /// only once older transactions end, until they can be read); returns how many.
     async fn intake_to_barrier(&self) -> Result<u64> {
         let barrier = self.store.read_barrier().await?;
-        let mut position = None;
+        let mut cursor = Cursor::default();
         let mut filed = 0;
         loop {
-            match self.intake_page(&mut position).await? {
-                Some(n) => filed += n as u64,
-                None if position.is_some_and(|p| p >= barrier) => return Ok(filed),
-                None => {
-                    let at = position.unwrap_or_default();
-                    self.store
-                        .wait_for_events(at, self.options.poll_every)
-                        .await?;
+            let page = self.intake_page(&mut cursor).await?;
+            if let Page::Filed(n) = page {
+                filed += n as u64;
+            }
+            let at = cursor.position.unwrap_or_default();
+            if at >= barrier {
+                if page == Page::Scanned {
+                    // Keep what was scanned past, so a restart does not read it again.
+                    self.instances.enqueue(self.manager.name(), &[], at).await?;
                 }
+                return Ok(filed);
+            }
+            if page == Page::Nothing {
+                self.store
+                    .wait_for_events(at, self.options.poll_every)
+                    .await?;
             }
         }
     }
 
-    /// Reads one page after the intake position and files its events: how many, or `None`
-    /// when nothing new was readable. `position` caches the position between pages.
-    async fn intake_page(
-        &self,
-        position: &mut Option<cqrs_core::Position>,
-    ) -> Result<Option<usize>> {
+    /// Reads one page after the intake position and files its events. Where a page holds
+    /// nothing for this manager, the position moves on in memory and is written at most
+    /// once per [`IDLE_SAVE_EVERY`], so an idle intake costs next to nothing.
+    async fn intake_page(&self, cursor: &mut Cursor) -> Result<Page> {
         let name = self.manager.name();
-        let after = match position {
-            Some(p) => *p,
+        let after = match cursor.position {
+            Some(p) => p,
             None => self.instances.intake_position(name).await?,
         };
+        cursor.position = Some(after);
         let page = self
             .store
             .read_all(
@@ -244,9 +277,8 @@ impl<P: ProcessManager> ProcessRunner<P> {
                 &self.manager.filter(),
             )
             .await?;
-        *position = Some(after);
         if page.scanned_to <= after {
-            return Ok(None);
+            return Ok(Page::Nothing);
         }
         let inputs: Vec<NewInput> = page
             .events
@@ -258,11 +290,42 @@ impl<P: ProcessManager> ProcessRunner<P> {
                 })
             })
             .collect();
+        cursor.position = Some(page.scanned_to);
+        if inputs.is_empty() {
+            if cursor
+                .saved_at
+                .is_none_or(|at| at.elapsed() >= IDLE_SAVE_EVERY)
+            {
+                self.instances.enqueue(name, &[], page.scanned_to).await?;
+                cursor.saved_at = Some(Instant::now());
+            }
+            return Ok(Page::Scanned);
+        }
         self.instances
             .enqueue(name, &inputs, page.scanned_to)
             .await?;
-        *position = Some(page.scanned_to);
-        Ok(Some(inputs.len()))
+        cursor.saved_at = Some(Instant::now());
+        Ok(Page::Filed(inputs.len()))
+    }
+
+    /// Wakes the executors when an instance is due (a retry, a deadline, work filed by
+    /// another process): one query per wait, whatever the number of executors.
+    async fn wake_when_due(&self) {
+        loop {
+            let wait = match self.instances.next_due_in(self.manager.name()).await {
+                Ok(Some(due)) if due.is_zero() => {
+                    self.work.notify_waiters();
+                    BUSY_RECHECK
+                }
+                Ok(Some(due)) => due.min(self.options.poll_every),
+                Ok(None) => self.options.poll_every,
+                Err(error) => {
+                    tracing::warn!(process = self.manager.name(), %error, "looking for due work failed");
+                    self.options.poll_every
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
     }
 
     async fn execute_forever(&self) {
@@ -270,12 +333,9 @@ impl<P: ProcessManager> ProcessRunner<P> {
             let notified = self.work.notified();
             match self.execute_once().await {
                 Ok(Turn::Reacted) => continue,
+                // Woken by the intake (new inputs) or the waker (something came due).
                 Ok(Turn::Idle) => {
-                    let wait = match self.instances.next_due_in(self.manager.name()).await {
-                        Ok(Some(due)) => due.min(self.options.poll_every),
-                        _ => self.options.poll_every,
-                    };
-                    let _ = tokio::time::timeout(wait, notified).await;
+                    let _ = tokio::time::timeout(IDLE_FALLBACK, notified).await;
                 }
                 Err(error) => {
                     tracing::warn!(process = self.manager.name(), %error, "executor failed; retrying");
