@@ -7,6 +7,10 @@
 //! | `src/bin/projection_worker.rs` | the worker process those tests start, freeze and kill |
 //! | `tests/connection_loss.rs` | every session killed again and again: retried appends store nothing twice, the read model converges |
 //! | `tests/shop_http.rs` | the demo shop end to end through its HTTP API on PostgreSQL |
+//! | `tests/idempotency.rs` | `Idempotency-Key`: concurrent copies, restarts and crashes make one order per key; bounds |
+//! | `tests/checkout.rs` | the checkout per order: retries, parking, deadlines, legacy orders |
+//! | `tests/checkout_kills.rs` | the checkout process killed again and again: one authorisation per order |
+//! | `src/bin/checkout_worker.rs`, `src/bin/shop_server.rs` | the processes those tests kill |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

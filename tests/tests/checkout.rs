@@ -221,3 +221,58 @@ async fn an_order_whose_payment_never_settles_is_cancelled_once_by_its_deadline(
     assert_eq!(body["summary"]["scheduled_deadlines"], 0, "{body}");
     app.shutdown().await;
 }
+
+/// An order the write side took before prices were bounded (a product at price 0) cannot be
+/// paid: the checkout cancels it and gives its stock back, and every other order goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_from_before_prices_were_bounded_is_cancelled_not_stuck() {
+    use cqrs_core::{ExpectedVersion, Metadata, NewEvent, StreamId};
+    use demo_shop::domain::money::{CustomerId, Money, OrderId, Sku};
+    use demo_shop::domain::order::{OrderEvent, OrderLine};
+
+    let app = spawn_app().await;
+    app.add_product("MUG", 1_200, 10).await;
+    let legacy = OrderId::new();
+    let placed = OrderEvent::OrderPlaced {
+        order_id: legacy,
+        customer_id: CustomerId::new(),
+        lines: vec![OrderLine {
+            sku: Sku::new("MUG").expect("sku"),
+            quantity: 1,
+            unit_price: Money(0),
+        }],
+        total: Money(0),
+        card: "card_approve".into(),
+    };
+    app.shop
+        .storage()
+        .store
+        .append(
+            &StreamId::for_aggregate("order", &legacy.to_string()).expect("stream"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::from_domain(&placed).expect("encode")],
+            &Metadata::new_request(),
+        )
+        .await
+        .expect("append");
+    let ordinary = order(&app, "MUG", "card_approve").await;
+    until_status(&app, &ordinary, "confirmed", Duration::from_secs(5)).await;
+    until_status(
+        &app,
+        &legacy.to_string(),
+        "cancelled",
+        Duration::from_secs(5),
+    )
+    .await;
+    let started = Instant::now();
+    while available(&app, "MUG").await != 9 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the stock was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = checkout_status(&app).await;
+    assert_eq!(body["summary"]["parked"], 0, "{body}");
+    app.shutdown().await;
+}

@@ -209,3 +209,131 @@ async fn the_largest_orders_the_shop_accepts_keep_daily_sales_running() {
     }
     app.shutdown().await;
 }
+
+/// Starts `shop_server serve` on `addr` against `url` and waits until it answers.
+async fn start_server(url: &str, addr: std::net::SocketAddr) -> tests::KilledOnDrop {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_shop_server"))
+        .args(["--database-url", url, "serve", "--addr", &addr.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the server");
+    let server = tests::KilledOnDrop(child);
+    let started = Instant::now();
+    while demo_shop::http_client::request(addr, "GET", "/status", None)
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server
+}
+
+async fn send_order(
+    addr: std::net::SocketAddr,
+    key: &str,
+) -> Result<(u16, Value), demo_shop::http_client::ClientError> {
+    let body = json!({
+        "customer_id": Uuid::new_v5(&Uuid::NAMESPACE_OID, key.as_bytes()),
+        "lines": [{ "sku": "MUG", "quantity": 1 }],
+        "card": "card_approve",
+    });
+    demo_shop::http_client::request_with_headers(
+        addr,
+        "POST",
+        "/orders",
+        Some(&body),
+        &[("Idempotency-Key", key)],
+        Duration::from_secs(10),
+    )
+    .await
+}
+
+/// Requests cut off by a crash of the server (SIGKILL) are sent again with their keys once
+/// it is back: each key makes exactly one order, and a key answered before the crash gets
+/// the same answer again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_cut_off_by_a_crash_make_one_order_each_when_retried() {
+    let db = eventstore_postgres::testing::TestDatabase::create(10).await;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let mut server = start_server(&db.url, addr).await;
+    let setup = [
+        (
+            "/products",
+            json!({ "sku": "MUG", "name": "Mug", "price_cents": 900 }),
+        ),
+        ("/products/MUG/restock", json!({ "quantity": 100_000 })),
+    ];
+    for (path, body) in setup {
+        let (status, answer) = demo_shop::http_client::request(addr, "POST", path, Some(&body))
+            .await
+            .expect("setup");
+        assert_eq!(status, 202, "{answer}");
+    }
+    let keys: Vec<String> = (0..copies().min(300))
+        .map(|i| format!("crash-{i}"))
+        .collect();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sends: Vec<_> = keys
+        .iter()
+        .map(|key| {
+            let (key, done) = (key.clone(), std::sync::Arc::clone(&done));
+            tokio::spawn(async move {
+                let answer = send_order(addr, &key).await;
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                answer
+            })
+        })
+        .collect();
+    // Crash once a third has been answered: the rest are in flight or not sent yet.
+    let started = Instant::now();
+    while done.load(std::sync::atomic::Ordering::SeqCst) < keys.len() / 3
+        && started.elapsed() < Duration::from_secs(20)
+    {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    server.kill();
+    let mut first = Vec::new();
+    for send in sends {
+        first.push(send.await.expect("task").ok());
+    }
+    let answered = first.iter().flatten().filter(|(s, _)| *s == 202).count();
+    eprintln!(
+        "{answered} of {} requests were answered before the crash",
+        keys.len()
+    );
+    let _server = start_server(&db.url, addr).await;
+    let mut orders = std::collections::HashSet::new();
+    for (key, before) in keys.iter().zip(&first) {
+        let again = loop {
+            match send_order(addr, key).await {
+                Ok(answer) if answer.0 == 202 => break answer,
+                Ok((503, _)) | Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Ok(other) => panic!("{key}: {other:?}"),
+            }
+        };
+        if let Some(before @ (202, _)) = before {
+            assert_eq!(&again, before, "{key} answered otherwise after the crash");
+        }
+        orders.insert(again.1["order_id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(orders.len(), keys.len(), "one order per key");
+    let placed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM es_events WHERE event_type = 'OrderPlaced'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("count");
+    assert_eq!(
+        placed as usize,
+        keys.len(),
+        "{answered} were answered before the crash"
+    );
+    drop(_server);
+    db.drop_database().await;
+}
