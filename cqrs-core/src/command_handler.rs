@@ -177,7 +177,10 @@ impl<A: Aggregate> Repository<A> {
     /// (none if the aggregate decided nothing needs to change).
     ///
     /// `metadata` (correlation, causation, actor) is stored with every event. On error,
-    /// nothing of the command was stored.
+    /// nothing of the command was stored, with one exception: when the store stayed
+    /// unavailable through every retry ([`Error::Unavailable`]), the last append may have
+    /// been stored with its reply lost. Carrying the command out again with the same
+    /// command id is safe either way: it answers with the stored events or stores them.
     ///
     /// The command is identified by `metadata.command_id` (a fresh one is minted when unset)
     /// and its events' ids derive from it ([`CommandId::event_id`]). Carrying out a command

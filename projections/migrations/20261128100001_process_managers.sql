@@ -12,15 +12,10 @@ CREATE TABLE IF NOT EXISTS process_instances (
     state         jsonb NOT NULL DEFAULT 'null',
     -- The input the instance is parked at (NULL when it is not parked).
     parked_input  uuid,
-    attempts      integer NOT NULL DEFAULT 0,
-    last_error    text,
-    -- When it next has something to do (NULL: nothing pending).
+    -- When it next has something to do (NULL: nothing pending), kept from its inputs.
     next_at       timestamptz,
-    -- Set while an executor holds it (a retry's time is kept in next_at).
+    -- Set while an executor holds it.
     claimed_until timestamptz,
-    -- The input that failed transiently and when it is retried (NULL when none is).
-    retry_input   uuid,
-    retry_at      timestamptz,
     -- Fencing token: bumped by every claim, checked by every write under a claim.
     epoch         bigint NOT NULL DEFAULT 0,
     updated_at    timestamptz NOT NULL DEFAULT now(),
@@ -39,6 +34,10 @@ CREATE TABLE IF NOT EXISTS process_inputs (
     deadline text,
     due_at   timestamptz NOT NULL,
     done     boolean NOT NULL DEFAULT false,
+    -- Failures in a row, the last one, and when it may be tried again (its backoff).
+    attempts   integer NOT NULL DEFAULT 0,
+    last_error text,
+    not_before timestamptz,
     PRIMARY KEY (process, input_id)
 );
 CREATE INDEX IF NOT EXISTS process_inputs_pending

@@ -546,6 +546,58 @@ async fn a_failing_deadline_that_replaces_itself_is_retried(
         early.is_none(),
         "the event waits for its backoff: {early:?}"
     );
+
+    // Two deadlines that both fail each wait for their own backoff: neither makes the
+    // other run again at once.
+    let pair = NewInput {
+        instance: "pair".into(),
+        event_id: uuid::Uuid::new_v4(),
+    };
+    instances
+        .enqueue(NAME, &[pair], cqrs_core::Position::new(3, 1))
+        .await
+        .expect("enqueue");
+    let event = claim().await.expect("the event");
+    let mut step = step_of(&event);
+    step.schedule("a", Utc::now());
+    step.schedule("b", Utc::now());
+    assert!(instances
+        .complete(NAME, &event, serde_json::json!(4), step.changes())
+        .await
+        .expect("complete"));
+    for _ in 0..2 {
+        let deadline = claim().await.expect("a deadline is due");
+        assert!(instances
+            .retry_later(
+                NAME,
+                &deadline,
+                "down",
+                Duration::from_secs(30),
+                &Default::default()
+            )
+            .await
+            .expect("retry"));
+    }
+    let early = claim().await;
+    assert!(
+        early.is_none(),
+        "both deadlines wait for their backoff: {early:?}"
+    );
+    // And a new event behind them is not held up by their retries.
+    let behind = NewInput {
+        instance: "pair".into(),
+        event_id: uuid::Uuid::new_v4(),
+    };
+    instances
+        .enqueue(
+            NAME,
+            std::slice::from_ref(&behind),
+            cqrs_core::Position::new(4, 1),
+        )
+        .await
+        .expect("enqueue");
+    let next = claim().await.expect("the new event runs");
+    assert_eq!(next.input.id, behind.event_id);
 }
 
 async fn on_postgres() -> (Arc<dyn EventStore>, Arc<dyn InstanceStore>, TestDatabase) {

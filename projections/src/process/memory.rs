@@ -37,12 +37,8 @@ struct Process {
 struct Instance {
     state: Value,
     parked: Option<Uuid>,
-    attempts: u32,
-    last_error: Option<String>,
     claimed_until: Option<DateTime<Utc>>,
     epoch: u64,
-    /// The input that failed transiently, and when it is retried.
-    retry: Option<(Uuid, DateTime<Utc>)>,
     /// Pending inputs by sequence.
     inputs: BTreeMap<u64, Pending>,
 }
@@ -52,6 +48,28 @@ struct Pending {
     id: Uuid,
     deadline: Option<String>,
     due_at: DateTime<Utc>,
+    /// Failures in a row, the last one, and when it may be tried again.
+    attempts: u32,
+    last_error: Option<String>,
+    not_before: Option<DateTime<Utc>>,
+}
+
+impl Pending {
+    fn new(id: Uuid, deadline: Option<String>, due_at: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            deadline,
+            due_at,
+            attempts: 0,
+            last_error: None,
+            not_before: None,
+        }
+    }
+
+    /// When it may run: due, and past its backoff.
+    fn runs_at(&self) -> DateTime<Utc> {
+        self.not_before.map_or(self.due_at, |t| t.max(self.due_at))
+    }
 }
 
 impl Instance {
@@ -59,64 +77,65 @@ impl Instance {
         Self {
             state: Value::Null,
             parked: None,
-            attempts: 0,
-            last_error: None,
             claimed_until: None,
             epoch: 0,
-            retry: None,
             inputs: BTreeMap::new(),
         }
     }
 
-    /// When it next has something to do: its earliest due input, but not before its retry
-    /// unless a deadline comes first.
+    /// The inputs that may run next: its pending deadlines, and its oldest pending event
+    /// (events run in order: one waiting for its retry holds back those after it).
+    fn candidates(&self) -> impl Iterator<Item = (&u64, &Pending)> {
+        let first_event = self.inputs.iter().find(|(_, p)| p.deadline.is_none());
+        self.inputs
+            .iter()
+            .filter(|(_, p)| p.deadline.is_some())
+            .chain(first_event)
+    }
+
+    /// When it next has something to do.
     fn next_at(&self) -> Option<DateTime<Utc>> {
         if self.parked.is_some() {
             return None;
         }
-        let earliest = self.inputs.values().map(|p| p.due_at).min()?;
-        match self.retry {
-            Some((input, retry)) if self.inputs.values().any(|p| p.id == input) => {
-                let deadline = self
-                    .inputs
-                    .values()
-                    .filter(|p| p.deadline.is_some() && p.id != input)
-                    .map(|p| p.due_at)
-                    .min();
-                Some(deadline.map_or(retry, |d| d.min(retry)))
-            }
-            _ => Some(earliest),
-        }
+        self.candidates().map(|(_, p)| p.runs_at()).min()
     }
 
-    /// The input to react to now: a due deadline first, then the oldest due input.
-    /// While the input that failed waits for its retry, only other deadlines may run.
+    /// The input to react to now: a deadline first, then the oldest event; each only once
+    /// due and past its backoff.
     fn next_input(&self, now: DateTime<Utc>) -> Option<(u64, &Pending)> {
-        let waiting = self
-            .retry
-            .filter(|(_, at)| *at > now)
-            .map(|(input, _)| input);
-        let due = || self.inputs.iter().filter(|(_, p)| p.due_at <= now);
-        let deadline = due().find(|(_, p)| p.deadline.is_some() && Some(p.id) != waiting);
-        match waiting {
-            Some(_) => deadline,
-            None => deadline.or_else(|| due().next()),
-        }
-        .map(|(seq, p)| (*seq, p))
+        self.candidates()
+            .filter(|(_, p)| p.runs_at() <= now)
+            .min_by_key(|(seq, p)| (p.deadline.is_none(), **seq))
+            .map(|(seq, p)| (*seq, p))
+    }
+
+    /// Its most failed pending input.
+    fn failing(&self) -> Option<&Pending> {
+        self.inputs
+            .iter()
+            .filter(|(_, p)| p.attempts > 0)
+            .min_by_key(|(seq, p)| (std::cmp::Reverse(p.attempts), **seq))
+            .map(|(_, p)| p)
+    }
+
+    fn input(&mut self, id: Uuid) -> Option<&mut Pending> {
+        self.inputs.values_mut().find(|p| p.id == id)
     }
 
     fn status(&self, instance: &str) -> InstanceStatus {
+        let failing = self.failing();
         InstanceStatus {
             instance: instance.to_owned(),
             state: if self.parked.is_some() {
                 InstanceState::Parked
-            } else if self.attempts > 0 {
+            } else if failing.is_some() {
                 InstanceState::Retrying
             } else {
                 InstanceState::Active
             },
-            attempts: self.attempts,
-            last_error: self.last_error.clone(),
+            attempts: failing.map_or(0, |p| p.attempts),
+            last_error: failing.and_then(|p| p.last_error.clone()),
             next_at: self.next_at(),
             pending: self.inputs.len() as u64,
             data: self.state.clone(),
@@ -146,11 +165,7 @@ impl Instance {
             *next_seq += 1;
             self.inputs.insert(
                 *next_seq,
-                Pending {
-                    id: deadline.id,
-                    deadline: Some(deadline.name.clone()),
-                    due_at: deadline.due_at,
-                },
+                Pending::new(deadline.id, Some(deadline.name.clone()), deadline.due_at),
             );
         }
     }
@@ -231,14 +246,7 @@ impl InstanceStore for MemoryInstances {
                 .entry(input.instance.clone())
                 .or_insert_with(Instance::new)
                 .inputs
-                .insert(
-                    p.next_seq,
-                    Pending {
-                        id: input.event_id,
-                        deadline: None,
-                        due_at: now,
-                    },
-                );
+                .insert(p.next_seq, Pending::new(input.event_id, None, now));
         }
         p.intake = p.intake.max(scanned_to);
         Ok(())
@@ -268,6 +276,7 @@ impl InstanceStore for MemoryInstances {
         let Some((_, input)) = instance.next_input(now) else {
             return Ok(None);
         };
+        let attempts = input.attempts;
         let input = PendingInput {
             id: input.id,
             kind: match &input.deadline {
@@ -284,7 +293,7 @@ impl InstanceStore for MemoryInstances {
             instance: name,
             state: instance.state.clone(),
             epoch: instance.epoch,
-            attempts: instance.attempts,
+            attempts,
             input,
         }))
     }
@@ -300,13 +309,6 @@ impl InstanceStore for MemoryInstances {
         Ok(
             self.under_claim(process, claimed, |instance, next_seq, filed| {
                 instance.state = state;
-                // A deadline done while another input waits to be retried leaves that input's
-                // failures and retry time as they are.
-                if instance.retry.is_none_or(|(input, _)| input == done) {
-                    instance.attempts = 0;
-                    instance.last_error = None;
-                    instance.retry = None;
-                }
                 instance.inputs.retain(|_, p| p.id != done);
                 instance.apply(next_seq, filed, done, deadlines);
             }),
@@ -325,9 +327,11 @@ impl InstanceStore for MemoryInstances {
         let failed = claimed.input.id;
         Ok(
             self.under_claim(process, claimed, |instance, next_seq, filed| {
-                instance.attempts += 1;
-                instance.last_error = Some(error.to_owned());
-                instance.retry = Some((failed, at));
+                if let Some(input) = instance.input(failed) {
+                    input.attempts += 1;
+                    input.last_error = Some(error.to_owned());
+                    input.not_before = Some(at);
+                }
                 instance.apply(next_seq, filed, failed, deadlines);
             }),
         )
@@ -336,8 +340,10 @@ impl InstanceStore for MemoryInstances {
     async fn park(&self, process: &str, claimed: &Claimed, reason: &str) -> Result<bool> {
         Ok(self.under_claim(process, claimed, |instance, _, _| {
             instance.parked = Some(claimed.input.id);
-            instance.attempts += 1;
-            instance.last_error = Some(reason.to_owned());
+            if let Some(input) = instance.input(claimed.input.id) {
+                input.attempts += 1;
+                input.last_error = Some(reason.to_owned());
+            }
         }))
     }
 
@@ -345,7 +351,7 @@ impl InstanceStore for MemoryInstances {
         Ok(self.lock().get(process).map_or_else(Vec::new, |p| {
             p.instances
                 .iter()
-                .filter(|(_, i)| i.parked.is_some() || i.attempts > 0)
+                .filter(|(_, i)| i.parked.is_some() || i.failing().is_some())
                 .map(|(name, i)| i.status(name))
                 .collect()
         }))
@@ -371,7 +377,7 @@ impl InstanceStore for MemoryInstances {
                     retrying: p
                         .instances
                         .values()
-                        .filter(|i| i.parked.is_none() && i.attempts > 0)
+                        .filter(|i| i.parked.is_none() && i.failing().is_some())
                         .count() as u64,
                     parked: p.instances.values().filter(|i| i.parked.is_some()).count() as u64,
                     due_inputs: inputs().filter(|i| i.due_at <= now).count() as u64,
@@ -393,12 +399,16 @@ impl InstanceStore for MemoryInstances {
         let Some(input) = i.parked.take() else {
             return Ok(false);
         };
-        if resolution == Resolution::Skip {
-            i.inputs.retain(|_, p| p.id != input);
+        match resolution {
+            Resolution::Skip => i.inputs.retain(|_, p| p.id != input),
+            Resolution::Retry => {
+                if let Some(input) = i.input(input) {
+                    input.attempts = 0;
+                    input.last_error = None;
+                    input.not_before = None;
+                }
+            }
         }
-        i.attempts = 0;
-        i.retry = None;
-        i.last_error = None;
         i.epoch += 1;
         i.claimed_until = None;
         Ok(true)

@@ -33,16 +33,32 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// `next_at` as it should be after the instance's inputs or retry changed: its earliest
-/// pending input; while the input that failed is still pending, its retry time, unless a
-/// deadline comes first. NULL when nothing is pending.
-const NEXT_AT: &str = "(SELECT CASE \
-       WHEN i.retry_at IS NOT NULL AND bool_or(x.input_id = i.retry_input) \
-       THEN least(i.retry_at, min(x.due_at) \
-                  FILTER (WHERE x.deadline IS NOT NULL AND x.input_id <> i.retry_input)) \
-       ELSE min(x.due_at) END \
-     FROM process_inputs x WHERE x.process = i.process AND x.instance = i.instance AND NOT x.done \
-     HAVING count(*) > 0)";
+/// The inputs of instance (`{process}`, `{instance}`) that may run next: its pending
+/// deadlines, and its oldest pending event (events run in order: one waiting for its retry
+/// holds back those after it).
+const CANDIDATES: &str = "SELECT x.* FROM process_inputs x \
+     WHERE x.process = {process} AND x.instance = {instance} AND NOT x.done \
+       AND x.deadline IS NOT NULL \
+     UNION ALL \
+     (SELECT x.* FROM process_inputs x \
+      WHERE x.process = {process} AND x.instance = {instance} AND NOT x.done \
+        AND x.deadline IS NULL ORDER BY x.seq LIMIT 1)";
+
+/// [`CANDIDATES`] of the instance with these SQL expressions for its key.
+fn candidates(process: &str, instance: &str) -> String {
+    CANDIDATES
+        .replace("{process}", process)
+        .replace("{instance}", instance)
+}
+
+/// `next_at` as it should be after the instance's inputs changed: when its first candidate
+/// may run (due, and past its backoff); NULL when nothing is pending.
+fn next_at() -> String {
+    format!(
+        "(SELECT min(greatest(c.due_at, coalesce(c.not_before, c.due_at))) FROM ({}) c)",
+        candidates("i.process", "i.instance")
+    )
+}
 
 /// How often a claim looks again after finding an instance with nothing due after all.
 const CLAIM_ATTEMPTS: usize = 16;
@@ -126,8 +142,9 @@ impl PgInstances {
     /// Recomputes the instance's `next_at` and ends its claim.
     async fn settle(tx: &mut PgConnection, process: &str, instance: &str) -> Result<()> {
         sqlx::query(&format!(
-            "UPDATE process_instances i SET next_at = {NEXT_AT}, claimed_until = NULL, \
-             updated_at = now() WHERE i.process = $1 AND i.instance = $2"
+            "UPDATE process_instances i SET next_at = {}, claimed_until = NULL, \
+             updated_at = now() WHERE i.process = $1 AND i.instance = $2",
+            next_at()
         ))
         .bind(process)
         .bind(instance)
@@ -170,6 +187,7 @@ fn epoch(epoch: u64) -> i64 {
 fn status_of(row: &PgRow) -> Result<InstanceStatus> {
     let parked: Option<Uuid> = row.try_get("parked_input").map_err(storage)?;
     let attempts: i32 = row.try_get("attempts").map_err(storage)?;
+    let next_at: Option<chrono::DateTime<chrono::Utc>> = row.try_get("next_at").map_err(storage)?;
     let pending: i64 = row.try_get("pending").map_err(storage)?;
     Ok(InstanceStatus {
         instance: row.try_get("instance").map_err(storage)?,
@@ -182,16 +200,23 @@ fn status_of(row: &PgRow) -> Result<InstanceStatus> {
         },
         attempts: u32::try_from(attempts).unwrap_or(0),
         last_error: row.try_get("last_error").map_err(storage)?,
-        next_at: row.try_get("next_at").map_err(storage)?,
+        // A parked instance runs when an operator says so.
+        next_at: next_at.filter(|_| parked.is_none()),
         pending: u64::try_from(pending).unwrap_or(0),
         data: row.try_get("state").map_err(storage)?,
     })
 }
 
-const STATUS_COLUMNS: &str =
-    "i.instance, i.state, i.parked_input, i.attempts, i.last_error, i.next_at, \
+/// An instance's status: its failures are those of its most failed pending input.
+const STATUS_COLUMNS: &str = "i.instance, i.state, i.parked_input, i.next_at, \
+     coalesce(f.attempts, 0) AS attempts, f.last_error, \
      (SELECT count(*) FROM process_inputs x WHERE x.process = i.process \
         AND x.instance = i.instance AND NOT x.done) AS pending";
+
+/// The most failed pending input of instance `i`, as `f` (joined LATERAL).
+const FAILURES: &str = "LEFT JOIN LATERAL (SELECT x.attempts, x.last_error FROM process_inputs x \
+       WHERE x.process = i.process AND x.instance = i.instance AND NOT x.done AND x.attempts > 0 \
+       ORDER BY x.attempts DESC, x.seq LIMIT 1) f ON true";
 
 #[async_trait]
 impl InstanceStore for PgInstances {
@@ -225,19 +250,18 @@ impl InstanceStore for PgInstances {
             .await
             .map_err(storage)?;
         if !inputs.is_empty() {
-            sqlx::query(
+            let touched: Vec<String> = sqlx::query_scalar(
                 "WITH new AS ( \
                      INSERT INTO process_inputs (process, input_id, instance, due_at) \
                      SELECT $1, id, instance, clock_timestamp() \
                      FROM unnest($2::uuid[], $3::text[]) WITH ORDINALITY AS n(id, instance, k) \
                      ORDER BY k \
-                     ON CONFLICT (process, input_id) DO NOTHING RETURNING instance) \
-                 INSERT INTO process_instances AS i (process, instance, next_at) \
-                 SELECT DISTINCT $1, instance, now() FROM new ORDER BY 2 \
-                 ON CONFLICT (process, instance) DO UPDATE SET next_at = \
-                     CASE WHEN i.retry_at IS NULL OR i.parked_input IS NOT NULL \
-                          THEN least(i.next_at, excluded.next_at) \
-                          ELSE coalesce(i.next_at, excluded.next_at) END",
+                     ON CONFLICT (process, input_id) DO NOTHING RETURNING instance), \
+                 made AS ( \
+                     INSERT INTO process_instances (process, instance) \
+                     SELECT DISTINCT $1, instance FROM new ORDER BY 2 \
+                     ON CONFLICT (process, instance) DO NOTHING) \
+                 SELECT DISTINCT instance FROM new",
             )
             .bind(process)
             .bind(inputs.iter().map(|i| i.event_id).collect::<Vec<_>>())
@@ -247,6 +271,17 @@ impl InstanceStore for PgInstances {
                     .map(|i| i.instance.clone())
                     .collect::<Vec<_>>(),
             )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(storage)?;
+            // A second statement: it sees the inputs the first one filed.
+            sqlx::query(&format!(
+                "UPDATE process_instances i SET next_at = {} \
+                 WHERE i.process = $1 AND i.instance = ANY($2)",
+                next_at()
+            ))
+            .bind(process)
+            .bind(&touched)
             .execute(&mut *tx)
             .await
             .map_err(storage)?;
@@ -278,7 +313,7 @@ impl InstanceStore for PgInstances {
                  UPDATE process_instances i \
                  SET claimed_until = now() + $2 * interval '1 millisecond', epoch = i.epoch + 1 \
                  FROM next WHERE i.process = $1 AND i.instance = next.instance \
-                 RETURNING i.instance, i.state, i.epoch, i.attempts",
+                 RETURNING i.instance, i.state, i.epoch",
             )
             .bind(process)
             .bind(millis(ttl) as f64)
@@ -289,36 +324,20 @@ impl InstanceStore for PgInstances {
                 return Ok(None);
             };
             let instance: String = row.try_get("instance").map_err(storage)?;
-            let input = sqlx::query(
-                // Due deadlines first, then the oldest input; while the input that failed
-                // waits for its retry, only other deadlines.
-                "SELECT x.input_id, x.deadline, x.due_at \
-                 FROM process_inputs x JOIN process_instances i \
-                   ON i.process = x.process AND i.instance = x.instance \
-                 WHERE x.process = $1 AND x.instance = $2 AND NOT x.done AND x.due_at <= now() \
-                   AND (i.retry_at IS NULL OR i.retry_at <= now() \
-                        OR (x.deadline IS NOT NULL AND x.input_id <> i.retry_input)) \
-                 ORDER BY (x.deadline IS NULL), x.seq LIMIT 1",
-            )
+            // Due deadlines first, then the oldest event; each only once past its backoff.
+            let input = sqlx::query(&format!(
+                "SELECT c.input_id, c.deadline, c.due_at, c.attempts FROM ({}) c \
+                 WHERE c.due_at <= now() AND (c.not_before IS NULL OR c.not_before <= now()) \
+                 ORDER BY (c.deadline IS NULL), c.seq LIMIT 1",
+                candidates("$1", "$2")
+            ))
             .bind(process)
             .bind(&instance)
             .fetch_optional(&mut *tx)
             .await
             .map_err(storage)?;
             let Some(input) = input else {
-                // Its next_at was stale (say, the input it was retrying is gone): put it
-                // right, end the stale retry, and look again.
-                sqlx::query(
-                    "UPDATE process_instances SET retry_at = NULL, retry_input = NULL \
-                     WHERE process = $1 AND instance = $2 AND retry_input IS NOT NULL \
-                       AND NOT EXISTS (SELECT FROM process_inputs x WHERE x.process = $1 \
-                         AND x.input_id = process_instances.retry_input AND NOT x.done)",
-                )
-                .bind(process)
-                .bind(&instance)
-                .execute(&mut *tx)
-                .await
-                .map_err(storage)?;
+                // Its next_at was stale: put it right and look again.
                 Self::settle(&mut tx, process, &instance).await?;
                 tx.commit().await.map_err(storage)?;
                 continue;
@@ -326,7 +345,7 @@ impl InstanceStore for PgInstances {
             tx.commit().await.map_err(storage)?;
             let deadline: Option<String> = input.try_get("deadline").map_err(storage)?;
             let claimed_epoch: i64 = row.try_get("epoch").map_err(storage)?;
-            let attempts: i32 = row.try_get("attempts").map_err(storage)?;
+            let attempts: i32 = input.try_get("attempts").map_err(storage)?;
             return Ok(Some(Claimed {
                 instance,
                 state: row.try_get::<Value, _>("state").map_err(storage)?,
@@ -358,22 +377,12 @@ impl InstanceStore for PgInstances {
         let (deadlines, claim) = (deadlines.clone(), claimed.clone());
         self.under_claim(process, claimed, move |tx| {
             Box::pin(async move {
-                // A deadline done while another input waits to be retried leaves that
-                // input's failures and retry time as they are.
                 sqlx::query(
-                    "UPDATE process_instances SET state = $3, \
-                       attempts = CASE WHEN retry_input IS NULL OR retry_input = $4 \
-                                       THEN 0 ELSE attempts END, \
-                       last_error = CASE WHEN retry_input IS NULL OR retry_input = $4 \
-                                         THEN NULL ELSE last_error END, \
-                       retry_at = CASE WHEN retry_input = $4 THEN NULL ELSE retry_at END, \
-                       retry_input = CASE WHEN retry_input = $4 THEN NULL ELSE retry_input END \
-                     WHERE process = $1 AND instance = $2",
+                    "UPDATE process_instances SET state = $3 WHERE process = $1 AND instance = $2",
                 )
                 .bind(&process_name)
                 .bind(&claim.instance)
                 .bind(state)
-                .bind(claim.input.id)
                 .execute(&mut *tx)
                 .await
                 .map_err(storage)?;
@@ -404,15 +413,14 @@ impl InstanceStore for PgInstances {
         self.under_claim(process, claimed, move |tx| {
             Box::pin(async move {
                 sqlx::query(
-                    "UPDATE process_instances SET attempts = attempts + 1, last_error = $3, \
-                     retry_at = now() + $4 * interval '1 millisecond', retry_input = $5 \
-                     WHERE process = $1 AND instance = $2",
+                    "UPDATE process_inputs SET attempts = attempts + 1, last_error = $3, \
+                     not_before = now() + $4 * interval '1 millisecond' \
+                     WHERE process = $1 AND input_id = $2",
                 )
                 .bind(&process_name)
-                .bind(&claim.instance)
+                .bind(claim.input.id)
                 .bind(error)
                 .bind(millis(delay) as f64)
-                .bind(claim.input.id)
                 .execute(&mut *tx)
                 .await
                 .map_err(storage)?;
@@ -432,11 +440,20 @@ impl InstanceStore for PgInstances {
         self.under_claim(process, claimed, move |tx| {
             Box::pin(async move {
                 sqlx::query(
-                    "UPDATE process_instances SET parked_input = $3, attempts = attempts + 1, \
-                     last_error = $4 WHERE process = $1 AND instance = $2",
+                    "UPDATE process_instances SET parked_input = $3 \
+                     WHERE process = $1 AND instance = $2",
                 )
                 .bind(&process_name)
                 .bind(&instance)
+                .bind(input)
+                .execute(&mut *tx)
+                .await
+                .map_err(storage)?;
+                sqlx::query(
+                    "UPDATE process_inputs SET attempts = attempts + 1, last_error = $3 \
+                     WHERE process = $1 AND input_id = $2",
+                )
+                .bind(&process_name)
                 .bind(input)
                 .bind(reason)
                 .execute(&mut *tx)
@@ -450,8 +467,8 @@ impl InstanceStore for PgInstances {
 
     async fn troubled(&self, process: &str) -> Result<Vec<InstanceStatus>> {
         let rows = sqlx::query(&format!(
-            "SELECT {STATUS_COLUMNS} FROM process_instances i \
-             WHERE i.process = $1 AND (i.parked_input IS NOT NULL OR i.attempts > 0) \
+            "SELECT {STATUS_COLUMNS} FROM process_instances i {FAILURES} \
+             WHERE i.process = $1 AND (i.parked_input IS NOT NULL OR f.attempts > 0) \
              ORDER BY i.instance"
         ))
         .bind(process)
@@ -463,7 +480,7 @@ impl InstanceStore for PgInstances {
 
     async fn instance(&self, process: &str, instance: &str) -> Result<Option<InstanceStatus>> {
         let row = sqlx::query(&format!(
-            "SELECT {STATUS_COLUMNS} FROM process_instances i \
+            "SELECT {STATUS_COLUMNS} FROM process_instances i {FAILURES} \
              WHERE i.process = $1 AND i.instance = $2"
         ))
         .bind(process)
@@ -478,8 +495,10 @@ impl InstanceStore for PgInstances {
         let row = sqlx::query(
             "SELECT \
                (SELECT count(*) FROM process_instances WHERE process = $1) AS instances, \
-               (SELECT count(*) FROM process_instances WHERE process = $1 \
-                  AND parked_input IS NULL AND attempts > 0) AS retrying, \
+               (SELECT count(*) FROM process_instances i WHERE i.process = $1 \
+                  AND i.parked_input IS NULL AND EXISTS (SELECT FROM process_inputs x \
+                    WHERE x.process = i.process AND x.instance = i.instance AND NOT x.done \
+                      AND x.attempts > 0)) AS retrying, \
                (SELECT count(*) FROM process_instances WHERE process = $1 \
                   AND parked_input IS NOT NULL) AS parked, \
                (SELECT count(*) FROM process_inputs WHERE process = $1 AND NOT done \
@@ -530,8 +549,7 @@ impl InstanceStore for PgInstances {
             .map_err(storage)?;
         }
         sqlx::query(
-            "UPDATE process_instances SET parked_input = NULL, attempts = 0, last_error = NULL, \
-             retry_at = NULL, retry_input = NULL, epoch = epoch + 1 \
+            "UPDATE process_instances SET parked_input = NULL, epoch = epoch + 1 \
              WHERE process = $1 AND instance = $2",
         )
         .bind(process)
