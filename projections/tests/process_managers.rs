@@ -524,7 +524,7 @@ async fn a_failing_deadline_that_replaces_itself_is_retried(
             NAME,
             &event,
             "down",
-            Duration::from_millis(500),
+            Duration::from_secs(30),
             step.changes()
         )
         .await
