@@ -8,7 +8,7 @@
 //!                                       └ any line short → release what was reserved → cancel
 //! PaymentCaptured   → mark paid → confirm          (order cancelled meanwhile → refund)
 //! PaymentDeclined   → release the stock → cancel
-//! OrderCancelled    → release the stock; refund a captured payment
+//! OrderCancelled    → release the stock; refund a captured payment, void any other
 //! OrderShipped      → commit the reservations
 //! deadline payment  → an order still unpaid after `payment_timeout` is cancelled
 //! ```
@@ -17,8 +17,9 @@
 //! call keeps failing retries on its own (with backoff) and one whose reaction fails for
 //! good is parked (`demo-shop checkout`) while every other order goes on. Every command it
 //! sends has an id derived from the input it reacts to and the step
-//! ([`Step::command_id`]), and the gateway is called with such an id as its idempotency key:
-//! a reaction that runs again (after a crash, a timeout, a takeover) repeats nothing.
+//! ([`Step::command_id`]), and the gateway is called with one key per order: a reaction that
+//! runs again (after a crash, a timeout, a takeover) repeats nothing, and a cancelled order's
+//! authorisation is voided by that key, even one whose answer never arrived.
 
 use std::sync::Arc;
 
@@ -198,7 +199,7 @@ impl Checkout {
                 card: payment.card.clone(),
                 amount_cents: payment.amount.0,
             };
-            let key = r.step.command_id("authorize").to_string();
+            let key = authorization_key(order_id);
             let record = match self.gateway.authorize(&key, &request).await {
                 Ok(Authorization::Approved { authorization }) => {
                     PaymentCommand::RecordApproval { authorization }
@@ -307,6 +308,40 @@ impl Checkout {
         Ok(())
     }
 
+    /// The order was cancelled: a captured payment is refunded; anything short of that is
+    /// voided at the gateway, so that an approval (even one whose answer was lost, or one a
+    /// deposed worker is still asking for) holds no money, and recorded on the payment.
+    async fn release_payment(
+        &self,
+        r: &mut Reaction<'_>,
+        order_id: OrderId,
+    ) -> Result<(), ApplyError> {
+        let payment = order_id.to_string();
+        match self.payments.load(&payment).await?.state.status {
+            PaymentStatus::Captured => self.refund_if_captured(r, order_id).await,
+            PaymentStatus::Declined | PaymentStatus::Refunded | PaymentStatus::Voided => Ok(()),
+            status
+            @ (PaymentStatus::New | PaymentStatus::Requested | PaymentStatus::Authorized) => {
+                r.step.ensure_claimed()?;
+                match self.gateway.void(&authorization_key(order_id)).await {
+                    Ok(_) => {}
+                    Err(e @ GatewayError::Unavailable(_)) => {
+                        return Err(ApplyError::Transient(e.to_string()))
+                    }
+                    Err(e @ GatewayError::Refused(_)) => return Err(ApplyError::poison(e)),
+                }
+                if status == PaymentStatus::New {
+                    return Ok(());
+                }
+                self.payments
+                    .execute(&payment, PaymentCommand::Void, &r.meta("void"))
+                    .await
+                    .map_err(failed)?;
+                Ok(())
+            }
+        }
+    }
+
     async fn lines_of(&self, order_id: OrderId) -> Result<Vec<OrderLine>, ApplyError> {
         Ok(self.orders.load(&order_id.to_string()).await?.state.lines)
     }
@@ -338,7 +373,7 @@ impl Checkout {
                 r.step.cancel(PAYMENT_DEADLINE);
                 self.release(r, order_id, &self.lines_of(order_id).await?)
                     .await?;
-                self.refund_if_captured(r, order_id).await
+                self.release_payment(r, order_id).await
             }
             OrderEvent::OrderShipped { order_id } => {
                 for line in self.lines_of(order_id).await? {
@@ -413,6 +448,12 @@ impl Checkout {
         }
         Ok(())
     }
+}
+
+/// The idempotency key of the one authorisation an order's payment asks for: every reaction
+/// to the order (a retry, a deposed worker's, the cancellation's void) computes the same.
+fn authorization_key(order_id: OrderId) -> String {
+    cqrs_core::CommandId::caused_by(order_id.0, "authorize").to_string()
 }
 
 /// The order an event of an order or a payment stream belongs to.

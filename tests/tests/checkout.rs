@@ -207,6 +207,28 @@ async fn an_order_whose_payment_never_settles_is_cancelled_once_by_its_deadline(
     .await
     .expect("count");
     assert_eq!(cancelled, 1);
+    // Its payment is voided, at the gateway too: a late approval under its key is declined.
+    let voided: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM es_events WHERE event_type = 'PaymentVoided' AND stream_id = $1",
+    )
+    .bind(format!("payment-{stuck}"))
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("count");
+    assert_eq!(voided, 1);
+    let key = cqrs_core::CommandId::caused_by(stuck.parse().expect("uuid"), "authorize");
+    let late = app.gateway.decide(
+        &key.to_string(),
+        &demo_shop::gateway::AuthorizationRequest {
+            reference: stuck.clone(),
+            card: "card_approve".into(),
+            amount_cents: 1_200,
+        },
+    );
+    assert!(
+        matches!(late, Ok(demo_shop::gateway::Authorization::Declined { .. })),
+        "{late:?}"
+    );
     let fired: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM process_inputs WHERE process = 'checkout' AND deadline IS NOT NULL \
          AND done AND instance = $1",

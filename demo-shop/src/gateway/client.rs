@@ -32,20 +32,21 @@ impl HttpGateway {
     }
 }
 
-#[async_trait]
-impl PaymentGateway for HttpGateway {
-    async fn authorize(
+impl HttpGateway {
+    /// Sends `POST path` with `body` and `key` as the idempotency key; the answer's body, or
+    /// the gateway's error: 4xx (but 408 and 429) is a refusal, anything else that is not a
+    /// success leaves the outcome open (unavailable: ask again with the same key).
+    async fn post(
         &self,
+        path: &str,
         key: &str,
-        request: &AuthorizationRequest,
-    ) -> Result<Authorization, GatewayError> {
-        let body = serde_json::to_value(request)
-            .map_err(|e| GatewayError::Refused(format!("the request does not encode: {e}")))?;
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, GatewayError> {
         let answer = request_with_headers(
             self.addr,
             "POST",
-            "/authorizations",
-            Some(&body),
+            path,
+            Some(body),
             &[("Idempotency-Key", key)],
             self.timeout,
         )
@@ -62,10 +63,31 @@ impl PaymentGateway for HttpGateway {
                 .to_owned()
         };
         match status {
-            200 | 201 => serde_json::from_value(body.clone())
-                .map_err(|e| GatewayError::Unavailable(format!("unreadable answer {body}: {e}"))),
+            200 | 201 => Ok(body),
             400..=499 if status != 408 && status != 429 => Err(GatewayError::Refused(reason())),
             _ => Err(GatewayError::Unavailable(format!("{status}: {}", reason()))),
         }
+    }
+}
+
+#[async_trait]
+impl PaymentGateway for HttpGateway {
+    async fn authorize(
+        &self,
+        key: &str,
+        request: &AuthorizationRequest,
+    ) -> Result<Authorization, GatewayError> {
+        let body = serde_json::to_value(request)
+            .map_err(|e| GatewayError::Refused(format!("the request does not encode: {e}")))?;
+        let answer = self.post("/authorizations", key, &body).await?;
+        serde_json::from_value(answer.clone())
+            .map_err(|e| GatewayError::Unavailable(format!("unreadable answer {answer}: {e}")))
+    }
+
+    async fn void(&self, key: &str) -> Result<bool, GatewayError> {
+        let answer = self.post("/voids", key, &serde_json::json!({})).await?;
+        answer["released"]
+            .as_bool()
+            .ok_or_else(|| GatewayError::Unavailable(format!("unreadable answer {answer}")))
     }
 }

@@ -94,6 +94,12 @@ pub trait PaymentGateway: Send + Sync {
         key: &str,
         request: &AuthorizationRequest,
     ) -> Result<Authorization, GatewayError>;
+
+    /// Voids what `key` authorised, or will authorise: an approval under it is released, and
+    /// an authorisation asked under it later (a call whose answer was lost, a deposed
+    /// worker's) is declined. Voiding again changes nothing. Answers whether an approval
+    /// was released.
+    async fn void(&self, key: &str) -> Result<bool, GatewayError>;
 }
 
 /// `amount` as the gateway takes it.

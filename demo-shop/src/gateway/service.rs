@@ -4,6 +4,7 @@
 //! | --- | --- |
 //! | `POST /authorizations` | authorise `{reference, card, amount_cents}`; requires `Idempotency-Key` |
 //! | `GET /authorizations` | the ledger: every answer given, by key |
+//! | `POST /voids` | void what the `Idempotency-Key` authorised or will authorise: `{"released": bool}` |
 //!
 //! `201` with the answer (`{"status": "approved", "authorization": …}` or
 //! `{"status": "declined", "reason": …}`), `503` when it is "unavailable" (retry with the
@@ -21,28 +22,32 @@ use serde_json::json;
 use super::{GatewayError, SimulatedGateway};
 use crate::http::extract::Body;
 
-async fn authorize(
-    State(gateway): State<Arc<SimulatedGateway>>,
-    headers: HeaderMap,
-    Body(request): Body<super::AuthorizationRequest>,
-) -> Response {
-    let Some(key) = headers
+/// The request's idempotency key, or the 400 answer for a request without one.
+fn key_of(headers: &HeaderMap) -> Result<&str, Response> {
+    headers
         .get("idempotency-key")
         .and_then(|k| k.to_str().ok())
         .filter(|k| !k.is_empty())
-    else {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({ "error": "an Idempotency-Key header is required" })),
-        )
-            .into_response();
-    };
+        .ok_or_else(|| {
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": "an Idempotency-Key header is required" })),
+            )
+                .into_response()
+        })
+}
+
+/// Simulated network and processing time, outside the ledger's lock.
+async fn delay(gateway: &SimulatedGateway) {
     if !gateway.latency().is_zero() {
-        // Simulated network and processing time, outside the ledger's lock.
         tokio::time::sleep(gateway.latency()).await;
     }
-    match gateway.decide(key, &request) {
-        Ok(answer) => (StatusCode::CREATED, Json(answer)).into_response(),
+}
+
+/// The answer to a call: `status` with its body, or the gateway's error.
+fn respond<T: serde::Serialize>(status: StatusCode, outcome: Result<T, GatewayError>) -> Response {
+    match outcome {
+        Ok(answer) => (status, Json(answer)).into_response(),
         Err(GatewayError::Unavailable(reason)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "error": reason })),
@@ -56,6 +61,31 @@ async fn authorize(
     }
 }
 
+async fn authorize(
+    State(gateway): State<Arc<SimulatedGateway>>,
+    headers: HeaderMap,
+    Body(request): Body<super::AuthorizationRequest>,
+) -> Response {
+    let key = match key_of(&headers) {
+        Ok(key) => key,
+        Err(answer) => return answer,
+    };
+    delay(&gateway).await;
+    respond(StatusCode::CREATED, gateway.decide(key, &request))
+}
+
+async fn void(State(gateway): State<Arc<SimulatedGateway>>, headers: HeaderMap) -> Response {
+    let key = match key_of(&headers) {
+        Ok(key) => key,
+        Err(answer) => return answer,
+    };
+    delay(&gateway).await;
+    let released = gateway
+        .void_key(key)
+        .map(|released| json!({ "released": released }));
+    respond(StatusCode::OK, released)
+}
+
 async fn ledger(State(gateway): State<Arc<SimulatedGateway>>) -> Json<Vec<super::LedgerEntry>> {
     Json(gateway.ledger())
 }
@@ -64,6 +94,7 @@ async fn ledger(State(gateway): State<Arc<SimulatedGateway>>) -> Json<Vec<super:
 pub fn router(gateway: Arc<SimulatedGateway>) -> Router {
     Router::new()
         .route("/authorizations", post(authorize).get(ledger))
+        .route("/voids", post(void))
         .with_state(gateway)
 }
 

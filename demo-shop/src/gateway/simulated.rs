@@ -25,6 +25,24 @@ pub struct LedgerEntry {
     pub answer: Authorization,
     /// When.
     pub at: DateTime<Utc>,
+    /// When it was voided, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voided_at: Option<DateTime<Utc>>,
+}
+
+/// One line of the ledger file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum LedgerLine {
+    /// An answer.
+    Answer(LedgerEntry),
+    /// A void of a key.
+    Void {
+        /// The key.
+        key: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
 }
 
 /// A gateway for demos and tests (see the test cards of [`crate::gateway`]), keeping every
@@ -42,6 +60,27 @@ struct Ledger {
     entries: Vec<LedgerEntry>,
     by_key: HashMap<String, usize>,
     calls: HashMap<String, u64>,
+    /// Keys voided before anything was authorised under them.
+    voided: HashMap<String, DateTime<Utc>>,
+}
+
+impl Ledger {
+    /// Applies a void of `key` at `at`; whether an approval was released.
+    fn void(&mut self, key: &str, at: DateTime<Utc>) -> bool {
+        match self.by_key.get(key) {
+            Some(&i) => {
+                let entry = &mut self.entries[i];
+                let approved = matches!(entry.answer, Authorization::Approved { .. });
+                let released = approved && entry.voided_at.is_none();
+                entry.voided_at.get_or_insert(at);
+                released
+            }
+            None => {
+                self.voided.entry(key.to_owned()).or_insert(at);
+                false
+            }
+        }
+    }
 }
 
 impl SimulatedGateway {
@@ -71,16 +110,23 @@ impl SimulatedGateway {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let entry: LedgerEntry = serde_json::from_str(&line).map_err(|e| {
+                let line: LedgerLine = serde_json::from_str(&line).map_err(|e| {
                     std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
-                        format!("{}:{}: not a ledger entry: {e}", path.display(), n + 1),
+                        format!("{}:{}: not a ledger line: {e}", path.display(), n + 1),
                     )
                 })?;
-                ledger
-                    .by_key
-                    .insert(entry.key.clone(), ledger.entries.len());
-                ledger.entries.push(entry);
+                match line {
+                    LedgerLine::Answer(entry) => {
+                        ledger
+                            .by_key
+                            .insert(entry.key.clone(), ledger.entries.len());
+                        ledger.entries.push(entry);
+                    }
+                    LedgerLine::Void { key, at } => {
+                        ledger.void(&key, at);
+                    }
+                }
             }
         }
         let file = std::fs::OpenOptions::new()
@@ -140,6 +186,13 @@ impl SimulatedGateway {
             *n += 1;
             *n
         };
+        if ledger.voided.contains_key(key) {
+            // Voided before it was asked: nothing may be authorised under it any more.
+            let answer = Authorization::Declined {
+                reason: "voided".into(),
+            };
+            return self.record(&mut ledger, key, request, answer);
+        }
         let approved = || Authorization::Approved {
             authorization: format!(
                 "auth-{}",
@@ -163,30 +216,64 @@ impl SimulatedGateway {
                 reason: "unknown card".into(),
             },
         };
+        self.record(&mut ledger, key, request, answer)
+    }
+
+    /// Keeps `answer` for `key` (in the file first, if there is one) and gives it.
+    fn record(
+        &self,
+        ledger: &mut Ledger,
+        key: &str,
+        request: &AuthorizationRequest,
+        answer: Authorization,
+    ) -> Result<Authorization, GatewayError> {
         let entry = LedgerEntry {
             key: key.to_owned(),
             request: request.clone(),
             answer: answer.clone(),
             at: Utc::now(),
+            voided_at: None,
         };
-        if let Some(file) = &self.file {
-            keep(file, &entry)
-                .map_err(|e| GatewayError::Unavailable(format!("the ledger failed: {e}")))?;
-        }
+        self.keep(&LedgerLine::Answer(entry.clone()))?;
         let index = ledger.entries.len();
         ledger.entries.push(entry);
         ledger.by_key.insert(key.to_owned(), index);
         Ok(answer)
     }
+
+    /// Voids `key` (see [`PaymentGateway::void`]).
+    pub fn void_key(&self, key: &str) -> Result<bool, GatewayError> {
+        if key.is_empty() {
+            return Err(GatewayError::Refused(
+                "an idempotency key is required".into(),
+            ));
+        }
+        let mut ledger = self.lock();
+        let at = Utc::now();
+        self.keep(&LedgerLine::Void {
+            key: key.to_owned(),
+            at,
+        })?;
+        Ok(ledger.void(key, at))
+    }
+
+    /// Appends `line` to the ledger file, if there is one, and syncs it.
+    fn keep(&self, line: &LedgerLine) -> Result<(), GatewayError> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        append_line(file, line)
+            .map_err(|e| GatewayError::Unavailable(format!("the ledger failed: {e}")))
+    }
 }
 
-/// Appends `entry` to the ledger file and syncs it.
-fn keep(file: &Mutex<std::fs::File>, entry: &LedgerEntry) -> std::io::Result<()> {
+/// Appends `line` to the ledger file and syncs it.
+fn append_line(file: &Mutex<std::fs::File>, line: &LedgerLine) -> std::io::Result<()> {
     use std::io::Write;
-    let mut line = serde_json::to_vec(entry)?;
-    line.push(b'\n');
+    let mut bytes = serde_json::to_vec(line)?;
+    bytes.push(b'\n');
     let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
-    file.write_all(&line)?;
+    file.write_all(&bytes)?;
     file.sync_data()
 }
 
@@ -201,6 +288,13 @@ impl PaymentGateway for SimulatedGateway {
             tokio::time::sleep(self.latency).await;
         }
         self.decide(key, request)
+    }
+
+    async fn void(&self, key: &str) -> Result<bool, GatewayError> {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        self.void_key(key)
     }
 }
 
@@ -239,11 +333,44 @@ mod tests {
         let path = std::env::temp_dir().join(format!("ledger-{}.jsonl", Uuid::new_v4()));
         let first = SimulatedGateway::with_ledger_file(&path, Duration::ZERO).expect("open");
         let answer = first.decide("k1", &request(CARD_APPROVE)).expect("approve");
+        assert_eq!(first.void_key("k2"), Ok(false));
         drop(first);
         let again = SimulatedGateway::with_ledger_file(&path, Duration::ZERO).expect("reopen");
         assert_eq!(again.decide("k1", &request(CARD_APPROVE)), Ok(answer));
-        assert_eq!(again.ledger().len(), 1, "nothing authorised twice");
+        assert!(matches!(
+            again.decide("k2", &request(CARD_APPROVE)),
+            Ok(Authorization::Declined { .. })
+        ));
+        assert_eq!(
+            again.ledger().len(),
+            2,
+            "nothing authorised twice, k2 declined"
+        );
         std::fs::remove_file(&path).expect("remove");
+    }
+
+    #[test]
+    fn a_void_releases_an_approval_and_declines_what_comes_after() {
+        let gateway = SimulatedGateway::new();
+        assert!(matches!(
+            gateway.decide("k1", &request(CARD_APPROVE)),
+            Ok(Authorization::Approved { .. })
+        ));
+        assert_eq!(gateway.void_key("k1"), Ok(true));
+        assert_eq!(
+            gateway.void_key("k1"),
+            Ok(false),
+            "voiding again changes nothing"
+        );
+        assert!(gateway.ledger()[0].voided_at.is_some());
+        // Voided before it was asked (the call's answer was lost, or it comes late).
+        assert_eq!(gateway.void_key("k2"), Ok(false));
+        assert_eq!(
+            gateway.decide("k2", &request(CARD_APPROVE)),
+            Ok(Authorization::Declined {
+                reason: "voided".into()
+            })
+        );
     }
 
     #[test]

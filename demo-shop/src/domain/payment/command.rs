@@ -24,6 +24,9 @@ pub enum PaymentCommand {
         /// The gateway's reason.
         reason: String,
     },
+    /// Records that the gateway released the payment's authorisation (or will authorise
+    /// nothing for it): for a payment requested or authorised, not captured.
+    Void,
     /// Captures an authorised payment.
     Capture,
     /// Gives a captured payment back.

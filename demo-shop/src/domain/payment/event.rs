@@ -47,6 +47,12 @@ pub enum PaymentEvent {
         /// Why.
         reason: String,
     },
+    /// The authorisation was released at the gateway before any capture (the order was
+    /// cancelled).
+    PaymentVoided {
+        /// The order.
+        order_id: OrderId,
+    },
 }
 
 impl DomainEvent for PaymentEvent {
@@ -57,6 +63,7 @@ impl DomainEvent for PaymentEvent {
             Self::PaymentDeclined { .. } => "PaymentDeclined",
             Self::PaymentCaptured { .. } => "PaymentCaptured",
             Self::PaymentRefunded { .. } => "PaymentRefunded",
+            Self::PaymentVoided { .. } => "PaymentVoided",
         }
     }
 }

@@ -33,6 +33,8 @@ pub enum PaymentStatus {
     Captured,
     /// Money given back.
     Refunded,
+    /// Released before capture.
+    Voided,
 }
 
 /// Why a payment refused a command.
@@ -106,13 +108,18 @@ impl Aggregate for Payment {
                     order_id,
                     authorization,
                 }]),
-                S::Authorized | S::Declined | S::Captured | S::Refunded => Ok(vec![]),
+                S::Authorized | S::Declined | S::Captured | S::Refunded | S::Voided => Ok(vec![]),
                 S::New => refuse("authorise"),
             },
             (C::RecordDecline { reason }, Some(order_id)) => match self.status {
                 S::Requested => Ok(vec![E::PaymentDeclined { order_id, reason }]),
-                S::Authorized | S::Declined | S::Captured | S::Refunded => Ok(vec![]),
+                S::Authorized | S::Declined | S::Captured | S::Refunded | S::Voided => Ok(vec![]),
                 S::New => refuse("decline"),
+            },
+            (C::Void, Some(order_id)) => match self.status {
+                S::Requested | S::Authorized => Ok(vec![E::PaymentVoided { order_id }]),
+                S::Voided | S::Declined => Ok(vec![]),
+                _ => refuse("void"),
             },
             (C::Capture, Some(order_id)) => match self.status {
                 S::Authorized => Ok(vec![E::PaymentCaptured {
@@ -150,6 +157,7 @@ impl Aggregate for Payment {
             PaymentEvent::PaymentDeclined { .. } => self.status = PaymentStatus::Declined,
             PaymentEvent::PaymentCaptured { .. } => self.status = PaymentStatus::Captured,
             PaymentEvent::PaymentRefunded { .. } => self.status = PaymentStatus::Refunded,
+            PaymentEvent::PaymentVoided { .. } => self.status = PaymentStatus::Voided,
         }
     }
 }
@@ -224,6 +232,48 @@ mod tests {
             .then_expect_error(PaymentError::InvalidTransition {
                 action: "process",
                 status: PaymentStatus::New,
+            });
+    }
+
+    #[test]
+    fn voids_what_was_not_captured() {
+        let order_id = OrderId::new();
+        let authorized = PaymentEvent::PaymentAuthorized {
+            order_id,
+            authorization: "a".into(),
+        };
+        let voided = PaymentEvent::PaymentVoided { order_id };
+        test()
+            .given([requested(order_id), authorized.clone()])
+            .when(PaymentCommand::Void)
+            .then_expect([voided.clone()]);
+        test()
+            .given([requested(order_id)])
+            .when(PaymentCommand::Void)
+            .then_expect([voided.clone()]);
+        test()
+            .given([requested(order_id), voided.clone()])
+            .when(PaymentCommand::RecordApproval {
+                authorization: "late".into(),
+            })
+            .then_expect([]);
+        test()
+            .given([requested(order_id), voided])
+            .when(PaymentCommand::Capture)
+            .then_expect_error(PaymentError::InvalidTransition {
+                action: "capture",
+                status: PaymentStatus::Voided,
+            });
+        let captured = PaymentEvent::PaymentCaptured {
+            order_id,
+            amount: Money(900),
+        };
+        test()
+            .given([requested(order_id), authorized, captured])
+            .when(PaymentCommand::Void)
+            .then_expect_error(PaymentError::InvalidTransition {
+                action: "void",
+                status: PaymentStatus::Captured,
             });
     }
 
