@@ -22,19 +22,21 @@ use serde_json::json;
 use super::{GatewayError, SimulatedGateway};
 use crate::http::extract::Body;
 
-/// The request's idempotency key, or the 400 answer for a request without one.
-fn key_of(headers: &HeaderMap) -> Result<&str, Response> {
+/// The request's idempotency key, if it has one.
+fn key_of(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("idempotency-key")
         .and_then(|k| k.to_str().ok())
         .filter(|k| !k.is_empty())
-        .ok_or_else(|| {
-            (
-                StatusCode::BAD_REQUEST,
-                Json(json!({ "error": "an Idempotency-Key header is required" })),
-            )
-                .into_response()
-        })
+}
+
+/// The answer to a request without an idempotency key.
+fn no_key() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": "an Idempotency-Key header is required" })),
+    )
+        .into_response()
 }
 
 /// Simulated network and processing time, outside the ledger's lock.
@@ -66,18 +68,16 @@ async fn authorize(
     headers: HeaderMap,
     Body(request): Body<super::AuthorizationRequest>,
 ) -> Response {
-    let key = match key_of(&headers) {
-        Ok(key) => key,
-        Err(answer) => return answer,
+    let Some(key) = key_of(&headers) else {
+        return no_key();
     };
     delay(&gateway).await;
     respond(StatusCode::CREATED, gateway.decide(key, &request))
 }
 
 async fn void(State(gateway): State<Arc<SimulatedGateway>>, headers: HeaderMap) -> Response {
-    let key = match key_of(&headers) {
-        Ok(key) => key,
-        Err(answer) => return answer,
+    let Some(key) = key_of(&headers) else {
+        return no_key();
     };
     delay(&gateway).await;
     let released = gateway
