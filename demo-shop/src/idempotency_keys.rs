@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
@@ -31,8 +32,8 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
-/// Each key's request fingerprint and, once there is one, its answer.
-pub type MemoryKeys = HashMap<String, (Uuid, Option<Answer>)>;
+/// Each key's request fingerprint, when it was first used and, once there is one, its answer.
+pub type MemoryKeys = HashMap<String, (Uuid, DateTime<Utc>, Option<Answer>)>;
 
 /// The keys and their answers, in memory or in PostgreSQL.
 #[derive(Clone, Debug)]
@@ -58,9 +59,11 @@ impl IdempotencyKeys {
         let (stored, answer) = match self {
             Self::Memory(keys) => {
                 let mut keys = keys.lock().unwrap_or_else(PoisonError::into_inner);
-                keys.entry(key.to_owned())
-                    .or_insert((fingerprint, None))
-                    .clone()
+                let (stored, _, answer) = keys
+                    .entry(key.to_owned())
+                    .or_insert((fingerprint, Utc::now(), None))
+                    .clone();
+                (stored, answer)
             }
             Self::Postgres(pool) => {
                 sqlx::query(
@@ -100,7 +103,7 @@ impl IdempotencyKeys {
                 let entry = keys
                     .get_mut(key)
                     .ok_or_else(|| ShopError::Storage(format!("key {key:?} was never claimed")))?;
-                Ok(entry.1.get_or_insert(answer).clone())
+                Ok(entry.2.get_or_insert(answer).clone())
             }
             Self::Postgres(pool) => {
                 // Two statements: the second reads with a snapshot taken after the first
@@ -123,6 +126,29 @@ impl IdempotencyKeys {
                         .map_err(storage)?;
                 answer_of(&row)
                     .ok_or_else(|| ShopError::Storage(format!("key {key:?} lost its answer")))
+            }
+        }
+    }
+}
+
+impl IdempotencyKeys {
+    /// Forgets the keys first used before `before`; returns how many. A request sent again
+    /// with a forgotten key is carried out as new: keep keys longer than clients retry.
+    pub async fn prune(&self, before: DateTime<Utc>) -> Result<u64, ShopError> {
+        match self {
+            Self::Memory(keys) => {
+                let mut keys = keys.lock().unwrap_or_else(PoisonError::into_inner);
+                let count = keys.len();
+                keys.retain(|_, (_, at, _)| *at >= before);
+                Ok((count - keys.len()) as u64)
+            }
+            Self::Postgres(pool) => {
+                let pruned = sqlx::query("DELETE FROM http_idempotency_keys WHERE created_at < $1")
+                    .bind(before)
+                    .execute(pool)
+                    .await
+                    .map_err(storage)?;
+                Ok(pruned.rows_affected())
             }
         }
     }

@@ -33,6 +33,13 @@ const INVENTORY_SNAPSHOT_EVERY: u64 = 50;
 /// How long [`Shop::settle`] waits for orders whose checkout is retrying.
 pub const SETTLE_RETRIES_FOR: Duration = Duration::from_secs(10);
 
+/// How long the answers to requests with an `Idempotency-Key` are kept: a client retrying
+/// within it gets the first answer again.
+pub const IDEMPOTENCY_KEYS_KEPT_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// How often the shop's housekeeping runs.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
+
 /// How long an order may wait for its payment to settle, by default.
 pub const PAYMENT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -208,7 +215,8 @@ impl Shop {
         shutdown: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<projections::Result<()>>> {
         let mut workers = self.spawn_read_models(shutdown.clone());
-        workers.push(self.spawn_checkout(shutdown));
+        workers.push(self.spawn_checkout(shutdown.clone()));
+        workers.push(self.spawn_housekeeping(shutdown));
         workers
     }
 
@@ -221,6 +229,32 @@ impl Shop {
             ReadModels::Memory(t) => spawn_all(self, t.clone(), shutdown),
             ReadModels::Postgres(t) => spawn_all(self, t.clone(), shutdown),
         }
+    }
+
+    /// Starts the housekeeping: every hour, forgets the idempotency keys older than
+    /// [`IDEMPOTENCY_KEYS_KEPT_FOR`].
+    pub fn spawn_housekeeping(
+        &self,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> JoinHandle<projections::Result<()>> {
+        let keys = self.storage.idempotency_keys.clone();
+        tokio::spawn(async move {
+            loop {
+                let keep = chrono::Duration::from_std(IDEMPOTENCY_KEYS_KEPT_FOR)
+                    .unwrap_or(chrono::Duration::MAX);
+                if let Some(before) = chrono::Utc::now().checked_sub_signed(keep) {
+                    match keys.prune(before).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(pruned = n, "idempotency keys pruned"),
+                        Err(error) => tracing::warn!(%error, "pruning idempotency keys failed"),
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(HOUSEKEEPING_EVERY) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+                }
+            }
+        })
     }
 
     /// Starts the checkout (its intake and executors).

@@ -600,6 +600,53 @@ async fn a_failing_deadline_that_replaces_itself_is_retried(
     assert_eq!(next.input.id, behind.event_id);
 }
 
+/// Pruning forgets done inputs past their retention and keeps pending ones.
+async fn done_inputs_are_pruned_and_pending_ones_kept(
+    _store: Arc<dyn EventStore>,
+    instances: Arc<dyn InstanceStore>,
+) {
+    let inputs: Vec<NewInput> = (0..2)
+        .map(|_| NewInput {
+            instance: "kept".into(),
+            event_id: uuid::Uuid::new_v4(),
+        })
+        .collect();
+    instances
+        .enqueue(NAME, &inputs, cqrs_core::Position::new(1, 1))
+        .await
+        .expect("enqueue");
+    let first = instances
+        .claim(NAME, Duration::from_secs(5))
+        .await
+        .expect("claim")
+        .expect("due");
+    assert!(instances
+        .complete(NAME, &first, serde_json::json!(1), &Default::default())
+        .await
+        .expect("complete"));
+    let later = Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(
+        instances
+            .prune_done(NAME, Utc::now() - chrono::Duration::hours(1))
+            .await
+            .expect("prune"),
+        0
+    );
+    assert_eq!(instances.prune_done(NAME, later).await.expect("prune"), 1);
+    assert_eq!(instances.prune_done(NAME, later).await.expect("prune"), 0);
+    let summary = instances.summary(NAME).await.expect("summary");
+    assert_eq!(
+        summary.due_inputs, 1,
+        "the pending input is kept: {summary:?}"
+    );
+    let next = instances
+        .claim(NAME, Duration::from_secs(5))
+        .await
+        .expect("claim")
+        .expect("due");
+    assert_eq!(next.input.id, inputs[1].event_id);
+}
+
 async fn on_postgres() -> (Arc<dyn EventStore>, Arc<dyn InstanceStore>, TestDatabase) {
     let db = TestDatabase::create(12).await;
     let store = PgEventStore::new(db.pool.clone());
@@ -649,4 +696,5 @@ on_both!(
     a_taken_over_claim_writes_nothing,
     a_deadline_scheduled_again_after_firing_does_not_fire_again,
     a_failing_deadline_that_replaces_itself_is_retried,
+    done_inputs_are_pruned_and_pending_ones_kept,
 );

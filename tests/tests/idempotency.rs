@@ -337,3 +337,49 @@ async fn requests_cut_off_by_a_crash_make_one_order_each_when_retried() {
     drop(_server);
     db.drop_database().await;
 }
+
+/// Keys past their retention are forgotten: the key can name a new request again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_past_their_retention_are_forgotten() {
+    let app = spawn_app().await;
+    app.add_product("MUG", 1_200, 10).await;
+    let restock = |quantity: u32| json!({ "quantity": quantity });
+    let first = app
+        .post_with_key("/products/MUG/restock", restock(1), "k")
+        .await;
+    assert_eq!(first.0, 202, "{first:?}");
+    let keys = &app.shop.storage().idempotency_keys;
+    let an_hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(keys.prune(an_hour_ago).await.expect("prune"), 0);
+    let (status, _) = app
+        .post_with_key("/products/MUG/restock", restock(2), "k")
+        .await;
+    assert_eq!(status, 422, "kept: the key still names the first request");
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(keys.prune(soon).await.expect("prune"), 1);
+    let (status, body) = app
+        .post_with_key("/products/MUG/restock", restock(2), "k")
+        .await;
+    assert_eq!(
+        status, 202,
+        "forgotten: the key names a new request: {body}"
+    );
+    assert_eq!(
+        count(&app, "Restocked").await,
+        3,
+        "the new request was carried out (after the product's own restock and the first)"
+    );
+    // The first request, sent again once the key is forgotten again, is still one command.
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(keys.prune(soon).await.expect("prune"), 1);
+    let again = app
+        .post_with_key("/products/MUG/restock", restock(1), "k")
+        .await;
+    assert_eq!(again.0, 202);
+    assert_eq!(
+        again.1["position"], first.1["position"],
+        "the original answer"
+    );
+    assert_eq!(count(&app, "Restocked").await, 3);
+    app.shutdown().await;
+}

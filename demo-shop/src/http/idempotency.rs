@@ -1,8 +1,8 @@
 //! `Idempotency-Key`: every `POST` may carry one. The first request with a key is carried
-//! out as the command the key names ([`CommandId::from_key`]); every later request with the
-//! same key and the same method, path and body gets the same status and body, without
-//! carrying anything out again (across restarts, on PostgreSQL). The same key with another
-//! request is refused with 422.
+//! out as the command the key and the request name ([`CommandId::from_key`]); every later
+//! request with the same key and the same method, path and body gets the same status and
+//! body, without carrying anything out again (across restarts, on PostgreSQL). The same key
+//! with another request is refused with 422.
 //!
 //! Requests with one key that arrive together are all carried out as that one command: the
 //! repository stores it once and answers each with the original events, and every one of
@@ -75,7 +75,12 @@ pub async fn layer(State(shop): AppState, request: Request, next: Next) -> Respo
         Ok(Claim::Replay(answer)) => return replay(answer),
         Ok(Claim::Proceed) => {}
     }
-    parts.extensions.insert(CommandId::from_key("http", &key));
+    // The command is named by the key and the request together: the same request stays one
+    // command even after its key was forgotten, and a forgotten key can name a new one.
+    parts.extensions.insert(CommandId::from_key(
+        "http",
+        &format!("{key}\n{fingerprint}"),
+    ));
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
     if !keeps(response.status()) {
         return response;

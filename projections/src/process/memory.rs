@@ -27,8 +27,9 @@ pub struct MemoryInstances {
 #[derive(Debug, Default)]
 struct Process {
     intake: Position,
-    /// Every input ever filed (events and deadlines), so none is filed twice.
-    seen: HashSet<Uuid>,
+    /// Every input filed (events and deadlines) with when it was due, so none is filed
+    /// twice; done ones are forgotten by [`InstanceStore::prune_done`].
+    seen: HashMap<Uuid, DateTime<Utc>>,
     next_seq: u64,
     instances: BTreeMap<String, Instance>,
 }
@@ -148,7 +149,7 @@ impl Instance {
     fn apply(
         &mut self,
         next_seq: &mut u64,
-        filed: &mut HashSet<Uuid>,
+        filed: &mut HashMap<Uuid, DateTime<Utc>>,
         claimed: Uuid,
         changes: &DeadlineChanges,
     ) {
@@ -159,7 +160,7 @@ impl Instance {
             keep.contains(&p.id) || !p.deadline.as_ref().is_some_and(|n| names.contains(n))
         });
         for deadline in &changes.scheduled {
-            if !filed.insert(deadline.id) {
+            if filed.insert(deadline.id, deadline.due_at).is_some() {
                 continue;
             }
             *next_seq += 1;
@@ -196,7 +197,7 @@ impl MemoryInstances {
         &self,
         process: &str,
         claimed: &Claimed,
-        write: impl FnOnce(&mut Instance, &mut u64, &mut HashSet<Uuid>),
+        write: impl FnOnce(&mut Instance, &mut u64, &mut HashMap<Uuid, DateTime<Utc>>),
     ) -> bool {
         let mut processes = self.lock();
         let Some(p) = processes.get_mut(process) else {
@@ -238,7 +239,7 @@ impl InstanceStore for MemoryInstances {
         let mut processes = self.lock();
         let p = processes.entry(process.to_owned()).or_default();
         for input in inputs {
-            if !p.seen.insert(input.event_id) {
+            if p.seen.insert(input.event_id, now).is_some() {
                 continue;
             }
             p.next_seq += 1;
@@ -412,6 +413,22 @@ impl InstanceStore for MemoryInstances {
         i.epoch += 1;
         i.claimed_until = None;
         Ok(true)
+    }
+
+    async fn prune_done(&self, process: &str, before: DateTime<Utc>) -> Result<u64> {
+        let mut processes = self.lock();
+        let Some(p) = processes.get_mut(process) else {
+            return Ok(0);
+        };
+        let pending: HashSet<Uuid> = p
+            .instances
+            .values()
+            .flat_map(|i| i.inputs.values().map(|input| input.id))
+            .collect();
+        let before_count = p.seen.len();
+        p.seen
+            .retain(|id, due_at| *due_at >= before || pending.contains(id));
+        Ok((before_count - p.seen.len()) as u64)
     }
 
     async fn next_due_in(&self, process: &str) -> Result<Option<Duration>> {

@@ -562,6 +562,21 @@ impl InstanceStore for PgInstances {
         Ok(true)
     }
 
+    async fn prune_done(
+        &self,
+        process: &str,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64> {
+        let pruned =
+            sqlx::query("DELETE FROM process_inputs WHERE process = $1 AND done AND due_at < $2")
+                .bind(process)
+                .bind(before)
+                .execute(&self.pool)
+                .await
+                .map_err(storage)?;
+        Ok(pruned.rows_affected())
+    }
+
     async fn next_due_in(&self, process: &str) -> Result<Option<Duration>> {
         let millis: Option<f64> = sqlx::query_scalar(
             // (greatest() skips NULLs: with no instance due at all, the answer must stay NULL.)

@@ -30,6 +30,9 @@ pub struct ProcessOptions {
     pub max_backoff: Duration,
     /// How many events the intake reads at once.
     pub intake_batch: usize,
+    /// How long the ids of done inputs are kept (so that an event filed again, by an intake
+    /// that lagged that far behind, is not handled again); older ones are pruned hourly.
+    pub retain_done_for: Duration,
     /// How often an idle runner looks for instances come due (retries, deadlines) or work
     /// filed by other processes.
     pub poll_every: Duration,
@@ -44,6 +47,7 @@ impl Default for ProcessOptions {
             first_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
             intake_batch: 500,
+            retain_done_for: Duration::from_secs(7 * 24 * 3600),
             poll_every: Duration::from_millis(500),
         }
     }
@@ -68,6 +72,8 @@ pub struct Settled {
 
 /// How often an idle intake writes the position it has scanned to.
 const IDLE_SAVE_EVERY: Duration = Duration::from_secs(1);
+/// How often done inputs past their retention are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// How soon the waker looks again while work is due (the executors are busy).
 const BUSY_RECHECK: Duration = Duration::from_millis(20);
 /// The longest an idle executor waits without being woken.
@@ -311,7 +317,12 @@ impl<P: ProcessManager> ProcessRunner<P> {
     /// Wakes the executors when an instance is due (a retry, a deadline, work filed by
     /// another process): one query per wait, whatever the number of executors.
     async fn wake_when_due(&self) {
+        let mut pruned_at: Option<Instant> = None;
         loop {
+            if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                self.prune().await;
+                pruned_at = Some(Instant::now());
+            }
             let wait = match self.instances.next_due_in(self.manager.name()).await {
                 Ok(Some(due)) if due.is_zero() => {
                     self.work.notify_waiters();
@@ -325,6 +336,24 @@ impl<P: ProcessManager> ProcessRunner<P> {
                 }
             };
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Forgets done inputs older than [`ProcessOptions::retain_done_for`].
+    async fn prune(&self) {
+        let keep = chrono::Duration::from_std(self.options.retain_done_for)
+            .unwrap_or(chrono::Duration::MAX);
+        let Some(before) = chrono::Utc::now().checked_sub_signed(keep) else {
+            return;
+        };
+        match self.instances.prune_done(self.manager.name(), before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                process = self.manager.name(),
+                pruned = n,
+                "done inputs pruned"
+            ),
+            Err(error) => tracing::warn!(process = self.manager.name(), %error, "pruning failed"),
         }
     }
 

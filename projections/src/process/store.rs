@@ -173,4 +173,9 @@ pub trait InstanceStore: Send + Sync + 'static {
 
     /// How long until the next instance comes due (a retry or a deadline), if any.
     async fn next_due_in(&self, process: &str) -> Result<Option<Duration>>;
+
+    /// Forgets the inputs done that were due before `before` (their ids, kept so that an
+    /// event filed again is not handled again); returns how many. Instances and pending
+    /// inputs are kept.
+    async fn prune_done(&self, process: &str, before: DateTime<Utc>) -> Result<u64>;
 }
