@@ -4,7 +4,7 @@
 //! giving an async factory that returns a fresh, empty store and a teardown future (run
 //! after a passing test; for example, dropping the test's database):
 //!
-//! ```ignore
+//! ```text
 //! async fn fresh_store() -> (Arc<dyn EventStore>, Teardown) { … }
 //! cqrs_core::store_conformance_tests!(fresh_store);
 //! ```

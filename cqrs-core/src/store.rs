@@ -89,7 +89,7 @@ pub struct ReadAllPage {
 ///
 /// Guarantees every implementation keeps (the [`conformance`](crate::conformance) suite checks them):
 /// - an append stores all of its events or none, and only if the [`ExpectedVersion`] holds;
-///   otherwise it returns [`Error::Conflict`](crate::Error::Conflict) and stores nothing;
+///   otherwise it returns [`Error::Conflict`] and stores nothing;
 /// - appending events whose ids are already stored by the same batch stores nothing again
 ///   and reports [`AppendResult::already_stored`];
 /// - [`read_all`](EventStore::read_all) never returns an event behind a position it has

@@ -79,7 +79,7 @@
 //! | `log_order` | the start-up guard against a log copied from a cluster that was ahead |
 //! | `error` | mapping `sqlx` errors to [`cqrs_core::Error`] |
 //! | [`testing`] | [`testing::TestDatabase`]: a fresh database per test |
-//! | [`bench`] | the command line and medians of the benchmarks |
+//! | [`bench`](mod@bench) | the command line and medians of the benchmarks |
 //! | `migrations/` | the schema and the `es_append` function |
 
 pub mod bench;

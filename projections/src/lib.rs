@@ -12,7 +12,7 @@
 //!   a deposed worker commits nothing; side-effecting handlers get the [`LeaseToken`].
 //! - An **error policy** decides what happens to an event the projection cannot handle:
 //!   stop, marked failed with the event's position, or dead-letter it and go on.
-//! - [`status`] reports checkpoint, head, lag (counted), state (including *stalled*, with the
+//! - [`status()`] reports checkpoint, head, lag (counted), state (including *stalled*, with the
 //!   transactions holding readers back) and the lease holder; [`wait_for`] waits for a read
 //!   model to reach a position, woken by its runner.
 //! - [`ProjectionRunner::rebuild`] replays the log into a fresh generation while the old one
@@ -71,7 +71,7 @@
 //! | [`dead_letters`] | [`DeadLetter`], retry and skip |
 //! | [`policy`] | [`ErrorPolicy`] |
 //! | [`rebuild`] | rebuild by replay, [`RebuildProgress`] |
-//! | [`status`] | [`status()`], [`ProjectionStatus`] |
+//! | [`status`](mod@status) | [`status()`], [`ProjectionStatus`] |
 //! | [`target`] | [`Target`]: read models, checkpoints, leases |
 //! | [`process`] | process managers: per-instance state, retries, parking, deadlines |
 //! | [`postgres`] | [`PgTarget`] |
