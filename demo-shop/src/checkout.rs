@@ -116,9 +116,12 @@ impl Checkout {
         if state.closed {
             return Ok(());
         }
-        let timeout =
-            chrono::Duration::from_std(self.payment_timeout).unwrap_or(chrono::Duration::MAX);
-        r.step.schedule(PAYMENT_DEADLINE, Utc::now() + timeout);
+        // A timeout too long to add to now is "never" (the end of time), not a panic.
+        let due = chrono::Duration::from_std(self.payment_timeout)
+            .ok()
+            .and_then(|timeout| Utc::now().checked_add_signed(timeout))
+            .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+        r.step.schedule(PAYMENT_DEADLINE, due);
         for line in lines {
             let reserve = InventoryCommand::Reserve {
                 order_id,

@@ -35,7 +35,7 @@ struct Seen {
 }
 
 /// Reacts by the note of each event: `flaky` fails three times, `poison` fails until healed,
-/// `remind` schedules a reminder in 300 ms, `forget` cancels it.
+/// `panic` panics, `remind` schedules a reminder in 300 ms, `forget` cancels it.
 struct Errands(Arc<Mutex<Seen>>);
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -94,6 +94,9 @@ impl ProcessManager for Errands {
                 }
                 _ => {}
             }
+        }
+        if note == "panic" {
+            panic!("boom");
         }
         match note.as_str() {
             "remind" => step.schedule("reminder", Utc::now() + chrono::Duration::milliseconds(300)),
@@ -235,8 +238,27 @@ async fn a_poisoned_instance_is_parked_until_an_operator_decides(
     note(store.as_ref(), "bad-2", "poison").await;
     note(store.as_ref(), "bad-2", "added").await;
     note(store.as_ref(), "good-1", "added").await;
+    note(store.as_ref(), "crash-1", "panic").await;
     runner.run_until_idle().await.expect("run");
     assert_eq!(done_of(instances.as_ref(), "good-1").await, ["added"]);
+    let crashed = instances
+        .instance(NAME, "crash-1")
+        .await
+        .expect("get")
+        .expect("known");
+    assert_eq!(crashed.state, InstanceState::Parked, "{crashed:?}");
+    assert!(
+        crashed
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("panicked: boom"),
+        "{crashed:?}"
+    );
+    assert!(instances
+        .resolve(NAME, "crash-1", Resolution::Skip)
+        .await
+        .expect("skip"));
     let troubled = instances.troubled(NAME).await.expect("troubled");
     assert_eq!(troubled.len(), 2, "{troubled:?}");
     for parked in &troubled {

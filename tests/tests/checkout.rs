@@ -298,3 +298,20 @@ async fn an_order_from_before_prices_were_bounded_is_cancelled_not_stuck() {
     assert_eq!(body["summary"]["parked"], 0, "{body}");
     app.shutdown().await;
 }
+
+/// A payment timeout too long to add to the clock means "never", not a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_payment_timeout_is_never_due() {
+    let app = spawn_app_with(AppOptions {
+        payment_timeout: Duration::MAX,
+    })
+    .await;
+    app.add_product("MUG", 1_200, 5).await;
+    let stuck = order(&app, "MUG", "card_unavailable").await;
+    let paid = order(&app, "MUG", "card_approve").await;
+    until_status(&app, &paid, "confirmed", Duration::from_secs(5)).await;
+    let body = checkout_status(&app).await;
+    assert_eq!(body["summary"]["parked"], 0, "{body}");
+    assert_eq!(status_of(&app, &stuck).await, "stock_reserved");
+    app.shutdown().await;
+}

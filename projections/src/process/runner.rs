@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cqrs_core::EventStore;
 use tokio::sync::Notify;
 
-use super::step::Step;
+use super::step::{DeadlineChanges, Step};
 use super::store::{Claimed, InputKind, InstanceStore, NewInput};
 use super::{Deadline, Input, ProcessManager};
 use crate::error::Result;
@@ -95,6 +95,16 @@ enum Page {
     Scanned,
     /// This many events were filed.
     Filed(usize),
+}
+
+/// The message of a panic, as far as it is text.
+fn panic_message(failed: tokio::task::JoinError) -> String {
+    let payload = failed.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 /// What one executor turn did.
@@ -390,7 +400,7 @@ impl<P: ProcessManager> ProcessRunner<P> {
             Err(error) => {
                 let delay = self.options.backoff(claimed.attempts);
                 let error = format!("reading the input failed: {error}");
-                let changes = super::DeadlineChanges::default();
+                let changes = DeadlineChanges::default();
                 self.instances
                     .retry_later(name, &claimed, &error, delay, &changes)
                     .await?;
@@ -420,22 +430,42 @@ impl<P: ProcessManager> ProcessRunner<P> {
                     .claim_ttl
                     .saturating_sub(Duration::from_millis(500)),
         );
-        let reaction = tokio::time::timeout(
-            self.options.reaction_timeout,
-            self.manager.react(&mut state, &input, &mut step),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(ApplyError::Transient(format!(
-                "the reaction took longer than {:?}",
-                self.options.reaction_timeout
-            )))
+        // The reaction runs as a task of its own: a panic in it parks the instance instead of
+        // ending this executor, and one that outruns its time is stopped.
+        let manager = Arc::clone(&self.manager);
+        let mut task = tokio::spawn(async move {
+            let outcome = manager.react(&mut state, &input, &mut step).await;
+            (outcome, state, step)
         });
+        let (reaction, state, changes) =
+            match tokio::time::timeout(self.options.reaction_timeout, &mut task).await {
+                Ok(Ok((outcome, state, step))) => (outcome, Some(state), step.changes().clone()),
+                Ok(Err(failed)) => {
+                    let reason = if failed.is_panic() {
+                        format!("the reaction panicked: {}", panic_message(failed))
+                    } else {
+                        format!("the reaction was cancelled: {failed}")
+                    };
+                    (
+                        Err(ApplyError::Poison(reason)),
+                        None,
+                        DeadlineChanges::default(),
+                    )
+                }
+                Err(_) => {
+                    task.abort();
+                    let late = ApplyError::Transient(format!(
+                        "the reaction took longer than {:?}",
+                        self.options.reaction_timeout
+                    ));
+                    (Err(late), None, DeadlineChanges::default())
+                }
+            };
         let kept = match reaction {
             Ok(()) => match serde_json::to_value(&state) {
                 Ok(state) => {
                     self.instances
-                        .complete(name, &claimed, state, step.changes())
+                        .complete(name, &claimed, state, &changes)
                         .await?
                 }
                 Err(e) => {
@@ -451,7 +481,7 @@ impl<P: ProcessManager> ProcessRunner<P> {
                 let delay = self.options.backoff(claimed.attempts);
                 tracing::debug!(process = name, instance = %claimed.instance, %error, ?delay, "instance retries");
                 self.instances
-                    .retry_later(name, &claimed, &error.to_string(), delay, step.changes())
+                    .retry_later(name, &claimed, &error.to_string(), delay, &changes)
                     .await?
             }
         };
