@@ -4,7 +4,9 @@
 //!
 //! Every toolkit figure has a raw twin measured on the same database with the same row
 //! shape (a table with the same columns and unique indexes), and is printed with its ratio
-//! to that twin. With `--runs N` each figure is the median of N runs. `--json` prints one
+//! to that twin. Events carry about 200 bytes of JSON; readers decode them to the domain
+//! event (`read_all` and `raw_scan`, `load_1000` and `raw_load_1000`, a `SELECT` of the
+//! same stream's rows). With `--runs N` each figure is the median of N runs. `--json` prints one
 //! JSON object per line: `{"name":"append_16x1","events_per_sec":5210.4}`.
 
 use std::sync::Arc;
@@ -60,11 +62,21 @@ const RAW_TABLE: &str = "CREATE TABLE raw_events (
     recorded_at timestamptz NOT NULL DEFAULT now(),
     UNIQUE (stream_id, stream_version))";
 
+/// An event of about 200 bytes of JSON, like a typical domain event.
 fn event() -> NewEvent {
-    NewEvent::from_domain(&TestEvent::Added {
-        amount: fastrand::u64(0..1_000_000),
-    })
-    .expect("encode")
+    let text: String = std::iter::repeat_with(fastrand::alphanumeric)
+        .take(EVENT_TEXT_LEN)
+        .collect();
+    NewEvent::from_domain(&TestEvent::Noted { text }).expect("encode")
+}
+
+/// The length of the text in [`event`]'s payload: about 200 bytes of JSON in all.
+const EVENT_TEXT_LEN: usize = 190;
+
+/// Decodes a stored payload as the domain event, as a reader of the log would.
+fn decode(event_type: &str, payload: serde_json::Value) -> TestEvent {
+    use cqrs_core::DomainEvent;
+    TestEvent::decode(event_type, payload).expect("decode")
 }
 
 fn stream(name: String) -> StreamId {
@@ -203,6 +215,7 @@ async fn raw_batches(pool: &PgPool, batches: usize, size: usize) -> f64 {
     rate(batches * size, started.elapsed())
 }
 
+/// The whole log by pages of 1,000, each event decoded to the domain event.
 async fn read_all(store: &PgEventStore) -> f64 {
     let started = Instant::now();
     let mut after = Position::START;
@@ -216,6 +229,9 @@ async fn read_all(store: &PgEventStore) -> f64 {
             break;
         }
         count += page.events.len();
+        for recorded in page.events {
+            std::hint::black_box(decode(&recorded.event.event_type, recorded.event.payload));
+        }
         after = page.scanned_to;
     }
     rate(count, started.elapsed())
@@ -242,9 +258,10 @@ async fn raw_scan(pool: &PgPool) -> f64 {
             let _: Uuid = row.get("event_id");
             let _: String = row.get("stream_id");
             let _: i64 = row.get("stream_version");
-            let _: String = row.get("event_type");
+            let event_type: String = row.get("event_type");
             let _: i32 = row.get("schema_version");
-            let _: serde_json::Value = row.get("payload");
+            let payload: serde_json::Value = row.get("payload");
+            std::hint::black_box(decode(&event_type, payload));
             let _: serde_json::Value = row.get("metadata");
             let _: chrono::DateTime<chrono::Utc> = row.get("recorded_at");
             after = row.get("position");
@@ -254,13 +271,11 @@ async fn raw_scan(pool: &PgPool) -> f64 {
     rate(count, started.elapsed())
 }
 
-/// Median milliseconds to load (read, decode, fold) a 1,000-event aggregate.
-async fn load_1000(store: Arc<dyn EventStore>, snapshots: SnapshotPolicy) -> f64 {
-    let repository = Repository::<Counter>::new(Arc::clone(&store), ()).with_snapshots(snapshots);
+/// A new counter aggregate of 1,000 events (appends of 100): its id and stream.
+async fn seed_1000(store: &Arc<dyn EventStore>) -> (String, StreamId) {
     let id = Uuid::new_v4().simple().to_string();
     let stream = Repository::<Counter>::stream_id(&id).expect("id");
-    let mut version = 0;
-    for _ in 0..10 {
+    for version in (0..1_000).step_by(100) {
         let batch: Vec<NewEvent> = (0..100).map(|_| event()).collect();
         store
             .append(
@@ -271,8 +286,14 @@ async fn load_1000(store: Arc<dyn EventStore>, snapshots: SnapshotPolicy) -> f64
             )
             .await
             .expect("append");
-        version += 100;
     }
+    (id, stream)
+}
+
+/// Median milliseconds to load (read, decode, fold) a 1,000-event aggregate.
+async fn load_1000(store: Arc<dyn EventStore>, snapshots: SnapshotPolicy) -> f64 {
+    let repository = Repository::<Counter>::new(Arc::clone(&store), ()).with_snapshots(snapshots);
+    let (id, stream) = seed_1000(&store).await;
     if let SnapshotPolicy::EveryNEvents(_) = snapshots {
         // The snapshot the repository would have taken at version 1,000.
         let state = Repository::<Counter>::new(Arc::clone(&store), ())
@@ -283,7 +304,7 @@ async fn load_1000(store: Arc<dyn EventStore>, snapshots: SnapshotPolicy) -> f64
         store
             .save_snapshot(&cqrs_core::Snapshot {
                 stream_id: stream.clone(),
-                version,
+                version: 1_000,
                 schema_version: 1,
                 state: serde_json::to_value(state).expect("state"),
                 taken_at: chrono::Utc::now(),
@@ -297,6 +318,38 @@ async fn load_1000(store: Arc<dyn EventStore>, snapshots: SnapshotPolicy) -> f64
         let loaded = repository.load(&id).await.expect("load");
         times.push(started.elapsed().as_secs_f64() * 1_000.0);
         assert_eq!(loaded.state.applied, 1_000);
+    }
+    median(times)
+}
+
+/// The same load by hand: one `SELECT` of the stream's rows in version order, each payload
+/// decoded to the domain event and folded; median milliseconds.
+async fn raw_load_1000(store: Arc<dyn EventStore>, pool: &PgPool) -> f64 {
+    let (_, stream) = seed_1000(&store).await;
+    let mut times = Vec::new();
+    for _ in 0..15 {
+        let started = Instant::now();
+        let rows = sqlx::query(
+            "SELECT event_id, stream_version, event_type, schema_version, payload, metadata, \
+                    recorded_at FROM es_events WHERE stream_id = $1 ORDER BY stream_version",
+        )
+        .bind(stream.as_str())
+        .fetch_all(pool)
+        .await
+        .expect("load");
+        let mut counter = Counter::default();
+        for row in &rows {
+            let _: Uuid = row.get("event_id");
+            let _: i64 = row.get("stream_version");
+            let event_type: String = row.get("event_type");
+            let _: i32 = row.get("schema_version");
+            let _: serde_json::Value = row.get("metadata");
+            let _: chrono::DateTime<chrono::Utc> = row.get("recorded_at");
+            let event = decode(&event_type, row.get("payload"));
+            cqrs_core::Aggregate::apply(&mut counter, &event);
+        }
+        times.push(started.elapsed().as_secs_f64() * 1_000.0);
+        assert_eq!(counter.applied, 1_000);
     }
     median(times)
 }
@@ -340,6 +393,11 @@ async fn run_once(store: &PgEventStore, pool: &PgPool, scale: usize) -> Vec<Figu
     push("read_all", read_all(store).await, EventsPerSec);
     let dyn_store: Arc<dyn EventStore> = Arc::new(store.clone());
     push(
+        "raw_load_1000",
+        raw_load_1000(Arc::clone(&dyn_store), pool).await,
+        Ms,
+    );
+    push(
         "load_1000",
         load_1000(Arc::clone(&dyn_store), SnapshotPolicy::Never).await,
         Ms,
@@ -358,6 +416,7 @@ const PAIRS: &[(&str, &str)] = &[
     ("append_16x1", "raw_16x1"),
     ("append_batch", "raw_batch"),
     ("read_all", "raw_scan"),
+    ("load_1000", "raw_load_1000"),
     ("load_1000_snapshot", "load_1000"),
 ];
 
