@@ -144,8 +144,8 @@ impl<A: Aggregate> Repository<A> {
         let (mut state, mut version) = self.load_snapshot(stream).await;
         let tail = read_stream_to_end(self.store.as_ref(), stream, version + 1, LOAD_PAGE).await?;
         let replayed = tail.len() as u64;
-        for recorded in &tail {
-            let envelope = recorded.decode::<A::Event>(&self.upcasters)?;
+        for recorded in tail {
+            let envelope = recorded.into_decoded::<A::Event>(&self.upcasters)?;
             state.apply(&envelope.event);
             version = envelope.stream_version;
         }

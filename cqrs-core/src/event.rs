@@ -223,6 +223,32 @@ impl RecordedEvent {
         Ok(self.with_event(event))
     }
 
+    /// [`RecordedEvent::decode`] for an event the caller owns: the payload is moved into
+    /// the upcasters and the decoder rather than copied.
+    pub fn into_decoded<E: DomainEvent>(self, upcasters: &Upcasters) -> Result<EventEnvelope<E>> {
+        let position = self.position;
+        let (event_type, schema_version) =
+            (self.event.event_type.clone(), self.event.schema_version);
+        let decode_error = |reason: String| Error::Decode {
+            position,
+            event_type: event_type.clone(),
+            schema_version,
+            reason,
+        };
+        let current = upcasters.upcast(self.event).map_err(decode_error)?;
+        let event = E::decode(&current.event_type, current.payload)
+            .map_err(|e| decode_error(e.to_string()))?;
+        Ok(EventEnvelope {
+            event_id: self.event_id,
+            stream_id: self.stream_id,
+            stream_version: self.stream_version,
+            position: self.position,
+            recorded_at: self.recorded_at,
+            metadata: self.metadata,
+            event,
+        })
+    }
+
     /// The same envelope around another event value.
     pub fn with_event<T>(&self, event: T) -> EventEnvelope<T> {
         EventEnvelope {

@@ -158,6 +158,9 @@ pub trait EventStore: Send + Sync + 'static {
 }
 
 /// Reads a whole stream from `from_version` by pages of `page_size`.
+///
+/// Each read asks for one event more than a page: a stream whose length is a whole number
+/// of pages is read without a last, empty read.
 pub async fn read_stream_to_end(
     store: &(impl EventStore + ?Sized),
     stream: &StreamId,
@@ -167,8 +170,10 @@ pub async fn read_stream_to_end(
     let mut events = Vec::new();
     let mut next = from_version;
     loop {
-        let page = store.read_stream(stream, next, page_size).await?;
-        let full = page.len() == page_size;
+        let page = store
+            .read_stream(stream, next, page_size.saturating_add(1))
+            .await?;
+        let full = page.len() > page_size;
         if let Some(last) = page.last() {
             next = last.stream_version + 1;
         }

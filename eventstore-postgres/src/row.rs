@@ -9,9 +9,44 @@ use uuid::Uuid;
 
 use crate::error::from_sqlx;
 
-/// The columns every event query selects, in the order [`decode_event`] reads them.
-pub(crate) const EVENT_COLUMNS: &str = "e.transaction_id::text::bigint AS commit, e.position, e.event_id, \
+/// The columns every event query selects, in the order [`decode_event`] reads them. The
+/// transaction id travels as `xid8` (decoded by [`Commit`]): no per-row cast on the server.
+pub(crate) const EVENT_COLUMNS: &str = "e.transaction_id AS commit, e.position, e.event_id, \
      e.stream_id, e.stream_version, e.event_type, e.schema_version, e.payload, e.metadata, e.recorded_at";
+
+/// The commit part of a position as a row carries it: an `xid8` (a 64-bit transaction id,
+/// sent as 8 bytes) or a `bigint` (what the SQL functions return).
+pub(crate) struct Commit(pub(crate) i64);
+
+impl sqlx::Type<sqlx::Postgres> for Commit {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        sqlx::postgres::PgTypeInfo::with_name("xid8")
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        use sqlx::TypeInfo;
+        ty.name().eq_ignore_ascii_case("xid8") || ty.name().eq_ignore_ascii_case("int8")
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for Commit {
+    fn decode(
+        value: sqlx::postgres::PgValueRef<'r>,
+    ) -> std::result::Result<Self, sqlx::error::BoxDynError> {
+        match value.format() {
+            sqlx::postgres::PgValueFormat::Binary => {
+                let bytes: [u8; 8] = value.as_bytes()?.try_into().map_err(|_| {
+                    format!(
+                        "a commit is 8 bytes, not {}",
+                        value.as_bytes().map_or(0, <[u8]>::len)
+                    )
+                })?;
+                Ok(Self(i64::from_be_bytes(bytes)))
+            }
+            sqlx::postgres::PgValueFormat::Text => Ok(Self(value.as_str()?.parse()?)),
+        }
+    }
+}
 
 /// A non-negative database integer as `u64`, or a `Corrupt` error at `position`.
 pub(crate) fn unsigned(value: i64, what: &str, position: Position) -> Result<u64> {
@@ -28,7 +63,7 @@ pub(crate) fn signed(value: u64, what: &str) -> Result<i64> {
 
 /// Decodes one event row selected with [`EVENT_COLUMNS`].
 pub(crate) fn decode_event(row: &PgRow) -> Result<RecordedEvent> {
-    let commit: i64 = row.try_get("commit").map_err(from_sqlx)?;
+    let Commit(commit) = row.try_get("commit").map_err(from_sqlx)?;
     let sequence: i64 = row.try_get("position").map_err(from_sqlx)?;
     let raw_position = Position::new(commit.max(0) as u64, sequence.max(0) as u64);
     let position = Position::new(
