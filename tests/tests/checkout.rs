@@ -50,6 +50,18 @@ async fn checkout_status(app: &TestApp) -> Value {
     body
 }
 
+/// Waits (up to 5 s) until `sku` has `units` available: its stock was given back.
+async fn until_available(app: &TestApp, sku: &str, units: u64) {
+    let started = Instant::now();
+    while available(app, sku).await != units {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the stock of {sku} was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn available(app: &TestApp, sku: &str) -> u64 {
     let (_, body) = app.get(&format!("/products/{sku}")).await;
     body["available"].as_u64().unwrap_or(u64::MAX)
@@ -139,14 +151,7 @@ async fn a_parked_order_waits_for_an_operator_and_stops_no_other() {
         )
         .await
         .expect("skip");
-    let started = Instant::now();
-    while available(&app, "MUG").await != 8 {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the stock was not given back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_available(&app, "MUG", 8).await;
     let after = checkout_status(&app).await;
     assert_eq!(after["summary"]["parked"], 0, "{after}");
     app.shutdown().await;
@@ -190,14 +195,7 @@ async fn an_order_whose_payment_never_settles_is_cancelled_once_by_its_deadline(
         "{summary}"
     );
     // Its stock comes back, the instance stops retrying, and nothing fires again.
-    let started = Instant::now();
-    while available(&app, "MUG").await != 4 {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the stock was not given back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_available(&app, "MUG", 4).await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let cancelled: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM es_events WHERE event_type = 'OrderCancelled' AND stream_id = $1",
@@ -286,14 +284,7 @@ async fn an_order_from_before_prices_were_bounded_is_cancelled_not_stuck() {
         Duration::from_secs(5),
     )
     .await;
-    let started = Instant::now();
-    while available(&app, "MUG").await != 9 {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the stock was not given back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_available(&app, "MUG", 9).await;
     let body = checkout_status(&app).await;
     assert_eq!(body["summary"]["parked"], 0, "{body}");
     app.shutdown().await;
