@@ -336,11 +336,19 @@ impl Checkout {
                 if status == PaymentStatus::New {
                     return Ok(());
                 }
-                self.payments
+                match self
+                    .payments
                     .execute(&payment, PaymentCommand::Void, &r.meta("void"))
                     .await
-                    .map_err(failed)?;
-                Ok(())
+                {
+                    Ok(_) => Ok(()),
+                    // Captured meanwhile (a deposed worker finished its reaction): give it back.
+                    Err(CommandError::Rejected(PaymentError::InvalidTransition {
+                        status: PaymentStatus::Captured,
+                        ..
+                    })) => self.refund_if_captured(r, order_id).await,
+                    Err(other) => Err(failed(other)),
+                }
             }
         }
     }

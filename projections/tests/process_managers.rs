@@ -98,6 +98,11 @@ impl ProcessManager for Errands {
         if note == "panic" {
             panic!("boom");
         }
+        if note == "slow-remind" {
+            // Schedules, then outruns its time: the deadline is kept with the retry.
+            step.schedule("reminder", Utc::now() + chrono::Duration::hours(1));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
         match note.as_str() {
             "remind" => step.schedule("reminder", Utc::now() + chrono::Duration::milliseconds(300)),
             "forget" => step.cancel("reminder"),
@@ -146,6 +151,7 @@ fn options() -> ProcessOptions {
         first_backoff: Duration::from_millis(300),
         max_backoff: Duration::from_millis(300),
         poll_every: Duration::from_millis(20),
+        reaction_timeout: Duration::from_millis(500),
         ..ProcessOptions::default()
     }
 }
@@ -333,6 +339,36 @@ async fn a_deadline_fires_once_and_a_cancelled_one_never(
     );
 }
 
+/// A reaction stopped for outrunning its time keeps the deadlines it scheduled with its
+/// retry: a timeout meant to end a stuck process is not lost with it.
+async fn a_reaction_that_outruns_its_time_keeps_its_deadlines(
+    store: Arc<dyn EventStore>,
+    instances: Arc<dyn InstanceStore>,
+) {
+    let (runner, _) = errands(&store, &instances);
+    note(store.as_ref(), "slow-1", "slow-remind").await;
+    runner.run_until_idle().await.expect("run");
+    let slow = instances
+        .instance(NAME, "slow-1")
+        .await
+        .expect("get")
+        .expect("known");
+    assert_eq!(slow.state, InstanceState::Retrying, "{slow:?}");
+    assert!(
+        slow.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("took longer"),
+        "{slow:?}"
+    );
+    assert_eq!(
+        slow.pending, 2,
+        "the event and the deadline it scheduled: {slow:?}"
+    );
+    let summary = instances.summary(NAME).await.expect("summary");
+    assert_eq!(summary.scheduled_deadlines, 1, "{summary:?}");
+}
+
 async fn a_taken_over_claim_writes_nothing(
     _store: Arc<dyn EventStore>,
     instances: Arc<dyn InstanceStore>,
@@ -417,7 +453,7 @@ async fn a_deadline_scheduled_again_after_firing_does_not_fire_again(
     let first = claim().await.expect("the event is due");
     let mut step = Step::new("one", first.input.id, first.epoch, Instant::now() + ttl);
     step.schedule("timeout", Utc::now());
-    let changes = step.changes().clone();
+    let changes = step.changes();
     assert!(instances
         .retry_later(
             NAME,
@@ -479,7 +515,7 @@ async fn a_failing_deadline_that_replaces_itself_is_retried(
         let mut step = step_of(&event);
         step.schedule("tick", Utc::now());
         assert!(instances
-            .complete(NAME, &event, serde_json::json!(1), step.changes())
+            .complete(NAME, &event, serde_json::json!(1), &step.changes())
             .await
             .expect("complete"));
         let tick = claim().await.expect("the tick is due");
@@ -495,7 +531,7 @@ async fn a_failing_deadline_that_replaces_itself_is_retried(
                 &tick,
                 "flaky",
                 Duration::from_millis(300),
-                step.changes()
+                &step.changes()
             )
             .await
             .expect("retry"));
@@ -513,7 +549,7 @@ async fn a_failing_deadline_that_replaces_itself_is_retried(
         assert_eq!(again.input.id, tick.input.id);
         assert_eq!(again.attempts, 1);
         assert!(instances
-            .complete(NAME, &again, serde_json::json!(2), step.changes())
+            .complete(NAME, &again, serde_json::json!(2), &step.changes())
             .await
             .expect("complete"));
         let status = instances
@@ -547,7 +583,7 @@ async fn a_failing_deadline_that_replaces_itself_is_retried(
             &event,
             "down",
             Duration::from_secs(30),
-            step.changes()
+            &step.changes()
         )
         .await
         .expect("retry"));
@@ -584,7 +620,7 @@ async fn a_failing_deadline_that_replaces_itself_is_retried(
     step.schedule("a", Utc::now());
     step.schedule("b", Utc::now());
     assert!(instances
-        .complete(NAME, &event, serde_json::json!(4), step.changes())
+        .complete(NAME, &event, serde_json::json!(4), &step.changes())
         .await
         .expect("complete"));
     for _ in 0..2 {
@@ -719,4 +755,5 @@ on_both!(
     a_deadline_scheduled_again_after_firing_does_not_fire_again,
     a_failing_deadline_that_replaces_itself_is_retried,
     done_inputs_are_pruned_and_pending_ones_kept,
+    a_reaction_that_outruns_its_time_keeps_its_deadlines,
 );

@@ -110,7 +110,7 @@ impl SimulatedGateway {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let line: LedgerLine = serde_json::from_str(&line).map_err(|e| {
+                let line: LedgerLine = read_line(&line).map_err(|e| {
                     std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
                         format!("{}:{}: not a ledger line: {e}", path.display(), n + 1),
@@ -173,12 +173,17 @@ impl SimulatedGateway {
         let mut ledger = self.lock();
         if let Some(&i) = ledger.by_key.get(key) {
             let entry = &ledger.entries[i];
-            return if &entry.request == request {
-                Ok(entry.answer.clone())
-            } else {
+            return if &entry.request != request {
                 Err(GatewayError::Refused(format!(
                     "key {key} was used for another request"
                 )))
+            } else if entry.voided_at.is_some() {
+                // Asked again after the void: what it authorised holds nothing any more.
+                Ok(Authorization::Declined {
+                    reason: "voided".into(),
+                })
+            } else {
+                Ok(entry.answer.clone())
             };
         }
         let call = {
@@ -267,6 +272,16 @@ impl SimulatedGateway {
     }
 }
 
+/// A line of the ledger file; a line written before voids existed (a bare answer, with no
+/// `kind`) reads as an answer.
+fn read_line(line: &str) -> serde_json::Result<LedgerLine> {
+    serde_json::from_str(line).or_else(|tagged| {
+        serde_json::from_str::<LedgerEntry>(line)
+            .map(LedgerLine::Answer)
+            .map_err(|_| tagged)
+    })
+}
+
 /// Appends `line` to the ledger file and syncs it.
 fn append_line(file: &Mutex<std::fs::File>, line: &LedgerLine) -> std::io::Result<()> {
     use std::io::Write;
@@ -331,6 +346,21 @@ mod tests {
     #[test]
     fn a_ledger_file_outlives_the_gateway() {
         let path = std::env::temp_dir().join(format!("ledger-{}.jsonl", Uuid::new_v4()));
+        // A line from before voids existed still reads.
+        let legacy = LedgerEntry {
+            key: "k0".into(),
+            request: request(CARD_APPROVE),
+            answer: Authorization::Declined {
+                reason: "unknown card".into(),
+            },
+            at: Utc::now(),
+            voided_at: None,
+        };
+        std::fs::write(
+            &path,
+            format!("{}\n", serde_json::to_string(&legacy).expect("json")),
+        )
+        .expect("write");
         let first = SimulatedGateway::with_ledger_file(&path, Duration::ZERO).expect("open");
         let answer = first.decide("k1", &request(CARD_APPROVE)).expect("approve");
         assert_eq!(first.void_key("k2"), Ok(false));
@@ -343,8 +373,8 @@ mod tests {
         ));
         assert_eq!(
             again.ledger().len(),
-            2,
-            "nothing authorised twice, k2 declined"
+            3,
+            "k0 read back, nothing authorised twice, k2 declined"
         );
         std::fs::remove_file(&path).expect("remove");
     }
@@ -363,6 +393,13 @@ mod tests {
             "voiding again changes nothing"
         );
         assert!(gateway.ledger()[0].voided_at.is_some());
+        assert_eq!(
+            gateway.decide("k1", &request(CARD_APPROVE)),
+            Ok(Authorization::Declined {
+                reason: "voided".into()
+            }),
+            "asked again after the void"
+        );
         // Voided before it was asked (the call's answer was lost, or it comes late).
         assert_eq!(gateway.void_key("k2"), Ok(false));
         assert_eq!(

@@ -97,6 +97,16 @@ enum Page {
     Filed(usize),
 }
 
+/// A reaction's task, stopped when its executor is (at shutdown) rather than left running
+/// past its claim.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The message of a panic, as far as it is text.
 fn panic_message(failed: tokio::task::JoinError) -> String {
     let payload = failed.into_panic();
@@ -433,34 +443,36 @@ impl<P: ProcessManager> ProcessRunner<P> {
         // The reaction runs as a task of its own: a panic in it parks the instance instead of
         // ending this executor, and one that outruns its time is stopped.
         let manager = Arc::clone(&self.manager);
-        let mut task = tokio::spawn(async move {
+        let scheduled = step.shared_changes();
+        let mut task = AbortOnDrop(tokio::spawn(async move {
             let outcome = manager.react(&mut state, &input, &mut step).await;
-            (outcome, state, step)
-        });
-        let (reaction, state, changes) =
-            match tokio::time::timeout(self.options.reaction_timeout, &mut task).await {
-                Ok(Ok((outcome, state, step))) => (outcome, Some(state), step.changes().clone()),
+            (outcome, state)
+        }));
+        let (reaction, state) =
+            match tokio::time::timeout(self.options.reaction_timeout, &mut task.0).await {
+                Ok(Ok((outcome, state))) => (outcome, Some(state)),
+                Ok(Err(failed)) if failed.is_panic() => {
+                    let reason = format!("the reaction panicked: {}", panic_message(failed));
+                    (Err(ApplyError::Poison(reason)), None)
+                }
                 Ok(Err(failed)) => {
-                    let reason = if failed.is_panic() {
-                        format!("the reaction panicked: {}", panic_message(failed))
-                    } else {
-                        format!("the reaction was cancelled: {failed}")
-                    };
-                    (
-                        Err(ApplyError::Poison(reason)),
-                        None,
-                        DeadlineChanges::default(),
-                    )
+                    let reason = format!("the reaction was cancelled: {failed}");
+                    (Err(ApplyError::Transient(reason)), None)
                 }
                 Err(_) => {
-                    task.abort();
+                    task.0.abort();
                     let late = ApplyError::Transient(format!(
                         "the reaction took longer than {:?}",
                         self.options.reaction_timeout
                     ));
-                    (Err(late), None, DeadlineChanges::default())
+                    (Err(late), None)
                 }
             };
+        // What the reaction scheduled before it ended, however it ended.
+        let changes = scheduled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let kept = match reaction {
             Ok(()) => match serde_json::to_value(&state) {
                 Ok(state) => {

@@ -1,5 +1,6 @@
 //! [`Step`]: what a reaction can do besides changing its instance's state.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -51,7 +52,9 @@ pub struct Step {
     input_id: Uuid,
     epoch: u64,
     claimed_until: Instant,
-    changes: DeadlineChanges,
+    /// Shared with the runner, so that a reaction stopped for running too long still has
+    /// its deadlines kept with its retry.
+    changes: Arc<Mutex<DeadlineChanges>>,
 }
 
 impl Step {
@@ -63,7 +66,7 @@ impl Step {
             input_id,
             epoch,
             claimed_until,
-            changes: DeadlineChanges::default(),
+            changes: Arc::default(),
         }
     }
 
@@ -114,9 +117,10 @@ impl Step {
     /// `due_at` (replacing a pending deadline of that name).
     pub fn schedule(&mut self, name: &str, due_at: DateTime<Utc>) {
         let id = Uuid::new_v5(&self.input_id, format!("deadline:{name}").as_bytes());
-        self.changes.scheduled.retain(|d| d.name != name);
-        self.changes.cancelled.retain(|n| n != name);
-        self.changes.scheduled.push(Deadline {
+        let mut changes = self.lock();
+        changes.scheduled.retain(|d| d.name != name);
+        changes.cancelled.retain(|n| n != name);
+        changes.scheduled.push(Deadline {
             id,
             name: name.to_owned(),
             due_at,
@@ -125,14 +129,24 @@ impl Step {
 
     /// Drops the pending deadline named `name`, if any.
     pub fn cancel(&mut self, name: &str) {
-        self.changes.scheduled.retain(|d| d.name != name);
-        if !self.changes.cancelled.iter().any(|n| n == name) {
-            self.changes.cancelled.push(name.to_owned());
+        let mut changes = self.lock();
+        changes.scheduled.retain(|d| d.name != name);
+        if !changes.cancelled.iter().any(|n| n == name) {
+            changes.cancelled.push(name.to_owned());
         }
     }
 
     /// The deadlines scheduled and cancelled so far.
-    pub fn changes(&self) -> &DeadlineChanges {
-        &self.changes
+    pub fn changes(&self) -> DeadlineChanges {
+        self.lock().clone()
+    }
+
+    /// The changes as the runner follows them while the reaction runs.
+    pub(crate) fn shared_changes(&self) -> Arc<Mutex<DeadlineChanges>> {
+        Arc::clone(&self.changes)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DeadlineChanges> {
+        self.changes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
