@@ -32,6 +32,8 @@ struct Seen {
     healed: bool,
     /// Deadline firings per instance.
     fired: HashMap<String, u32>,
+    /// Whether `instance_of` has panicked at an `intake-panic` note yet (it does once).
+    intake_panicked: bool,
 }
 
 /// Reacts by the note of each event: `flaky` fails three times, `poison` fails until healed,
@@ -57,6 +59,14 @@ impl ProcessManager for Errands {
     }
 
     fn instance_of(&self, event: &RecordedEvent) -> Option<String> {
+        if event.event.payload["text"] == "intake-panic" {
+            let mut seen = self.0.lock().expect("lock");
+            if !seen.intake_panicked {
+                seen.intake_panicked = true;
+                drop(seen);
+                panic!("the intake's first look at this event panics");
+            }
+        }
         Some(event.stream_id.as_str().to_owned())
     }
 
@@ -230,6 +240,14 @@ async fn a_failing_instance_does_not_hold_up_the_others(
             ["flaky"]
         );
     }
+    // An intake that panics is started again, and files the event the next time.
+    note(store.as_ref(), "after-panic", "intake-panic").await;
+    until(
+        "the event after the intake's panic",
+        Duration::from_secs(10),
+        || async { done_of(instances.as_ref(), "after-panic").await == ["intake-panic"] },
+    )
+    .await;
     stop.send_replace(true);
     worker.await.expect("task").expect("runner");
 }

@@ -188,9 +188,28 @@ impl<P: ProcessManager> ProcessRunner<P> {
         let intake = self.clone();
         let mut intake_stop = stopped.clone();
         tasks.spawn(async move {
-            tokio::select! {
-                () = intake.intake_forever() => {}
-                _ = intake_stop.wait_for(|s| *s) => {}
+            // The intake runs as a task of its own, started again (loudly) if the manager's
+            // `instance_of` or `filter` panics.
+            loop {
+                let worker = intake.clone();
+                let mut running = AbortOnDrop(tokio::spawn(async move {
+                    worker.intake_forever().await;
+                }));
+                let ended = tokio::select! {
+                    ended = &mut running.0 => ended,
+                    _ = intake_stop.wait_for(|s| *s) => return,
+                };
+                match ended {
+                    Err(failed) if failed.is_panic() => {
+                        tracing::error!(
+                            process = intake.manager.name(),
+                            panic = %panic_message(failed),
+                            "the intake panicked; starting it again"
+                        );
+                        tokio::time::sleep(intake.options.poll_every).await;
+                    }
+                    _ => return,
+                }
             }
         });
         let waker = self.clone();
