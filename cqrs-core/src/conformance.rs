@@ -271,6 +271,26 @@ pub async fn append_and_read_stream(store: Arc<dyn EventStore>) {
             .expect("v"),
         0
     );
+
+    // Every way of reading an event gives it the same position: the stream, the lookup by
+    // id and the global log (stores may decode positions differently on each path).
+    let by_id = store
+        .read_event(all[4].event_id)
+        .await
+        .expect("read_event")
+        .expect("stored");
+    assert_eq!(by_id, all[4]);
+    assert!(store
+        .read_event(Uuid::new_v4())
+        .await
+        .expect("read_event")
+        .is_none());
+    let log = read_everything(store.as_ref()).await;
+    let from_log: Vec<&RecordedEvent> = log.iter().filter(|e| e.stream_id == s).collect();
+    assert_eq!(from_log.len(), 5);
+    for (logged, streamed) in from_log.iter().zip(&all) {
+        assert_eq!(*logged, streamed);
+    }
 }
 
 /// Each `ExpectedVersion` accepts exactly the states it names.

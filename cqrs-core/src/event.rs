@@ -211,33 +211,14 @@ impl RecordedEvent {
     ///
     /// The error names the event type and its position in the log.
     pub fn decode<E: DomainEvent>(&self, upcasters: &Upcasters) -> Result<EventEnvelope<E>> {
-        let decode_error = |reason: String| Error::Decode {
-            position: self.position,
-            event_type: self.event.event_type.clone(),
-            schema_version: self.event.schema_version,
-            reason,
-        };
-        let current = upcasters.upcast(self.event.clone()).map_err(decode_error)?;
-        let event = E::decode(&current.event_type, current.payload)
-            .map_err(|e| decode_error(e.to_string()))?;
+        let event = decode_raw(self.event.clone(), self.position, upcasters)?;
         Ok(self.with_event(event))
     }
 
     /// [`RecordedEvent::decode`] for an event the caller owns: the payload is moved into
     /// the upcasters and the decoder rather than copied.
     pub fn into_decoded<E: DomainEvent>(self, upcasters: &Upcasters) -> Result<EventEnvelope<E>> {
-        let position = self.position;
-        let (event_type, schema_version) =
-            (self.event.event_type.clone(), self.event.schema_version);
-        let decode_error = |reason: String| Error::Decode {
-            position,
-            event_type: event_type.clone(),
-            schema_version,
-            reason,
-        };
-        let current = upcasters.upcast(self.event).map_err(decode_error)?;
-        let event = E::decode(&current.event_type, current.payload)
-            .map_err(|e| decode_error(e.to_string()))?;
+        let event = decode_raw(self.event, self.position, upcasters)?;
         Ok(EventEnvelope {
             event_id: self.event_id,
             stream_id: self.stream_id,
@@ -261,4 +242,22 @@ impl RecordedEvent {
             event,
         }
     }
+}
+
+/// Upcasts `raw` (stored at `position`) to its current schema and decodes it into `E`; the
+/// error names the event type, its schema version and its position.
+fn decode_raw<E: DomainEvent>(
+    raw: RawEvent,
+    position: Position,
+    upcasters: &Upcasters,
+) -> Result<E> {
+    let (event_type, schema_version) = (raw.event_type.clone(), raw.schema_version);
+    let decode_error = |reason: String| Error::Decode {
+        position,
+        event_type: event_type.clone(),
+        schema_version,
+        reason,
+    };
+    let current = upcasters.upcast(raw).map_err(decode_error)?;
+    E::decode(&current.event_type, current.payload).map_err(|e| decode_error(e.to_string()))
 }

@@ -293,21 +293,16 @@ impl Checkout {
         }
     }
 
-    async fn refund_if_captured(
-        &self,
-        r: &Reaction<'_>,
-        order_id: OrderId,
-    ) -> Result<(), ApplyError> {
-        let payment = order_id.to_string();
-        if self.payments.load(&payment).await?.state.status == PaymentStatus::Captured {
-            let refund = PaymentCommand::Refund {
-                reason: "order cancelled".into(),
-            };
-            self.payments
-                .execute(&payment, refund, &r.meta("refund"))
-                .await
-                .map_err(failed)?;
-        }
+    /// Gives a captured payment back (every caller knows it was captured; a payment
+    /// refunded already stays as it is).
+    async fn refund(&self, r: &Reaction<'_>, order_id: OrderId) -> Result<(), ApplyError> {
+        let refund = PaymentCommand::Refund {
+            reason: "order cancelled".into(),
+        };
+        self.payments
+            .execute(&order_id.to_string(), refund, &r.meta("refund"))
+            .await
+            .map_err(failed)?;
         Ok(())
     }
 
@@ -321,7 +316,7 @@ impl Checkout {
     ) -> Result<(), ApplyError> {
         let payment = order_id.to_string();
         match self.payments.load(&payment).await?.state.status {
-            PaymentStatus::Captured => self.refund_if_captured(r, order_id).await,
+            PaymentStatus::Captured => self.refund(r, order_id).await,
             PaymentStatus::Declined | PaymentStatus::Refunded | PaymentStatus::Voided => Ok(()),
             status
             @ (PaymentStatus::New | PaymentStatus::Requested | PaymentStatus::Authorized) => {
@@ -346,7 +341,7 @@ impl Checkout {
                     Err(CommandError::Rejected(PaymentError::InvalidTransition {
                         status: PaymentStatus::Captured,
                         ..
-                    })) => self.refund_if_captured(r, order_id).await,
+                    })) => self.refund(r, order_id).await,
                     Err(other) => Err(failed(other)),
                 }
             }
@@ -421,7 +416,7 @@ impl Checkout {
                         Err(CommandError::Rejected(OrderError::InvalidTransition {
                             status: OrderStatus::Cancelled,
                             ..
-                        })) => return self.refund_if_captured(r, order_id).await,
+                        })) => return self.refund(r, order_id).await,
                         Err(other) => return Err(failed(other)),
                     }
                 }

@@ -1,6 +1,7 @@
 //! [`PgInstances`]: process-manager instances in PostgreSQL (tables `process_intake`,
 //! `process_instances`, `process_inputs`; the projections' migrations create them).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -59,6 +60,35 @@ fn next_at() -> String {
         candidates("i.process", "i.instance")
     )
 }
+
+/// Recomputes `next_at` of instance (`$1`, `$2`) and ends its claim.
+static SETTLE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE process_instances i SET next_at = {}, claimed_until = NULL, \
+         updated_at = now() WHERE i.process = $1 AND i.instance = $2",
+        next_at()
+    )
+});
+
+/// Recomputes `next_at` of the instances `$2` of process `$1`.
+static RECOMPUTE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE process_instances i SET next_at = {} \
+         WHERE i.process = $1 AND i.instance = ANY($2)",
+        next_at()
+    )
+});
+
+/// The input instance (`$1`, `$2`) reacts to now: due deadlines first, then the oldest
+/// event; each only once past its backoff.
+static NEXT_INPUT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT c.input_id, c.deadline, c.due_at, c.attempts FROM ({}) c \
+         WHERE c.due_at <= now() AND (c.not_before IS NULL OR c.not_before <= now()) \
+         ORDER BY (c.deadline IS NULL), c.seq LIMIT 1",
+        candidates("$1", "$2")
+    )
+});
 
 /// How often a claim looks again after finding an instance with nothing due after all.
 const CLAIM_ATTEMPTS: usize = 16;
@@ -141,16 +171,12 @@ impl PgInstances {
 
     /// Recomputes the instance's `next_at` and ends its claim.
     async fn settle(tx: &mut PgConnection, process: &str, instance: &str) -> Result<()> {
-        sqlx::query(&format!(
-            "UPDATE process_instances i SET next_at = {}, claimed_until = NULL, \
-             updated_at = now() WHERE i.process = $1 AND i.instance = $2",
-            next_at()
-        ))
-        .bind(process)
-        .bind(instance)
-        .execute(&mut *tx)
-        .await
-        .map_err(storage)?;
+        sqlx::query(&SETTLE)
+            .bind(process)
+            .bind(instance)
+            .execute(&mut *tx)
+            .await
+            .map_err(storage)?;
         Ok(())
     }
 
@@ -275,16 +301,12 @@ impl InstanceStore for PgInstances {
             .await
             .map_err(storage)?;
             // A second statement: it sees the inputs the first one filed.
-            sqlx::query(&format!(
-                "UPDATE process_instances i SET next_at = {} \
-                 WHERE i.process = $1 AND i.instance = ANY($2)",
-                next_at()
-            ))
-            .bind(process)
-            .bind(&touched)
-            .execute(&mut *tx)
-            .await
-            .map_err(storage)?;
+            sqlx::query(&RECOMPUTE)
+                .bind(process)
+                .bind(&touched)
+                .execute(&mut *tx)
+                .await
+                .map_err(storage)?;
         }
         sqlx::query(
             "INSERT INTO process_intake AS p (process, commit, sequence) VALUES ($1, $2, $3) \
@@ -324,18 +346,12 @@ impl InstanceStore for PgInstances {
                 return Ok(None);
             };
             let instance: String = row.try_get("instance").map_err(storage)?;
-            // Due deadlines first, then the oldest event; each only once past its backoff.
-            let input = sqlx::query(&format!(
-                "SELECT c.input_id, c.deadline, c.due_at, c.attempts FROM ({}) c \
-                 WHERE c.due_at <= now() AND (c.not_before IS NULL OR c.not_before <= now()) \
-                 ORDER BY (c.deadline IS NULL), c.seq LIMIT 1",
-                candidates("$1", "$2")
-            ))
-            .bind(process)
-            .bind(&instance)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(storage)?;
+            let input = sqlx::query(&NEXT_INPUT)
+                .bind(process)
+                .bind(&instance)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(storage)?;
             let Some(input) = input else {
                 // Its next_at was stale: put it right and look again.
                 Self::settle(&mut tx, process, &instance).await?;
