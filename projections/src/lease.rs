@@ -133,15 +133,19 @@ impl LeaseToken {
 
 /// A held lease: its token, and the task that renews it. Dropping it stops the renewals (the
 /// lease then runs out); [`Lease::release`] gives it up at once.
+///
+/// Runners take their leases themselves; other single-active workers (a broker consumer, a
+/// tool) take one under a name of their own through any [`Target`].
 #[derive(Debug)]
-pub(crate) struct Lease {
+pub struct Lease {
     token: LeaseToken,
     renewer: JoinHandle<()>,
 }
 
 impl Lease {
-    /// Takes `name`'s lease if it is free; `None` while another holder's runs.
-    pub(crate) async fn acquire<T: Target>(
+    /// Takes `name`'s lease for `options.ttl` if it is free, and renews it in the background
+    /// every `options.renew_every`; `None` while another holder's lease runs.
+    pub async fn acquire<T: Target>(
         target: &T,
         name: &str,
         options: LeaseOptions,
@@ -156,12 +160,13 @@ impl Lease {
         Ok(Some(Self { token, renewer }))
     }
 
-    pub(crate) fn token(&self) -> &LeaseToken {
+    /// The token: epoch and liveness.
+    pub fn token(&self) -> &LeaseToken {
         &self.token
     }
 
     /// Gives the lease up, so that a standby can take it without waiting for it to run out.
-    pub(crate) async fn release<T: Target>(self, target: &T) {
+    pub async fn release<T: Target>(self, target: &T) {
         self.renewer.abort();
         self.token.expire();
         if let Err(error) = target

@@ -98,7 +98,7 @@ pub mod testing;
 pub use dead_letters::{DeadLetter, DeadLetterStatus, Resolution};
 pub use documents::{Documents, DocumentsExt};
 pub use error::{Error, Result};
-pub use lease::{LeaseInfo, LeaseOptions, LeaseToken};
+pub use lease::{Lease, LeaseInfo, LeaseOptions, LeaseToken};
 pub use memory::MemoryTarget;
 pub use policy::ErrorPolicy;
 pub use postgres::PgTarget;

@@ -94,6 +94,24 @@ pub trait Projection: Send + Sync + 'static {
         docs: &mut dyn Documents,
         event: &RecordedEvent,
     ) -> Result<(), ApplyError>;
+    /// Applies one page of events, in log order, within one batch: by default each in turn
+    /// with [`apply`](Projection::apply). A handler that does better with the whole page
+    /// overrides it — a relay publishes the page with pipelined broker confirms rather than
+    /// one round trip per event.
+    ///
+    /// On failure it names the event that failed (its index in `events`) and why. The runner
+    /// then rolls the batch back and applies the events before it again in a fresh batch, so
+    /// an override must accept being given the same events again.
+    async fn apply_batch(
+        &self,
+        docs: &mut dyn Documents,
+        events: &[RecordedEvent],
+    ) -> Result<(), (usize, ApplyError)> {
+        for (i, event) in events.iter().enumerate() {
+            self.apply(docs, event).await.map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
 }
 
 /// Checks a projection's name: 1 to 63 of `[a-z0-9_]`, starting with a letter.

@@ -567,13 +567,10 @@ impl<T: Target> ProjectionRunner<T> {
         batch: &mut T::Batch,
         events: &[RecordedEvent],
     ) -> std::result::Result<(), (usize, ApplyError)> {
-        for (i, event) in events.iter().enumerate() {
-            self.projection
-                .apply(batch, event)
-                .await
-                .map_err(|e| (i, e))?;
+        if events.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.projection.apply_batch(batch, events).await
     }
 
     /// Event `index` of the page failed. A transient error is returned for a retry; a poison

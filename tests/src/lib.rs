@@ -11,6 +11,11 @@
 //! | `tests/checkout.rs` | the checkout per order: retries, parking, deadlines, legacy orders |
 //! | `tests/checkout_kills.rs` | the checkout process killed again and again: one authorisation per order |
 //! | `src/bin/checkout_worker.rs`, `src/bin/shop_server.rs` | the processes those tests kill |
+//! | `tests/messaging.rs` | relay and consumer on RabbitMQ, NATS and Kafka: confirmed publishing, the wire format, copies dropped, poison set aside, lag |
+//! | `tests/messaging_kills.rs` | relay and consumer killed again and again on each broker: every effect exactly once, in stream order |
+//! | `src/bin/relay_worker.rs`, `src/bin/inbox_consumer.rs` | the processes those tests kill |
+
+pub mod messaging;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

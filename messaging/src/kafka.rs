@@ -1,0 +1,359 @@
+//! [`Kafka`]: Kafka (the protocol) through `rskafka`, a pure-Rust client.
+//!
+//! `rskafka` was chosen because it builds with no C toolchain or librdkafka, which keeps the
+//! workspace's build lean; it speaks the protocol to any Kafka-compatible broker (Apache
+//! Kafka, Redpanda, tansu). It has no consumer groups, which suits the design: a consumer
+//! keeps its offsets in its inbox, in the same transaction as its effects.
+//!
+//! - The relay produces to one topic (`events` by default, created with 3 partitions when
+//!   missing) with key = stream id, so each stream stays in one partition and in order, and
+//!   waits for every partition's acknowledgement from all in-sync replicas (`acks=-1`).
+//!   Headers carry `ce_id`, `ce_type` and `content-type`.
+//! - A consumer fetches every partition from the offsets in its inbox; committing the next
+//!   offset with the effects is its acknowledgement. Kafka keeps copies the relay sends
+//!   again; the inbox drops them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::record::Record;
+use rskafka::BackoffConfig;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::broker::{check_name, Broker, Delivery, Publisher, Subscription};
+use crate::cloud_event::{CloudEvent, CONTENT_TYPE};
+use crate::error::{Error, Result};
+
+const KIND: &str = "kafka";
+
+/// A Kafka-compatible broker: bootstrap address, topic and its partition count.
+#[derive(Clone, Debug)]
+pub struct Kafka {
+    bootstrap: String,
+    topic: String,
+    partitions: i32,
+}
+
+impl Kafka {
+    /// The broker at `bootstrap` (`host:port`, a `kafka://` prefix is accepted), topic
+    /// `events` with 3 partitions.
+    pub fn new(bootstrap: impl Into<String>) -> Self {
+        let bootstrap: String = bootstrap.into();
+        Self {
+            bootstrap: bootstrap
+                .strip_prefix("kafka://")
+                .unwrap_or(&bootstrap)
+                .to_owned(),
+            topic: "events".to_owned(),
+            partitions: 3,
+        }
+    }
+
+    /// Uses topic `topic` with `partitions` partitions (when it creates it) instead.
+    pub fn with_topic(mut self, topic: impl Into<String>, partitions: i32) -> Self {
+        self.topic = topic.into();
+        self.partitions = partitions.max(1);
+        self
+    }
+
+    async fn client(&self) -> Result<Client> {
+        ClientBuilder::new(vec![self.bootstrap.clone()])
+            .backoff_config(BackoffConfig {
+                init_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_secs(1),
+                base: 2.0,
+                deadline: Some(Duration::from_secs(10)),
+            })
+            .build()
+            .await
+            .map_err(|e| Error::unreachable(KIND, e))
+    }
+
+    /// The topic's partitions, the topic created first if missing.
+    async fn partition_clients(&self) -> Result<Vec<Arc<PartitionClient>>> {
+        let client = self.client().await?;
+        let topics = client
+            .list_topics()
+            .await
+            .map_err(|e| Error::unreachable(KIND, e))?;
+        let partitions = match topics.iter().find(|t| t.name == self.topic) {
+            Some(topic) => topic.partitions.len(),
+            None => {
+                let created = client
+                    .controller_client()
+                    .map_err(|e| Error::unreachable(KIND, e))?
+                    .create_topic(&self.topic, self.partitions, 1, 5_000)
+                    .await;
+                if let Err(e) = created {
+                    // Another process may have created it meanwhile.
+                    tracing::debug!(topic = %self.topic, error = %e, "creating the topic");
+                }
+                usize::try_from(self.partitions).unwrap_or(1)
+            }
+        };
+        let mut clients = Vec::with_capacity(partitions);
+        for partition in 0..partitions {
+            let partition = i32::try_from(partition)
+                .map_err(|_| Error::Config("too many partitions".into()))?;
+            let client = client
+                .partition_client(&self.topic, partition, UnknownTopicHandling::Retry)
+                .await
+                .map_err(|e| Error::unreachable(KIND, e))?;
+            clients.push(Arc::new(client));
+        }
+        Ok(clients)
+    }
+
+    /// Each partition's high watermark (the offset the next record gets).
+    pub async fn high_watermarks(&self) -> Result<Vec<u64>> {
+        let mut marks = Vec::new();
+        for client in self.partition_clients().await? {
+            // As a fetch reports it (some Kafka-compatible brokers answer a ListOffsets
+            // for the latest offset with a stale value).
+            let earliest = client
+                .get_offset(OffsetAt::Earliest)
+                .await
+                .map_err(|e| Error::unreachable(KIND, e))?;
+            let (_, mark) = client
+                .fetch_records(earliest, 1..2, 0)
+                .await
+                .map_err(|e| Error::unreachable(KIND, e))?;
+            marks.push(u64::try_from(mark).unwrap_or(0));
+        }
+        Ok(marks)
+    }
+
+    fn source(&self, partition: i32) -> String {
+        format!("kafka:{}:{partition}", self.topic)
+    }
+}
+
+/// The partition of a stream: FNV-1a of its id, modulo the partition count.
+fn partition_of(stream_id: &str, partitions: usize) -> usize {
+    let hash = stream_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    usize::try_from(hash % partitions.max(1) as u64).unwrap_or(0)
+}
+
+#[async_trait]
+impl Broker for Kafka {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn publisher(&self) -> Result<Arc<dyn Publisher>> {
+        Ok(Arc::new(KafkaPublisher {
+            partitions: self.partition_clients().await?,
+        }))
+    }
+
+    async fn subscribe(
+        &self,
+        name: &str,
+        _categories: &[String],
+        cursors: &BTreeMap<String, u64>,
+    ) -> Result<Box<dyn Subscription>> {
+        // One topic holds every category: the consumer skips the ones it does not follow.
+        check_name(name)?;
+        let (sender, receiver) = mpsc::channel(4_096);
+        let backlog = Arc::new(AtomicU64::new(0));
+        let mut fetchers = JoinSet::new();
+        let clients = self.partition_clients().await?;
+        let behind: Arc<Vec<AtomicU64>> =
+            Arc::new(clients.iter().map(|_| AtomicU64::new(0)).collect());
+        for (index, client) in clients.into_iter().enumerate() {
+            let source = self.source(client.partition());
+            let start = match cursors.get(&source) {
+                Some(&next) => next,
+                None => u64::try_from(
+                    client
+                        .get_offset(OffsetAt::Earliest)
+                        .await
+                        .map_err(|e| Error::unreachable(KIND, e))?,
+                )
+                .unwrap_or(0),
+            };
+            fetchers.spawn(fetch_partition(Fetcher {
+                client,
+                source,
+                next: start,
+                sender: sender.clone(),
+                behind: Arc::clone(&behind),
+                index,
+                backlog: Arc::clone(&backlog),
+            }));
+        }
+        Ok(Box::new(KafkaSubscription {
+            receiver,
+            backlog,
+            _fetchers: fetchers,
+        }))
+    }
+}
+
+struct KafkaPublisher {
+    partitions: Vec<Arc<PartitionClient>>,
+}
+
+#[async_trait]
+impl Publisher for KafkaPublisher {
+    async fn publish(&self, events: &[CloudEvent]) -> Result<(), (usize, Error)> {
+        let mut per_partition: Vec<(Vec<usize>, Vec<Record>)> =
+            self.partitions.iter().map(|_| Default::default()).collect();
+        for (i, event) in events.iter().enumerate() {
+            let (indices, records) =
+                &mut per_partition[partition_of(&event.subject, self.partitions.len())];
+            indices.push(i);
+            records.push(Record {
+                key: Some(event.subject.as_bytes().to_vec()),
+                value: Some(event.to_bytes()),
+                headers: BTreeMap::from([
+                    ("ce_id".to_owned(), event.id.to_string().into_bytes()),
+                    ("ce_type".to_owned(), event.event_type.as_bytes().to_vec()),
+                    ("content-type".to_owned(), CONTENT_TYPE.as_bytes().to_vec()),
+                ]),
+                timestamp: event.time,
+            });
+        }
+        let mut sends = JoinSet::new();
+        for (partition, (indices, records)) in per_partition.into_iter().enumerate() {
+            if records.is_empty() {
+                continue;
+            }
+            let client = Arc::clone(&self.partitions[partition]);
+            sends.spawn(async move {
+                let first = indices[0];
+                client
+                    .produce(records, Compression::NoCompression)
+                    .await
+                    .map_err(|e| (first, Error::unreachable(KIND, e)))
+            });
+        }
+        let mut failure: Option<(usize, Error)> = None;
+        while let Some(sent) = sends.join_next().await {
+            let outcome = sent.map_err(|e| (0, Error::unreachable(KIND, e)));
+            if let Err(err) = outcome.and_then(|r| r.map(|_| ())) {
+                if failure.as_ref().is_none_or(|(i, _)| err.0 < *i) {
+                    failure = Some(err);
+                }
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+struct Fetcher {
+    client: Arc<PartitionClient>,
+    source: String,
+    next: u64,
+    sender: mpsc::Sender<Delivery>,
+    behind: Arc<Vec<AtomicU64>>,
+    index: usize,
+    backlog: Arc<AtomicU64>,
+}
+
+/// Fetches one partition from its start offset into the subscription's channel, in order,
+/// until the subscription is dropped.
+async fn fetch_partition(mut f: Fetcher) {
+    let mut failures = 0u32;
+    loop {
+        let offset = i64::try_from(f.next).unwrap_or(i64::MAX);
+        match f.client.fetch_records(offset, 1..4_000_000, 200).await {
+            Ok((records, high_watermark)) => {
+                failures = 0;
+                let high = u64::try_from(high_watermark).unwrap_or(0);
+                for record in records {
+                    let next = u64::try_from(record.offset).unwrap_or(0) + 1;
+                    let body = record.record.value.unwrap_or_default();
+                    f.next = next;
+                    let delivery = Delivery {
+                        event: CloudEvent::from_bytes(&body),
+                        tag: 0,
+                        cursor: Some((f.source.clone(), next)),
+                        body,
+                    };
+                    if f.sender.send(delivery).await.is_err() {
+                        return;
+                    }
+                }
+                f.behind[f.index].store(high.saturating_sub(f.next), Ordering::Relaxed);
+                let total = f.behind.iter().map(|b| b.load(Ordering::Relaxed)).sum();
+                f.backlog.store(total, Ordering::Relaxed);
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(source = %f.source, error = %e, "fetch failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(20)))).await;
+            }
+        }
+        if f.sender.is_closed() {
+            return;
+        }
+    }
+}
+
+struct KafkaSubscription {
+    receiver: mpsc::Receiver<Delivery>,
+    backlog: Arc<AtomicU64>,
+    _fetchers: JoinSet<()>,
+}
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn next(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        let Ok(first) = tokio::time::timeout(wait, self.receiver.recv()).await else {
+            return Ok(Vec::new());
+        };
+        let first = first.ok_or_else(|| Error::unreachable(KIND, "the fetchers stopped"))?;
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match self.receiver.try_recv() {
+                Ok(delivery) => batch.push(delivery),
+                Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn ack(&mut self, _last: &Delivery) -> Result<()> {
+        // The offsets committed with the effects are the acknowledgement.
+        Ok(())
+    }
+
+    async fn backlog(&mut self) -> Result<Option<u64>> {
+        Ok(Some(
+            self.backlog.load(Ordering::Relaxed) + self.receiver.len() as u64,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_always_goes_to_the_same_partition() {
+        let p = partition_of("order-42", 3);
+        assert!(p < 3);
+        assert_eq!(partition_of("order-42", 3), p);
+        let spread: std::collections::HashSet<usize> = (0..100)
+            .map(|i| partition_of(&format!("order-{i}"), 3))
+            .collect();
+        assert_eq!(spread.len(), 3);
+    }
+
+    #[test]
+    fn a_url_prefix_is_accepted() {
+        assert_eq!(
+            Kafka::new("kafka://127.0.0.1:9092").bootstrap,
+            "127.0.0.1:9092"
+        );
+    }
+}

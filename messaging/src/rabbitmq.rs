@@ -1,0 +1,331 @@
+//! [`RabbitMq`]: RabbitMQ through `lapin`.
+//!
+//! - The relay publishes to a durable **topic exchange** (`events` by default) with routing
+//!   key `<category>.<type>`, as persistent messages whose `message_id` is the event id, on
+//!   a channel in **confirm mode**: a page counts as sent when the broker confirmed every
+//!   message of it.
+//! - A consumer reads a durable queue named after it, bound with `<category>.*` (or `#`),
+//!   declared with `x-single-active-consumer`, and acknowledges after its inbox committed.
+//!   RabbitMQ does not drop copies itself: the inbox does.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::{FutureExt, StreamExt};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+use tokio::sync::Mutex;
+
+use crate::broker::{check_name, subject_token, Broker, Delivery, Publisher, Subscription};
+use crate::cloud_event::{CloudEvent, CONTENT_TYPE};
+use crate::error::{Error, Result};
+
+const KIND: &str = "rabbitmq";
+
+/// A RabbitMQ broker: its URL and the exchange events go through.
+#[derive(Clone, Debug)]
+pub struct RabbitMq {
+    url: String,
+    exchange: String,
+    prefetch: u16,
+}
+
+impl RabbitMq {
+    /// The broker at `url` (`amqp://user:password@host:port/vhost`), exchange `events`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            exchange: "events".to_owned(),
+            prefetch: 500,
+        }
+    }
+
+    /// Publishes to and binds queues on `exchange` instead.
+    pub fn with_exchange(mut self, exchange: impl Into<String>) -> Self {
+        self.exchange = exchange.into();
+        self
+    }
+
+    /// The exchange.
+    pub fn exchange(&self) -> &str {
+        &self.exchange
+    }
+
+    /// Opens a channel, with the exchange declared.
+    async fn channel(&self) -> Result<(Connection, Channel)> {
+        let connection = Connection::connect(&self.url, ConnectionProperties::default())
+            .await
+            .map_err(unreachable)?;
+        let channel = connection.create_channel().await.map_err(unreachable)?;
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(unreachable)?;
+        Ok((connection, channel))
+    }
+
+    /// How many messages wait in queue `queue` (ready, not yet delivered).
+    pub async fn queue_depth(&self, queue: &str) -> Result<u64> {
+        let (_connection, channel) = self.channel().await?;
+        depth(&channel, queue).await
+    }
+
+    /// Deletes queue `queue` (tests and tools).
+    pub async fn delete_queue(&self, queue: &str) -> Result<()> {
+        let (_connection, channel) = self.channel().await?;
+        channel
+            .queue_delete(queue.into(), Default::default())
+            .await
+            .map_err(unreachable)?;
+        Ok(())
+    }
+}
+
+fn unreachable(error: lapin::Error) -> Error {
+    Error::unreachable(KIND, error)
+}
+
+async fn depth(channel: &Channel, queue: &str) -> Result<u64> {
+    let queue = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(unreachable)?;
+    Ok(u64::from(queue.message_count()))
+}
+
+#[async_trait]
+impl Broker for RabbitMq {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn publisher(&self) -> Result<Arc<dyn Publisher>> {
+        let publisher = RabbitPublisher {
+            broker: self.clone(),
+            channel: Mutex::new(None),
+        };
+        drop(publisher.connected().await?);
+        Ok(Arc::new(publisher))
+    }
+
+    async fn subscribe(
+        &self,
+        name: &str,
+        categories: &[String],
+        _cursors: &BTreeMap<String, u64>,
+    ) -> Result<Box<dyn Subscription>> {
+        check_name(name)?;
+        let (connection, channel) = self.channel().await?;
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        channel
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await
+            .map_err(unreachable)?;
+        let keys: Vec<String> = if categories.is_empty() {
+            vec!["#".to_owned()]
+        } else {
+            categories
+                .iter()
+                .map(|c| format!("{}.*", subject_token(c)))
+                .collect()
+        };
+        for key in keys {
+            channel
+                .queue_bind(
+                    name.into(),
+                    self.exchange.as_str().into(),
+                    key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(unreachable)?;
+        }
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(unreachable)?;
+        let consumer = channel
+            .basic_consume(
+                name.into(),
+                format!("{name}-{}", std::process::id()).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(unreachable)?;
+        Ok(Box::new(RabbitSubscription {
+            _connection: connection,
+            channel,
+            consumer,
+            queue: name.to_owned(),
+        }))
+    }
+}
+
+struct RabbitPublisher {
+    broker: RabbitMq,
+    channel: Mutex<Option<(Connection, Channel)>>,
+}
+
+impl RabbitPublisher {
+    /// The open confirm-mode channel, opened again if it was lost.
+    async fn connected(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<(Connection, Channel)>>> {
+        let mut guard = self.channel.lock().await;
+        let usable = guard
+            .as_ref()
+            .is_some_and(|(c, ch)| c.status().connected() && ch.status().connected());
+        if !usable {
+            let (connection, channel) = self.broker.channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(unreachable)?;
+            *guard = Some((connection, channel));
+        }
+        Ok(guard)
+    }
+}
+
+#[async_trait]
+impl Publisher for RabbitPublisher {
+    async fn publish(&self, events: &[CloudEvent]) -> Result<(), (usize, Error)> {
+        let mut guard = self.connected().await.map_err(|e| (0, e))?;
+        let Some((_, channel)) = guard.as_ref() else {
+            return Err((0, Error::unreachable(KIND, "no channel")));
+        };
+        let mut confirms = Vec::with_capacity(events.len());
+        let mut failure = None;
+        for (i, event) in events.iter().enumerate() {
+            let properties = BasicProperties::default()
+                .with_message_id(event.id.to_string().into())
+                .with_delivery_mode(2)
+                .with_content_type(CONTENT_TYPE.into())
+                .with_type(event.event_type.as_str().into())
+                .with_app_id(event.source.as_str().into())
+                .with_timestamp(u64::try_from(event.time.timestamp()).unwrap_or(0));
+            let routing_key = format!(
+                "{}.{}",
+                subject_token(&event.category),
+                subject_token(&event.event_type)
+            );
+            match channel
+                .basic_publish(
+                    self.broker.exchange.as_str().into(),
+                    routing_key.into(),
+                    BasicPublishOptions::default(),
+                    &event.to_bytes(),
+                    properties,
+                )
+                .await
+            {
+                Ok(confirm) => confirms.push(confirm),
+                Err(e) => {
+                    failure = Some((i, unreachable(e)));
+                    break;
+                }
+            }
+        }
+        for (i, confirm) in confirms.into_iter().enumerate() {
+            let refused = match confirm.await {
+                Ok(Confirmation::Ack(_)) => continue,
+                Ok(Confirmation::Nack(_)) => {
+                    Error::unreachable(KIND, "the broker nacked the message")
+                }
+                Ok(Confirmation::NotRequested) => {
+                    Error::Config("the channel is not in confirm mode".into())
+                }
+                Err(e) => unreachable(e),
+            };
+            failure = Some((i, refused));
+            break;
+        }
+        if let Some(failure) = failure {
+            *guard = None; // a fresh channel for the next try
+            return Err(failure);
+        }
+        Ok(())
+    }
+}
+
+struct RabbitSubscription {
+    _connection: Connection,
+    channel: Channel,
+    consumer: lapin::Consumer,
+    queue: String,
+}
+
+impl RabbitSubscription {
+    fn delivery(&self, item: Option<lapin::Result<lapin::message::Delivery>>) -> Result<Delivery> {
+        let delivery = item
+            .ok_or_else(|| Error::unreachable(KIND, "the consumer was cancelled"))?
+            .map_err(unreachable)?;
+        Ok(Delivery {
+            event: CloudEvent::from_bytes(&delivery.data),
+            tag: delivery.delivery_tag,
+            cursor: None,
+            body: delivery.data,
+        })
+    }
+}
+
+#[async_trait]
+impl Subscription for RabbitSubscription {
+    async fn next(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        let Ok(first) = tokio::time::timeout(wait, self.consumer.next()).await else {
+            return Ok(Vec::new());
+        };
+        let mut batch = vec![self.delivery(first)?];
+        while batch.len() < max {
+            match self.consumer.next().now_or_never() {
+                Some(item) => batch.push(self.delivery(item)?),
+                None => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn ack(&mut self, last: &Delivery) -> Result<()> {
+        self.channel
+            .basic_ack(last.tag, BasicAckOptions { multiple: true })
+            .await
+            .map_err(unreachable)
+    }
+
+    async fn backlog(&mut self) -> Result<Option<u64>> {
+        depth(&self.channel, &self.queue).await.map(Some)
+    }
+}

@@ -1,0 +1,209 @@
+//! The relay and a consumer on each broker, in one process: every event applied once and in
+//! stream order, copies dropped, a poison message set aside, lag reported, and the broker's
+//! own counts consistent with that.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_core::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, RawEvent, StreamId};
+use eventstore_postgres::testing::TestDatabase;
+use messaging::{Consumer, ConsumerOptions, Inbox, PgInbox, Relay};
+use projections::{ProjectionRunner, RunnerOptions};
+use tests::messaging::{
+    append_ticks, applied, create_effects_table, unique_namespace, wait_for_effects, BrokerKind,
+    RecordEffects,
+};
+
+const STREAMS: usize = 50;
+const PER_STREAM: usize = 10;
+const EVENTS: i64 = (STREAMS * PER_STREAM) as i64;
+
+fn relay_runner(
+    name: &str,
+    broker_publisher: Arc<dyn messaging::Publisher>,
+    store: Arc<dyn EventStore>,
+    pool: sqlx::PgPool,
+) -> ProjectionRunner<projections::PgTarget> {
+    Relay::new(name, "urn:tests:ticks", broker_publisher)
+        .with_filter(EventFilter::all().categories(["tick"]))
+        .runner(store, projections::PgTarget::new(pool))
+        .with_options(RunnerOptions {
+            idle_wait: Duration::from_millis(100),
+            ..Relay::options()
+        })
+}
+
+async fn round_trip(kind: BrokerKind) {
+    let Some(url) = kind.url() else { return };
+    let namespace = unique_namespace();
+    let broker = messaging::broker_from_url(&url, &namespace).expect("broker");
+    let shop = TestDatabase::create(8).await;
+    let warehouse = TestDatabase::create(8).await;
+    let (store, target) = tests::connect(&shop.url).await.expect("shop database");
+    let store: Arc<dyn EventStore> = store;
+    let inbox = PgInbox::new(warehouse.pool.clone());
+    inbox.migrate().await.expect("inbox tables");
+    create_effects_table(&warehouse.pool).await;
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let relay = relay_runner(
+        "relay_main",
+        broker.publisher().await.expect("publisher"),
+        store.clone(),
+        target.pool().clone(),
+    );
+    let relay_task = tokio::spawn({
+        let stop = until_stopped();
+        async move { relay.run(stop).await }
+    });
+    let consumer = Arc::new(
+        Consumer::new(
+            broker.clone(),
+            inbox.clone(),
+            Arc::new(RecordEffects {
+                name: namespace.clone(),
+            }),
+        )
+        .with_options(ConsumerOptions {
+            idle_wait: Duration::from_millis(100),
+            ..ConsumerOptions::default()
+        }),
+    );
+    let consumer_task = tokio::spawn({
+        let consumer = consumer.clone();
+        let stop = until_stopped();
+        async move { consumer.run(stop).await }
+    });
+
+    // Live traffic, with one message the consumer cannot apply in the middle.
+    append_ticks(&store, STREAMS, PER_STREAM / 2, 1, Duration::ZERO).await;
+    let poison = NewEvent {
+        event_id: uuid::Uuid::new_v4(),
+        data: RawEvent {
+            event_type: "Poison".into(),
+            schema_version: 1,
+            payload: serde_json::json!({}),
+        },
+    };
+    store
+        .append(
+            &StreamId::new("tick-poison").unwrap(),
+            ExpectedVersion::Any,
+            vec![poison.clone()],
+            &Metadata::default(),
+        )
+        .await
+        .unwrap();
+    append_ticks(&store, STREAMS, PER_STREAM / 2, 1, Duration::ZERO).await;
+    let done = wait_for_effects(&warehouse.pool, EVENTS, Duration::from_secs(60)).await;
+    assert_eq!(done.rows, EVENTS, "{kind:?}: every event applied: {done:?}");
+    assert_eq!(done.distinct, EVENTS, "{kind:?}: none twice");
+    assert!(
+        done.out_of_order.is_empty(),
+        "{kind:?}: order: {:?}",
+        done.out_of_order
+    );
+
+    // A second relay (a new destination name) sends the whole log again: all copies.
+    let resend = relay_runner(
+        "relay_again",
+        broker.publisher().await.expect("publisher"),
+        store.clone(),
+        target.pool().clone(),
+    );
+    resend.run_until_caught_up().await.expect("re-send");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = consumer.status();
+        let copies_seen = match kind {
+            // JetStream drops the copies itself, within its duplicate window.
+            BrokerKind::Nats => true,
+            _ => status.duplicates >= EVENTS as u64 + 1,
+        };
+        if copies_seen && status.backlog == Some(0) && status.lag_seconds == Some(0.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{kind:?}: the copies were not all acknowledged: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = applied(&warehouse.pool).await;
+    assert_eq!(
+        again.rows, EVENTS,
+        "{kind:?}: copies applied nothing: {again:?}"
+    );
+
+    let status = consumer.status();
+    assert_eq!(status.applied, EVENTS as u64, "{status:?}");
+    assert_eq!(status.dead_lettered, 1, "{status:?}");
+    let dead = inbox.dead_letters(&namespace).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message_id, Some(poison.event_id));
+    assert!(dead[0].error.contains("poison"), "{:?}", dead[0]);
+    assert!(
+        dead[0].body.contains("\"type\":\"Poison\""),
+        "{:?}",
+        dead[0]
+    );
+    assert_eq!(inbox.received(&namespace).await.unwrap(), EVENTS as u64 + 1);
+
+    // The broker's own view.
+    match kind {
+        BrokerKind::RabbitMq => {
+            let rabbit = messaging::RabbitMq::new(&url).with_exchange(&namespace);
+            assert_eq!(rabbit.queue_depth(&namespace).await.unwrap(), 0);
+            rabbit.delete_queue(&namespace).await.unwrap();
+        }
+        BrokerKind::Nats => {
+            let nats = messaging::Nats::new(&url).with_stream(&namespace, &namespace);
+            let (messages, last) = nats.stream_state().await.unwrap();
+            assert_eq!(
+                messages,
+                EVENTS as u64 + 1,
+                "JetStream kept one copy of each"
+            );
+            assert_eq!(last, EVENTS as u64 + 1);
+            nats.delete_stream().await.unwrap();
+        }
+        BrokerKind::Kafka => {
+            let kafka = messaging::Kafka::new(&url).with_topic(&namespace, 3);
+            let marks: u64 = kafka.high_watermarks().await.unwrap().iter().sum();
+            assert_eq!(marks, 2 * (EVENTS as u64 + 1), "Kafka keeps both sends");
+            let cursors = inbox.cursors(&namespace).await.unwrap();
+            assert_eq!(
+                cursors.values().sum::<u64>(),
+                marks,
+                "the consumer read it all"
+            );
+        }
+    }
+    stop.send_replace(true);
+    relay_task.await.unwrap().unwrap();
+    consumer_task.await.unwrap().unwrap();
+    shop.drop_database().await;
+    warehouse.drop_database().await;
+    let _ = broker;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rabbitmq_round_trip_applies_every_event_once_in_order() {
+    round_trip(BrokerKind::RabbitMq).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_round_trip_applies_every_event_once_in_order() {
+    round_trip(BrokerKind::Nats).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_round_trip_applies_every_event_once_in_order() {
+    round_trip(BrokerKind::Kafka).await;
+}
