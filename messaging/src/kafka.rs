@@ -263,12 +263,27 @@ struct Fetcher {
 /// until the subscription is dropped.
 async fn fetch_partition(mut f: Fetcher) {
     let mut failures = 0u32;
+    // How far before the wanted offset the next fetch starts (see below).
+    let mut back = 0u64;
     loop {
-        let offset = i64::try_from(f.next).unwrap_or(i64::MAX);
+        let offset = i64::try_from(f.next.saturating_sub(back)).unwrap_or(i64::MAX);
         match f.client.fetch_records(offset, 1..4_000_000, 200).await {
-            Ok((records, high_watermark)) => {
+            Ok((mut records, high_watermark)) => {
                 failures = 0;
                 let high = u64::try_from(high_watermark).unwrap_or(0);
+                records.retain(|r| u64::try_from(r.offset).is_ok_and(|o| o >= f.next));
+                // A fetch from inside a record batch must return that whole batch. Some
+                // Kafka-compatible brokers (tansu 0.6) return the next batch instead,
+                // skipping the rest of this one: a gap before the first record, or nothing
+                // below the high watermark. Fetch again from further back, and drop what
+                // was already delivered, until the first record is the one wanted.
+                let first = records.first().and_then(|r| u64::try_from(r.offset).ok());
+                let skipped = first.map_or(high > f.next, |o| o > f.next);
+                if skipped && offset > 0 {
+                    back = (back * 2).max(64);
+                    continue;
+                }
+                back = 0;
                 for record in records {
                     let next = u64::try_from(record.offset).unwrap_or(0) + 1;
                     let body = record.record.value.unwrap_or_default();
