@@ -1,9 +1,12 @@
 //! [`RabbitMq`]: RabbitMQ through `lapin`.
 //!
 //! - The relay publishes to a durable **topic exchange** (`events` by default) with routing
-//!   key `<category>.<type>`, as persistent messages whose `message_id` is the event id, on
-//!   a channel in **confirm mode**: a page counts as sent when the broker confirmed every
-//!   message of it.
+//!   key `<category>.<type>`, as persistent, **mandatory** messages whose `message_id` is the
+//!   event id, on a channel in **confirm mode**: a page counts as sent when the broker
+//!   confirmed every message of it. A message no queue is bound for comes back, and the
+//!   relay waits and retries rather than lose it: filter the relay to the categories its
+//!   consumers follow, and declare their queues ([`RabbitMq::declare_queue`]) before
+//!   publishing if they may start later.
 //! - A consumer reads a durable queue named after it, bound with `<category>.*` (or `#`),
 //!   declared with `x-single-active-consumer`, and acknowledges after its inbox committed.
 //!   RabbitMQ does not drop copies itself: the inbox does.
@@ -80,6 +83,52 @@ impl RabbitMq {
         Ok((connection, channel))
     }
 
+    /// Declares consumer `name`'s durable queue, bound to the events of `categories` (all
+    /// when empty), as its consumer does at start: declared ahead (at deploy), it keeps what
+    /// the relay publishes before the consumer first runs.
+    pub async fn declare_queue(&self, name: &str, categories: &[String]) -> Result<()> {
+        let (_connection, channel) = self.channel().await?;
+        self.declare(&channel, name, categories).await
+    }
+
+    async fn declare(&self, channel: &Channel, name: &str, categories: &[String]) -> Result<()> {
+        check_name(name)?;
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        channel
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await
+            .map_err(unreachable)?;
+        let keys: Vec<String> = if categories.is_empty() {
+            vec!["#".to_owned()]
+        } else {
+            categories
+                .iter()
+                .map(|c| format!("{}.*", subject_token(c)))
+                .collect()
+        };
+        for key in keys {
+            channel
+                .queue_bind(
+                    name.into(),
+                    self.exchange.as_str().into(),
+                    key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(unreachable)?;
+        }
+        Ok(())
+    }
+
     /// How many messages wait in queue `queue` (ready, not yet delivered).
     pub async fn queue_depth(&self, queue: &str) -> Result<u64> {
         let (_connection, channel) = self.channel().await?;
@@ -137,41 +186,8 @@ impl Broker for RabbitMq {
         categories: &[String],
         _cursors: &BTreeMap<String, u64>,
     ) -> Result<Box<dyn Subscription>> {
-        check_name(name)?;
         let (connection, channel) = self.channel().await?;
-        let mut arguments = FieldTable::default();
-        arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-        channel
-            .queue_declare(
-                name.into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                },
-                arguments,
-            )
-            .await
-            .map_err(unreachable)?;
-        let keys: Vec<String> = if categories.is_empty() {
-            vec!["#".to_owned()]
-        } else {
-            categories
-                .iter()
-                .map(|c| format!("{}.*", subject_token(c)))
-                .collect()
-        };
-        for key in keys {
-            channel
-                .queue_bind(
-                    name.into(),
-                    self.exchange.as_str().into(),
-                    key.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(unreachable)?;
-        }
+        self.declare(&channel, name, categories).await?;
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await
@@ -246,7 +262,10 @@ impl Publisher for RabbitPublisher {
                 .basic_publish(
                     self.broker.exchange.as_str().into(),
                     routing_key.into(),
-                    BasicPublishOptions::default(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
                     &event.to_bytes(),
                     properties,
                 )
@@ -261,7 +280,14 @@ impl Publisher for RabbitPublisher {
         }
         for (i, confirm) in confirms.into_iter().enumerate() {
             let refused = match confirm.await {
-                Ok(Confirmation::Ack(_)) => continue,
+                Ok(Confirmation::Ack(None)) => continue,
+                Ok(Confirmation::Ack(Some(returned))) => Error::unreachable(
+                    KIND,
+                    format!(
+                        "no queue is bound to exchange {} for routing key {} ({}): start its consumer or declare its queue",
+                        self.broker.exchange, returned.delivery.routing_key, returned.reply_text
+                    ),
+                ),
                 Ok(Confirmation::Nack(_)) => {
                     Error::unreachable(KIND, "the broker nacked the message")
                 }

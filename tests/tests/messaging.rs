@@ -207,3 +207,62 @@ async fn nats_round_trip_applies_every_event_once_in_order() {
 async fn kafka_round_trip_applies_every_event_once_in_order() {
     round_trip(BrokerKind::Kafka).await;
 }
+
+/// RabbitMQ drops a message no queue is bound for, yet confirms it: the relay publishes
+/// mandatory messages and waits for a queue rather than lose what comes before the first
+/// consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rabbitmq_events_published_before_the_first_consumer_are_not_lost() {
+    let Some(url) = BrokerKind::RabbitMq.url() else {
+        return;
+    };
+    let namespace = unique_namespace();
+    let broker = messaging::broker_from_url(&url, &namespace).expect("broker");
+    let shop = TestDatabase::create(4).await;
+    let warehouse = TestDatabase::create(4).await;
+    let (store, target) = tests::connect(&shop.url).await.expect("shop database");
+    let store: Arc<dyn EventStore> = store;
+    let inbox = PgInbox::new(warehouse.pool.clone());
+    inbox.migrate().await.expect("inbox tables");
+    create_effects_table(&warehouse.pool).await;
+
+    append_ticks(&store, 5, 4, 1, Duration::ZERO).await;
+    let relay = relay_runner(
+        "relay_early",
+        broker.publisher().await.expect("publisher"),
+        store.clone(),
+        target.pool().clone(),
+    );
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let relay_task = tokio::spawn(async move {
+        relay
+            .run(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let consumer = Consumer::new(
+        broker,
+        inbox,
+        Arc::new(RecordEffects {
+            name: namespace.clone(),
+        }),
+    );
+    let consuming = tokio::spawn(async move {
+        consumer
+            .run(tokio::time::sleep(Duration::from_secs(20)))
+            .await
+    });
+    let done = wait_for_effects(&warehouse.pool, 20, Duration::from_secs(20)).await;
+    assert_eq!(done.rows, 20, "{done:?}");
+    assert!(done.out_of_order.is_empty(), "{done:?}");
+    stop.send_replace(true);
+    relay_task.await.unwrap().unwrap();
+    consuming.abort();
+    let _ = messaging::RabbitMq::new(&url)
+        .delete_queue(&namespace)
+        .await;
+    shop.drop_database().await;
+    warehouse.drop_database().await;
+}
