@@ -33,6 +33,13 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub payment_timeout_secs: u64,
 
+    /// The broker the services talk through (`amqp://…` RabbitMQ, `nats://…` NATS
+    /// JetStream, `kafka://…` Kafka): `serve` publishes the shop's order events to it and
+    /// ships the orders the warehouse dispatches; `warehouse` needs it. Without it, `serve`
+    /// runs the shop alone.
+    #[arg(long, env = "BROKER_URL", global = true)]
+    pub broker: Option<String>,
+
     /// What to do; with none, runs the narrated scenario and exits.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -69,6 +76,10 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<CheckoutAction>,
     },
+    /// Runs the warehouse, a second service with its own database (`DATABASE_URL`), until
+    /// Ctrl-C: it consumes the shop's order events from the broker (`--broker`), picks and
+    /// dispatches confirmed orders, and publishes its shipment events.
+    Warehouse,
     /// Runs the simulated payment provider as an HTTP service until Ctrl-C.
     Gateway {
         /// Where to listen.
@@ -156,7 +167,27 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut out = std::io::stdout();
     match cli.command {
         None => crate::scenario::run(&shop(url).await?, &mut out).await,
-        Some(Command::Serve { addr }) => serve(shop(url).await?, addr).await,
+        Some(Command::Serve { addr }) => {
+            let broker = cli.broker.as_deref().map(broker).transpose()?;
+            serve(shop(url).await?, addr, broker).await
+        }
+        Some(Command::Warehouse) => {
+            let broker = broker(cli.broker.as_deref().ok_or(
+                "the warehouse talks to the shop only through a broker: set BROKER_URL (or --broker), e.g. amqp://guest:guest@127.0.0.1:5672/%2f",
+            )?)?;
+            let storage = match url.database_url {
+                Some(db) => Storage::postgres(db).await?,
+                None => Storage::in_memory(),
+            };
+            let warehouse = crate::warehouse::Warehouse::new(storage);
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let workers = warehouse.spawn_workers(broker, stopped);
+            tracing::info!(storage = warehouse.storage().kind(), "warehouse running");
+            stop_signal().await;
+            stop.send_replace(true);
+            join_workers(workers).await;
+            Ok(())
+        }
         Some(Command::Gateway {
             addr,
             latency_ms,
@@ -354,21 +385,44 @@ async fn needs_database(setup: &Setup<'_>, what: &str) -> Result<Shop> {
     }
 }
 
-async fn serve(shop: Shop, addr: SocketAddr) -> Result<()> {
+/// The broker at `url`, with the demo's namespace.
+fn broker(url: &str) -> Result<Arc<dyn messaging::Broker>> {
+    Ok(messaging::broker_from_url(
+        url,
+        crate::integration::NAMESPACE,
+    )?)
+}
+
+async fn join_workers(workers: Vec<tokio::task::JoinHandle<projections::Result<()>>>) {
+    for worker in workers {
+        if let Ok(Err(error)) = worker.await {
+            tracing::error!(%error, "a worker stopped with an error");
+        }
+    }
+}
+
+async fn serve(
+    shop: Shop,
+    addr: SocketAddr,
+    broker: Option<Arc<dyn messaging::Broker>>,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = shop.spawn_workers(stopped);
+    let mut workers = shop.spawn_workers(stopped.clone());
+    if let Some(broker) = broker {
+        tracing::info!(
+            broker = broker.kind(),
+            "talking to the warehouse through the broker"
+        );
+        workers.extend(shop.spawn_messaging(broker, stopped));
+    }
     tracing::info!(%addr, storage = shop.storage().kind(), "serving");
     crate::http::serve(listener, crate::http::router(Arc::new(shop)), async {
         stop_signal().await;
     })
     .await?;
     stop.send_replace(true);
-    for worker in workers {
-        if let Ok(Err(error)) = worker.await {
-            tracing::error!(%error, "a projection stopped with an error");
-        }
-    }
+    join_workers(workers).await;
     Ok(())
 }
 

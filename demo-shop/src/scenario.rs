@@ -2,17 +2,51 @@
 
 use std::io::Write;
 
+use std::sync::Arc;
+
 use cqrs_core::Metadata;
+use messaging::{Broker, ChannelBroker};
 
 use crate::domain::money::{CustomerId, Money, OrderId, Sku};
+use crate::domain::order::OrderStatus;
 use crate::gateway::{CARD_APPROVE, CARD_DECLINE, CARD_FLAKY};
 use crate::read_models::{customer_orders, daily_sales, order_summaries, product_stock};
 use crate::shop::{Shop, ShopError};
+use crate::storage::Storage;
+use crate::warehouse::{self, Warehouse};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn sku(text: &str) -> Result<Sku> {
     Ok(Sku::new(text)?)
+}
+
+/// Runs the warehouse beside `shop`, both talking through an in-process broker, until
+/// every confirmed order is shipped (or 15 seconds pass); returns the warehouse.
+async fn ship_through_the_warehouse(shop: &Shop) -> Result<Warehouse> {
+    let broker: Arc<dyn Broker> = Arc::new(ChannelBroker::new());
+    let warehouse = Warehouse::new(Storage::in_memory());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut workers = shop.spawn_messaging(Arc::clone(&broker), stopped.clone());
+    workers.extend(warehouse.spawn_workers(broker, stopped));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let outcome = loop {
+        shop.settle().await?;
+        let orders = order_summaries::all_orders(shop.read_models()).await?;
+        if !orders.iter().any(|o| o.status == OrderStatus::Confirmed) {
+            break Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            break Err("the warehouse did not dispatch every confirmed order in 15 s".into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    stop.send_replace(true);
+    for worker in workers {
+        worker.await??;
+    }
+    warehouse.catch_up().await?;
+    outcome.map(|()| warehouse)
 }
 
 /// Runs the scenario, narrating to `out`. Fails if the rebuilt read model differs from the
@@ -118,12 +152,31 @@ pub async fn run(shop: &Shop, out: &mut impl Write) -> Result<()> {
         }
     }
 
-    let (_, first) = &placed[0];
-    shop.ship_order(*first, &meta).await?;
-    shop.settle().await?;
     writeln!(
         out,
-        "\n-- Ada's order shipped. Stock (read model `{}`)",
+        "\n-- The warehouse, a second service with a store of its own, hears of the orders over a \
+         broker (in process here), picks and dispatches the confirmed ones; the shop ships them"
+    )?;
+    let warehouse = ship_through_the_warehouse(shop).await?;
+    let mut shipments = warehouse::view::all(warehouse.read_models()).await?;
+    shipments.sort_by_key(|s| placed.iter().position(|(_, id)| *id == s.order_id));
+    for s in shipments {
+        let who = placed
+            .iter()
+            .find(|(_, id)| *id == s.order_id)
+            .map_or("?", |(who, _)| who.as_str());
+        let order = order_summaries::order(shop.read_models(), s.order_id).await?;
+        writeln!(
+            out,
+            "   {who:<4} shipment {:<10} {:<15} order {}",
+            format!("{:?}", s.status).to_lowercase(),
+            s.tracking.unwrap_or_default(),
+            order.map(|o| o.status.to_string()).unwrap_or_default()
+        )?;
+    }
+    writeln!(
+        out,
+        "\n-- Stock after shipping (read model `{}`)",
         product_stock::NAME
     )?;
     let stock_before = product_stock::products(shop.read_models()).await?;

@@ -110,7 +110,7 @@ pub async fn run(addr: SocketAddr, load: Load, out: &mut impl Write) -> Result<(
         loop {
             let (status, body) = request(addr, "GET", &format!("/orders/{id}"), None).await?;
             let state = body["status"].as_str().unwrap_or("unknown").to_owned();
-            if status == 200 && (state == "confirmed" || state == "cancelled") {
+            if status == 200 && matches!(state.as_str(), "confirmed" | "cancelled" | "shipped") {
                 *outcomes.entry(state).or_default() += 1;
                 break;
             }

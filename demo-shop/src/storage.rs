@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::idempotency_keys::IdempotencyKeys;
 use cqrs_core::{EventStore, InMemoryEventStore};
 use eventstore_postgres::PgEventStore;
+use messaging::{MemoryInbox, PgInbox};
 use projections::process::{InstanceStore, MemoryInstances, PgInstances};
 use projections::{MemoryTarget, PgTarget, Target};
 use serde::de::DeserializeOwned;
@@ -64,7 +65,17 @@ fn decode<T: DeserializeOwned>(
     })
 }
 
-/// The event store and the read models of one shop.
+/// Where a service's consumers record the messages they applied.
+#[derive(Clone)]
+pub enum Inboxes {
+    /// In memory.
+    Memory(MemoryInbox),
+    /// In PostgreSQL, beside the read models.
+    Postgres(PgInbox),
+}
+
+/// The event store, read models and inbox of one service (the shop's, or the
+/// warehouse's: each has its own).
 #[derive(Clone)]
 pub struct Storage {
     /// The event store.
@@ -75,6 +86,8 @@ pub struct Storage {
     pub idempotency_keys: IdempotencyKeys,
     /// The instances of the process managers (the checkout's orders).
     pub instances: Arc<dyn InstanceStore>,
+    /// The inbox of its broker consumers.
+    pub inbox: Inboxes,
 }
 
 impl Storage {
@@ -85,6 +98,7 @@ impl Storage {
             read_models: ReadModels::Memory(MemoryTarget::new()),
             idempotency_keys: IdempotencyKeys::in_memory(),
             instances: Arc::new(MemoryInstances::new()),
+            inbox: Inboxes::Memory(MemoryInbox::new()),
         }
     }
 
@@ -110,11 +124,14 @@ impl Storage {
         let mut migrator = sqlx::migrate!("./migrations");
         migrator.set_ignore_missing(true);
         migrator.run(&pool).await?;
+        let inbox = PgInbox::new(pool.clone());
+        inbox.migrate().await?;
         Ok(Self {
             store: Arc::new(store),
             read_models: ReadModels::Postgres(target),
             idempotency_keys: IdempotencyKeys::Postgres(pool.clone()),
             instances: Arc::new(PgInstances::new(pool)),
+            inbox: Inboxes::Postgres(inbox),
         })
     }
 

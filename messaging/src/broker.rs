@@ -87,7 +87,7 @@ pub fn check_name(name: &str) -> Result<()> {
 
 /// Whether `event` is of one of `categories` (all when empty).
 pub(crate) fn wanted(categories: &[String], event: &CloudEvent) -> bool {
-    categories.is_empty() || categories.iter().any(|c| *c == event.category)
+    categories.is_empty() || categories.contains(&event.category)
 }
 
 /// `text` as one token of a dotted subject or routing key: letters, digits, `_`, `-` and

@@ -21,7 +21,8 @@
 //! | `causationid` | extension | the causation id, if any |
 
 use chrono::{DateTime, Utc};
-use cqrs_core::{DomainEvent, RecordedEvent};
+use cqrs_core::{Metadata, RecordedEvent};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -109,24 +110,37 @@ impl CloudEvent {
         Ok(event)
     }
 
-    /// The payload decoded as a domain event of the receiving service's own type.
+    /// The payload decoded as an enum of the receiving service's own, whose variants are
+    /// named after the event types it reads (`data` is the variant's content, `type` its
+    /// name): a consumer reads another service's events in its own terms, the fields it
+    /// needs and nothing else. A struct can be read from [`data`](Self::data) directly.
     ///
     /// ```
     /// # use messaging::CloudEvent;
-    /// #[derive(serde::Serialize, serde::Deserialize)]
-    /// #[serde(tag = "type")]
-    /// enum Seen { Placed { total: u64 } }
-    /// impl cqrs_core::DomainEvent for Seen {
-    ///     fn event_type(&self) -> &'static str { "Placed" }
-    /// }
-    /// # let body = br#"{"specversion":"1.0","id":"7f1d2c1e-0000-4000-8000-000000000001","source":"urn:demo:shop","type":"Placed","subject":"order-1","time":"2026-11-28T10:00:00Z","datacontenttype":"application/json","data":{"total":5},"category":"order","position":"9/1","streamversion":1,"schemaversion":1}"#;
+    /// #[derive(serde::Deserialize)]
+    /// enum Seen { OrderPlaced { total: u64 } }
+    /// # let body = br#"{"specversion":"1.0","id":"7f1d2c1e-0000-4000-8000-000000000001","source":"urn:demo:shop","type":"OrderPlaced","subject":"order-1","time":"2026-11-28T10:00:00Z","datacontenttype":"application/json","data":{"total":5,"card":"tok"},"category":"order","position":"9/1","streamversion":1,"schemaversion":1}"#;
     /// let event = CloudEvent::from_bytes(body).unwrap();
-    /// let Seen::Placed { total } = event.decode::<Seen>().unwrap();
+    /// let Seen::OrderPlaced { total } = event.decode::<Seen>().unwrap();
     /// assert_eq!(total, 5);
     /// ```
-    pub fn decode<E: DomainEvent>(&self) -> Result<E> {
-        E::decode(&self.event_type, self.data.clone())
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        let tagged = serde_json::json!({ self.event_type.as_str(): &self.data });
+        T::deserialize(&tagged)
             .map_err(|e| Error::Wire(format!("{} {}: {e}", self.event_type, self.id)))
+    }
+
+    /// Metadata for the commands this message causes in the receiving service: the same
+    /// correlation id (the message's own id when it has none) and the message as causation.
+    /// Add a command id derived from the message, e.g.
+    /// `CommandId::caused_by(event.id, "pick")`, so that a command sent again for the same
+    /// message is recognised.
+    pub fn metadata(&self) -> Metadata {
+        Metadata {
+            correlation_id: self.correlationid.or(Some(self.id)),
+            causation_id: Some(self.id),
+            ..Metadata::default()
+        }
     }
 
     /// The routing key the brokers use: `<category>.<type>`.

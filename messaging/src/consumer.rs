@@ -290,7 +290,7 @@ impl<I: Inbox> Consumer<I> {
         let Some((index, error)) = failed else {
             tx.commit().await?;
             self.record(&counts, pending.iter().take(take));
-            return Ok(pending.drain(..take).last());
+            return Ok(pending.drain(..take).next_back());
         };
         drop(tx); // rolls back
         if index > 0 {
@@ -310,7 +310,7 @@ impl<I: Inbox> Consumer<I> {
             }
             tx.commit().await?;
             self.record(&counts, pending.iter().take(index));
-            return Ok(pending.drain(..index).last());
+            return Ok(pending.drain(..index).next_back());
         }
         let delivery = &pending[0];
         match (error, &self.options.error_policy) {
