@@ -40,6 +40,11 @@ pub struct Cli {
     #[arg(long, env = "BROKER_URL", global = true)]
     pub broker: Option<String>,
 
+    /// The exchange (RabbitMQ), stream and subject prefix (NATS) or topic (Kafka) the
+    /// services share: one per environment.
+    #[arg(long, env = "BROKER_NAMESPACE", global = true, default_value = crate::integration::NAMESPACE)]
+    pub broker_namespace: String,
+
     /// What to do; with none, runs the narrated scenario and exits.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -168,13 +173,18 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         None => crate::scenario::run(&shop(url).await?, &mut out).await,
         Some(Command::Serve { addr }) => {
-            let broker = cli.broker.as_deref().map(broker).transpose()?;
+            let broker = cli
+                .broker
+                .as_deref()
+                .map(|b| broker(b, &cli.broker_namespace))
+                .transpose()?;
             serve(shop(url).await?, addr, broker).await
         }
         Some(Command::Warehouse) => {
-            let broker = broker(cli.broker.as_deref().ok_or(
+            let url_of_broker = cli.broker.as_deref().ok_or(
                 "the warehouse talks to the shop only through a broker: set BROKER_URL (or --broker), e.g. amqp://guest:guest@127.0.0.1:5672/%2f",
-            )?)?;
+            )?;
+            let broker = broker(url_of_broker, &cli.broker_namespace)?;
             let storage = match url.database_url {
                 Some(db) => Storage::postgres(db).await?,
                 None => Storage::in_memory(),
@@ -385,12 +395,9 @@ async fn needs_database(setup: &Setup<'_>, what: &str) -> Result<Shop> {
     }
 }
 
-/// The broker at `url`, with the demo's namespace.
-fn broker(url: &str) -> Result<Arc<dyn messaging::Broker>> {
-    Ok(messaging::broker_from_url(
-        url,
-        crate::integration::NAMESPACE,
-    )?)
+/// The broker at `url`, with the services' exchange, stream or topic `namespace`.
+fn broker(url: &str, namespace: &str) -> Result<Arc<dyn messaging::Broker>> {
+    Ok(messaging::broker_from_url(url, namespace)?)
 }
 
 async fn join_workers(workers: Vec<tokio::task::JoinHandle<projections::Result<()>>>) {

@@ -7,7 +7,8 @@
 //!   relay waits and retries rather than lose it: filter the relay to the categories its
 //!   consumers follow, and declare their queues ([`RabbitMq::declare_queue`]) before
 //!   publishing if they may start later.
-//! - A consumer reads a durable queue named after it, bound with `<category>.*` (or `#`),
+//! - A consumer reads a durable queue named `<exchange>.<consumer>`, bound with
+//!   `<category>.*` (or `#`),
 //!   declared with `x-single-active-consumer`, and acknowledges after its inbox committed.
 //!   RabbitMQ does not drop copies itself: the inbox does.
 
@@ -93,11 +94,12 @@ impl RabbitMq {
 
     async fn declare(&self, channel: &Channel, name: &str, categories: &[String]) -> Result<()> {
         check_name(name)?;
+        let queue = self.queue_name(name);
         let mut arguments = FieldTable::default();
         arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
         channel
             .queue_declare(
-                name.into(),
+                queue.as_str().into(),
                 QueueDeclareOptions {
                     durable: true,
                     ..QueueDeclareOptions::default()
@@ -117,7 +119,7 @@ impl RabbitMq {
         for key in keys {
             channel
                 .queue_bind(
-                    name.into(),
+                    queue.as_str().into(),
                     self.exchange.as_str().into(),
                     key.into(),
                     QueueBindOptions::default(),
@@ -129,17 +131,26 @@ impl RabbitMq {
         Ok(())
     }
 
-    /// How many messages wait in queue `queue` (ready, not yet delivered).
-    pub async fn queue_depth(&self, queue: &str) -> Result<u64> {
-        let (_connection, channel) = self.channel().await?;
-        depth(&channel, queue).await
+    /// The queue of consumer `consumer`: `<exchange>.<consumer>`, so that services on
+    /// different exchanges (environments, tests) never share a queue.
+    pub fn queue_name(&self, consumer: &str) -> String {
+        format!("{}.{consumer}", self.exchange)
     }
 
-    /// Deletes queue `queue` (tests and tools).
-    pub async fn delete_queue(&self, queue: &str) -> Result<()> {
+    /// How many messages wait in consumer `consumer`'s queue (ready, not yet delivered).
+    pub async fn queue_depth(&self, consumer: &str) -> Result<u64> {
+        let (_connection, channel) = self.channel().await?;
+        depth(&channel, &self.queue_name(consumer)).await
+    }
+
+    /// Deletes consumer `consumer`'s queue (tests and tools).
+    pub async fn delete_queue(&self, consumer: &str) -> Result<()> {
         let (_connection, channel) = self.channel().await?;
         channel
-            .queue_delete(queue.into(), Default::default())
+            .queue_delete(
+                self.queue_name(consumer).as_str().into(),
+                Default::default(),
+            )
             .await
             .map_err(unreachable)?;
         Ok(())
@@ -194,7 +205,7 @@ impl Broker for RabbitMq {
             .map_err(unreachable)?;
         let consumer = channel
             .basic_consume(
-                name.into(),
+                self.queue_name(name).as_str().into(),
                 format!("{name}-{}", std::process::id()).into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
@@ -205,7 +216,7 @@ impl Broker for RabbitMq {
             _connection: connection,
             channel,
             consumer,
-            queue: name.to_owned(),
+            queue: self.queue_name(name),
         }))
     }
 }
