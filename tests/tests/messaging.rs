@@ -266,3 +266,76 @@ async fn rabbitmq_events_published_before_the_first_consumer_are_not_lost() {
     shop.drop_database().await;
     warehouse.drop_database().await;
 }
+
+/// The wire format read from another language: `messaging/examples/python/consumer.py`
+/// (standard library only) subscribes to the JetStream subjects and reads every event the
+/// relay publishes, with each attribute as the log has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_python_consumer_reads_the_published_cloudevents() {
+    use std::io::{BufRead, BufReader};
+    let Some(url) = BrokerKind::Nats.url() else { return };
+    let namespace = unique_namespace();
+    let broker = messaging::broker_from_url(&url, &namespace).expect("broker");
+    let shop = TestDatabase::create(4).await;
+    let (store, target) = tests::connect(&shop.url).await.expect("shop database");
+    let store: Arc<dyn EventStore> = store;
+    append_ticks(&store, 3, 4, 2, Duration::ZERO).await;
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../messaging/examples/python/consumer.py");
+    let mut python = std::process::Command::new("python3")
+        .args([script, &url, &format!("{namespace}.>"), "12"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the example consumer");
+    let mut ready = String::new();
+    BufReader::new(python.stderr.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+
+    relay_runner(
+        "relay_python",
+        broker.publisher().await.expect("publisher"),
+        store.clone(),
+        target.pool().clone(),
+    )
+    .run_until_caught_up()
+    .await
+    .expect("relay");
+    let output = tokio::task::spawn_blocking(move || python.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let logged = store
+        .read_all(cqrs_core::Position::START, 100, &EventFilter::all())
+        .await
+        .unwrap()
+        .events;
+    assert_eq!(lines.len(), logged.len());
+    for (line, event) in lines.iter().zip(&logged) {
+        assert_eq!(line["id"], event.event_id.to_string());
+        assert_eq!(line["type"], "Ticked");
+        assert_eq!(line["subject"], event.stream_id.as_str());
+        assert_eq!(line["category"], "tick");
+        assert_eq!(line["position"], event.position.to_string());
+        assert_eq!(line["streamversion"], event.stream_version);
+        assert_eq!(line["source"], "urn:tests:ticks");
+        assert_eq!(line["data"], event.event.payload);
+        assert_eq!(
+            line["correlationid"],
+            event.metadata.correlation_id.unwrap().to_string()
+        );
+    }
+    let _ = messaging::Nats::new(&url)
+        .with_stream(&namespace, &namespace)
+        .delete_stream()
+        .await;
+    shop.drop_database().await;
+}
