@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cqrs_core::{EventFilter, EventStore, Position, ReadAllPage, RecordedEvent};
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
@@ -362,6 +363,8 @@ impl<T: Target> ProjectionRunner<T> {
         let mut backoff = Backoff::new(self.options.max_backoff);
         let mut last_idle_checkpoint = Instant::now();
         let mut last_retry_check: Option<Instant> = None;
+        // The next page, read while this one is applied when this one was full (more waits).
+        let mut ahead: Option<(Position, JoinHandle<cqrs_core::Result<ReadAllPage>>)> = None;
         loop {
             if futures_ready(shutdown).await {
                 return Ok(Stint::ShutDown);
@@ -376,11 +379,21 @@ impl<T: Target> ProjectionRunner<T> {
                 }
                 last_retry_check = Some(Instant::now());
             }
-            let page = match self
-                .store
-                .read_all(cursor.scanned, batch_size.max(1), filter)
-                .await
-            {
+            let read = match ahead.take() {
+                Some((from, task)) if from == cursor.scanned => match task.await {
+                    Ok(read) => read,
+                    Err(_) => self.store.read_all(from, batch_size.max(1), filter).await,
+                },
+                stale => {
+                    if let Some((_, task)) = stale {
+                        task.abort();
+                    }
+                    self.store
+                        .read_all(cursor.scanned, batch_size.max(1), filter)
+                        .await
+                }
+            };
+            let page = match read {
                 Ok(page) => page,
                 Err(e) if e.is_retryable() => {
                     tokio::time::sleep(backoff.next_delay()).await;
@@ -428,6 +441,16 @@ impl<T: Target> ProjectionRunner<T> {
                 continue;
             }
 
+            if page.events.len() >= batch_size.max(1) {
+                let (store, filter, from) =
+                    (Arc::clone(&self.store), filter.clone(), page.scanned_to);
+                ahead = Some((
+                    from,
+                    tokio::spawn(
+                        async move { store.read_all(from, batch_size.max(1), &filter).await },
+                    ),
+                ));
+            }
             let span = tracing::debug_span!("batch", projection = %name, from = %cursor.checkpoint, events = page.events.len());
             match self
                 .apply_page(

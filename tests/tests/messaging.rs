@@ -273,7 +273,9 @@ async fn rabbitmq_events_published_before_the_first_consumer_are_not_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_python_consumer_reads_the_published_cloudevents() {
     use std::io::{BufRead, BufReader};
-    let Some(url) = BrokerKind::Nats.url() else { return };
+    let Some(url) = BrokerKind::Nats.url() else {
+        return;
+    };
     let namespace = unique_namespace();
     let broker = messaging::broker_from_url(&url, &namespace).expect("broker");
     let shop = TestDatabase::create(4).await;
@@ -281,7 +283,10 @@ async fn a_python_consumer_reads_the_published_cloudevents() {
     let store: Arc<dyn EventStore> = store;
     append_ticks(&store, 3, 4, 2, Duration::ZERO).await;
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../messaging/examples/python/consumer.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../messaging/examples/python/consumer.py"
+    );
     let mut python = std::process::Command::new("python3")
         .args([script, &url, &format!("{namespace}.>"), "12"])
         .stdout(std::process::Stdio::piped())
