@@ -23,7 +23,12 @@ CREATE TABLE IF NOT EXISTS inbox_dead_letters (
     message_id   uuid,
     body         bytea       NOT NULL,
     error        text        NOT NULL,
-    recorded_at  timestamptz NOT NULL DEFAULT now()
+    recorded_at  timestamptz NOT NULL DEFAULT now(),
+    -- open: set aside; retry: an operator asked for the handler to run again (the live
+    -- consumer does it); retried: it ran and committed; skipped: closed without running.
+    status       text        NOT NULL DEFAULT 'open'
+                 CHECK (status IN ('open', 'retry', 'retried', 'skipped')),
+    attempts     integer     NOT NULL DEFAULT 1
 );
 
-CREATE INDEX IF NOT EXISTS inbox_dead_letters_consumer ON inbox_dead_letters (consumer, id);
+CREATE INDEX IF NOT EXISTS inbox_dead_letters_consumer ON inbox_dead_letters (consumer, status, id);

@@ -85,6 +85,25 @@ pub fn check_name(name: &str) -> Result<()> {
     }
 }
 
+/// A page of events in waves: wave `k` holds the `k`-th event of each stream (by subject),
+/// in page order. A publisher that sends a wave at a time and awaits its confirmations
+/// before the next never has two events of one stream in flight: when one is not stored, no
+/// later event of its stream was sent, so the events of a stream first reach the broker in
+/// order even when a publish in the middle of a page fails.
+pub fn waves(events: &[CloudEvent]) -> Vec<Vec<usize>> {
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut waves: Vec<Vec<usize>> = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        let k = seen.entry(event.subject.as_str()).or_insert(0);
+        if waves.len() <= *k {
+            waves.push(Vec::new());
+        }
+        waves[*k].push(i);
+        *k += 1;
+    }
+    waves
+}
+
 /// Whether `event` is of one of `categories` (all when empty).
 pub(crate) fn wanted(categories: &[String], event: &CloudEvent) -> bool {
     categories.is_empty() || categories.contains(&event.category)
@@ -123,5 +142,43 @@ mod tests {
         for bad in ["", "Shop", "2x", "a.b", "a b"] {
             assert!(matches!(check_name(bad), Err(Error::Config(_))), "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod wave_tests {
+    use super::*;
+
+    fn event(subject: &str) -> CloudEvent {
+        CloudEvent {
+            specversion: "1.0".into(),
+            id: uuid::Uuid::new_v4(),
+            source: "s".into(),
+            event_type: "T".into(),
+            subject: subject.into(),
+            time: chrono::Utc::now(),
+            datacontenttype: "application/json".into(),
+            data: serde_json::Value::Null,
+            category: "c".into(),
+            position: "1/1".into(),
+            streamversion: 1,
+            schemaversion: 1,
+            correlationid: None,
+            causationid: None,
+        }
+    }
+
+    #[test]
+    fn no_wave_holds_two_events_of_one_stream_and_each_stream_keeps_its_order() {
+        let page: Vec<CloudEvent> = ["a", "b", "a", "c", "a", "b"].map(event).to_vec();
+        let waves = waves(&page);
+        assert_eq!(waves, vec![vec![0, 1, 3], vec![2, 5], vec![4]]);
+        let mut flat: Vec<usize> = waves.concat();
+        flat.sort_unstable();
+        assert_eq!(
+            flat,
+            (0..page.len()).collect::<Vec<_>>(),
+            "every event once"
+        );
     }
 }

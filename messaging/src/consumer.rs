@@ -186,13 +186,19 @@ impl<I: Inbox> Consumer<I> {
                     lease.release(self.inbox.leases()).await;
                     match worked {
                         Ok(()) => return Ok(()),
-                        Err(e) if e.is_transient() => {
+                        Err(e @ Error::Config(_)) => return Err(e),
+                        Err(e) => {
+                            // Anything else may mend (a database back, a fixed broker
+                            // setting): a consumer keeps trying, and says so.
                             failures = failures.saturating_add(1);
                             pause = backoff(failures, self.options.max_backoff);
-                            tracing::warn!(consumer = %name, error = %e, ?pause, "consumer interrupted; resuming");
+                            if e.is_transient() {
+                                tracing::warn!(consumer = %name, error = %e, ?pause, "consumer interrupted; resuming");
+                            } else {
+                                tracing::error!(consumer = %name, error = %e, ?pause, "consumer failed; trying again");
+                            }
                             self.update(|s| s.last_error = Some(e.to_string()));
                         }
-                        Err(e) => return Err(e),
                     }
                 }
                 Ok(None) => {}
@@ -218,6 +224,7 @@ impl<I: Inbox> Consumer<I> {
         let mut subscription = self.broker.subscribe(name, &categories, &cursors).await?;
         let mut pending: VecDeque<Delivery> = VecDeque::new();
         let mut last_prune: Option<Instant> = None;
+        let mut last_retry_check: Option<Instant> = None;
         let mut failures = 0u32;
         loop {
             if !lease.is_live() {
@@ -229,6 +236,10 @@ impl<I: Inbox> Consumer<I> {
             if last_prune.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
                 self.prune().await;
                 last_prune = Some(Instant::now());
+            }
+            if last_retry_check.is_none_or(|at| at.elapsed() > RETRY_CHECK_EVERY) {
+                self.retry_asked(lease).await?;
+                last_retry_check = Some(Instant::now());
             }
             if pending.is_empty() {
                 let batch = tokio::select! {
@@ -302,10 +313,11 @@ impl<I: Inbox> Consumer<I> {
                     .apply_one(&mut tx, delivery, categories, &mut counts)
                     .await?
                 {
-                    return Err(Error::unreachable(
-                        self.broker.kind(),
-                        format!("a message applied a moment ago fails now: {error}"),
-                    ));
+                    return Err(Error::Handler {
+                        consumer: name.to_owned(),
+                        message_id: message_id(delivery),
+                        reason: format!("applied a moment ago, it fails now: {error}"),
+                    });
                 }
             }
             tx.commit().await?;
@@ -329,11 +341,16 @@ impl<I: Inbox> Consumer<I> {
                 self.update(|s| s.dead_lettered += 1);
                 Ok(pending.pop_front())
             }
-            (ApplyError::Poison(reason), _) => Err(Error::unreachable(
-                self.broker.kind(),
-                format!("stopped at a message it cannot apply (policy: stop): {reason}"),
-            )),
-            (error, _) => Err(Error::unreachable(self.broker.kind(), error.to_string())),
+            (ApplyError::Poison(reason), _) => Err(Error::Handler {
+                consumer: name.to_owned(),
+                message_id: message_id(delivery),
+                reason: format!("stopped at a message it cannot apply (policy: stop): {reason}"),
+            }),
+            (error, _) => Err(Error::Handler {
+                consumer: name.to_owned(),
+                message_id: message_id(delivery),
+                reason: error.to_string(),
+            }),
         }
     }
 
@@ -363,6 +380,35 @@ impl<I: Inbox> Consumer<I> {
             tx.set_cursor(source, *next).await?;
         }
         Ok(Ok(()))
+    }
+
+    /// Runs the handler again for the dead letters an operator asked to retry, each in a
+    /// transaction of its own; one that fails again is open again, with its new error.
+    async fn retry_asked(&self, lease: &LeaseToken) -> Result<()> {
+        let name = self.handler.name();
+        for letter in self.inbox.retries_asked(name).await? {
+            let outcome = match CloudEvent::from_bytes(letter.body.as_bytes()) {
+                Ok(event) => {
+                    let mut tx = self.inbox.begin(name, lease).await?;
+                    match self.handler.handle(&mut tx, &event).await {
+                        Ok(()) => {
+                            tx.close_retry(letter.id, None).await?;
+                            tx.commit().await?;
+                            tracing::info!(consumer = %name, dead_letter = letter.id, "dead letter retried");
+                            self.update(|s| s.applied += 1);
+                            continue;
+                        }
+                        Err(error) => error.to_string(),
+                    }
+                }
+                Err(error) => error.to_string(),
+            };
+            tracing::warn!(consumer = %name, dead_letter = letter.id, error = %outcome, "a retried dead letter failed again");
+            let mut tx = self.inbox.begin(name, lease).await?;
+            tx.close_retry(letter.id, Some(&outcome)).await?;
+            tx.commit().await?;
+        }
+        Ok(())
     }
 
     fn record<'a>(&self, counts: &Counts, applied: impl Iterator<Item = &'a Delivery>) {
@@ -405,11 +451,22 @@ impl<I: Inbox> Consumer<I> {
     }
 }
 
+/// The id of a delivery's message, for errors.
+fn message_id(delivery: &Delivery) -> String {
+    delivery
+        .event
+        .as_ref()
+        .map_or_else(|_| "(unreadable)".to_owned(), |e| e.id.to_string())
+}
+
 #[derive(Default)]
 struct Counts {
     applied: u64,
     duplicates: u64,
 }
+
+/// How often a consumer looks for dead letters an operator asked to retry.
+const RETRY_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// 100 ms doubled per failure, at most `max`.
 fn backoff(failures: u32, max: Duration) -> Duration {

@@ -51,6 +51,18 @@ pub enum Error {
     #[error("inbox storage: {0}")]
     Inbox(#[source] sqlx::Error),
 
+    /// A handler failed on a message and will be given it again (a transient failure, or a
+    /// poison message under the stop policy).
+    #[error("consumer `{consumer}` cannot apply message {message_id}: {reason}")]
+    Handler {
+        /// The consumer.
+        consumer: String,
+        /// The message.
+        message_id: String,
+        /// The handler's error.
+        reason: String,
+    },
+
     /// The event store failed.
     #[error(transparent)]
     Store(#[from] cqrs_core::Error),
@@ -73,12 +85,8 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Unreachable { .. } | Self::LeaseLost { .. } => true,
-            Self::Inbox(e) => !matches!(
-                e,
-                sqlx::Error::Database(_)
-                    | sqlx::Error::Decode(_)
-                    | sqlx::Error::ColumnDecode { .. }
-            ),
+            Self::Inbox(e) => eventstore_postgres::is_transient(e),
+            Self::Handler { .. } => true,
             Self::Store(e) => e.is_retryable(),
             Self::Projections(e) => e.is_transient(),
             Self::Refused { .. } | Self::Wire(_) | Self::Config(_) => false,

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rskafka::client::error::ProtocolError;
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
@@ -176,20 +177,13 @@ impl Broker for Kafka {
             Arc::new(clients.iter().map(|_| AtomicU64::new(0)).collect());
         for (index, client) in clients.into_iter().enumerate() {
             let source = self.source(client.partition());
-            let start = match cursors.get(&source) {
-                Some(&next) => next,
-                None => u64::try_from(
-                    client
-                        .get_offset(OffsetAt::Earliest)
-                        .await
-                        .map_err(|e| Error::unreachable(KIND, e))?,
-                )
-                .unwrap_or(0),
-            };
+            let earliest = earliest_offset(&client).await?;
+            let start = cursors.get(&source).copied().unwrap_or(earliest);
             fetchers.spawn(fetch_partition(Fetcher {
                 client,
                 source,
                 next: start,
+                earliest,
                 sender: sender.clone(),
                 behind: Arc::clone(&behind),
                 index,
@@ -234,13 +228,8 @@ impl Publisher for KafkaPublisher {
                 continue;
             }
             let client = Arc::clone(&self.partitions[partition]);
-            sends.spawn(async move {
-                let first = indices[0];
-                client
-                    .produce(records, Compression::NoCompression)
-                    .await
-                    .map_err(|e| (first, Error::unreachable(KIND, e)))
-            });
+            let ids: Vec<uuid::Uuid> = indices.iter().map(|&i| events[i].id).collect();
+            sends.spawn(async move { produce_in_order(&client, indices, ids, records).await });
         }
         let mut failure: Option<(usize, Error)> = None;
         while let Some(sent) = sends.join_next().await {
@@ -255,24 +244,99 @@ impl Publisher for KafkaPublisher {
     }
 }
 
+/// The most a produce request carries, well under the brokers' usual 1 MiB message limit.
+const MAX_REQUEST_BYTES: usize = 512 * 1024;
+
+/// Produces one partition's records in requests of at most [`MAX_REQUEST_BYTES`], one after
+/// another; on failure, the index (into the page) of the first record of the request that
+/// failed. A record the broker finds too large on its own is refused for good.
+async fn produce_in_order(
+    client: &PartitionClient,
+    indices: Vec<usize>,
+    ids: Vec<uuid::Uuid>,
+    records: Vec<Record>,
+) -> Result<(), (usize, Error)> {
+    let mut start = 0;
+    while start < records.len() {
+        let mut end = start;
+        let mut size = 0;
+        while end < records.len()
+            && (end == start || size + records[end].approximate_size() <= MAX_REQUEST_BYTES)
+        {
+            size += records[end].approximate_size();
+            end += 1;
+        }
+        let chunk = records[start..end].to_vec();
+        if let Err(e) = client.produce(chunk, Compression::NoCompression).await {
+            let too_large = matches!(
+                &e,
+                rskafka::client::error::Error::ServerError {
+                    protocol_error: ProtocolError::MessageTooLarge
+                        | ProtocolError::RecordListTooLarge,
+                    ..
+                }
+            );
+            let error = if too_large && end == start + 1 {
+                Error::Refused {
+                    broker: KIND,
+                    message_id: ids[start],
+                    reason: e.to_string(),
+                }
+            } else {
+                Error::unreachable(KIND, e)
+            };
+            return Err((indices[start], error));
+        }
+        start = end;
+    }
+    Ok(())
+}
+
 struct Fetcher {
     client: Arc<PartitionClient>,
     source: String,
     next: u64,
+    /// The partition's first offset still kept, as last seen.
+    earliest: u64,
     sender: mpsc::Sender<Delivery>,
     behind: Arc<Vec<AtomicU64>>,
     index: usize,
     backlog: Arc<AtomicU64>,
 }
 
+/// The first offset `client`'s partition still keeps.
+async fn earliest_offset(client: &PartitionClient) -> Result<u64> {
+    let offset = client
+        .get_offset(OffsetAt::Earliest)
+        .await
+        .map_err(|e| Error::unreachable(KIND, e))?;
+    Ok(u64::try_from(offset).unwrap_or(0))
+}
+
+/// How far back a fetch may start before the wanted offset (see [`fetch_partition`]).
+const MAX_STEP_BACK: u64 = 1 << 20;
+
 /// Fetches one partition from its start offset into the subscription's channel, in order,
 /// until the subscription is dropped.
+///
+/// A fetch from inside a record batch must return that whole batch (the client drops the
+/// records before the offset asked for). Some Kafka-compatible brokers (tansu 0.6) return the
+/// next batch instead, skipping the rest of this one: a gap before the first record, or
+/// nothing although the high watermark is beyond. Then the fetch starts again from further
+/// back (never before the partition's first kept offset), and what was delivered already is
+/// dropped, until the first record is the one wanted. A gap that remains from the first kept
+/// offset is a real one (compaction, transaction markers) and is passed over; a fetch that
+/// brings nothing waits before asking again.
 async fn fetch_partition(mut f: Fetcher) {
     let mut failures = 0u32;
-    // How far before the wanted offset the next fetch starts (see below).
     let mut back = 0u64;
     loop {
-        let offset = i64::try_from(f.next.saturating_sub(back)).unwrap_or(i64::MAX);
+        if f.next < f.earliest {
+            tracing::error!(source = %f.source, from = f.next, to = f.earliest, "records were deleted (retention) before this consumer read them; going on from the first one kept");
+            f.next = f.earliest;
+        }
+        let from = f.next.saturating_sub(back).max(f.earliest);
+        let offset = i64::try_from(from).unwrap_or(i64::MAX);
         match f
             .client
             .fetch_records(offset, 1..4_000_000, FETCH_WAIT_MS)
@@ -282,30 +346,31 @@ async fn fetch_partition(mut f: Fetcher) {
                 failures = 0;
                 let high = u64::try_from(high_watermark).unwrap_or(0);
                 records.retain(|r| u64::try_from(r.offset).is_ok_and(|o| o >= f.next));
-                // A fetch from inside a record batch must return that whole batch. Some
-                // Kafka-compatible brokers (tansu 0.6) return the next batch instead,
-                // skipping the rest of this one: a gap before the first record, or nothing
-                // below the high watermark. Fetch again from further back, and drop what
-                // was already delivered, until the first record is the one wanted.
                 let first = records.first().and_then(|r| u64::try_from(r.offset).ok());
                 let skipped = first.map_or(high > f.next, |o| o > f.next);
-                if skipped && offset > 0 {
+                if skipped && from > f.earliest && back < MAX_STEP_BACK {
                     back = (back * 2).max(64);
                     continue;
                 }
                 back = 0;
-                for record in records {
-                    let next = u64::try_from(record.offset).unwrap_or(0) + 1;
-                    let body = record.record.value.unwrap_or_default();
-                    f.next = next;
-                    let delivery = Delivery {
-                        event: CloudEvent::from_bytes(&body),
-                        tag: 0,
-                        cursor: Some((f.source.clone(), next)),
-                        body,
-                    };
-                    if f.sender.send(delivery).await.is_err() {
-                        return;
+                if records.is_empty() {
+                    if skipped {
+                        tokio::time::sleep(Duration::from_millis(FETCH_WAIT_MS as u64)).await;
+                    }
+                } else {
+                    for record in records {
+                        let next = u64::try_from(record.offset).unwrap_or(0) + 1;
+                        let body = record.record.value.unwrap_or_default();
+                        f.next = next;
+                        let delivery = Delivery {
+                            event: CloudEvent::from_bytes(&body),
+                            tag: 0,
+                            cursor: Some((f.source.clone(), next)),
+                            body,
+                        };
+                        if f.sender.send(delivery).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 f.behind[f.index].store(high.saturating_sub(f.next), Ordering::Relaxed);
@@ -313,9 +378,14 @@ async fn fetch_partition(mut f: Fetcher) {
                 f.backlog.store(total, Ordering::Relaxed);
             }
             Err(e) => {
+                back = 0;
                 failures = failures.saturating_add(1);
                 tracing::warn!(source = %f.source, error = %e, "fetch failed; retrying");
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(20)))).await;
+                // The partition's start may have moved on (retention).
+                if let Ok(earliest) = earliest_offset(&f.client).await {
+                    f.earliest = earliest;
+                }
             }
         }
         if f.sender.is_closed() {

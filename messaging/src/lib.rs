@@ -83,7 +83,7 @@ pub use cloud_event::CloudEvent;
 pub use connect::broker_from_url;
 pub use consumer::{Consumer, ConsumerOptions, ConsumerStatus, MessageHandler};
 pub use error::{Error, Result};
-pub use inbox::{DeadMessage, Inbox, InboxTx, MemoryInbox, PgInbox};
+pub use inbox::{DeadMessage, DeadStatus, Inbox, InboxTx, MemoryInbox, PgInbox};
 #[cfg(feature = "kafka")]
 pub use kafka::Kafka;
 #[cfg(feature = "nats")]

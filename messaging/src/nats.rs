@@ -14,14 +14,14 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
-use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream;
 use async_nats::jetstream::{self, Context};
 use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 
-use crate::broker::{check_name, subject_token, Broker, Delivery, Publisher, Subscription};
+use crate::broker::{check_name, subject_token, waves, Broker, Delivery, Publisher, Subscription};
 use crate::cloud_event::{CloudEvent, CONTENT_TYPE};
 use crate::error::{Error, Result};
 
@@ -163,6 +163,9 @@ impl Broker for Nats {
                 ack_policy: AckPolicy::All,
                 filter_subject,
                 max_ack_pending: 20_000,
+                // Redelivery of what a live consumer has not acknowledged yet only makes
+                // copies; the position it resumes from is the inbox's.
+                ack_wait: Duration::from_secs(120),
                 ..pull::Config::default()
             })
             .await
@@ -189,25 +192,53 @@ struct NatsPublisher {
 #[async_trait]
 impl Publisher for NatsPublisher {
     async fn publish(&self, events: &[CloudEvent]) -> Result<(), (usize, Error)> {
-        let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(events.len());
-        for (i, event) in events.iter().enumerate() {
-            let subject = format!(
-                "{}.{}.{}",
-                self.prefix,
-                subject_token(&event.category),
-                subject_token(&event.subject)
-            );
-            let message = PublishMessage::build()
-                .message_id(event.id.to_string())
-                .header("Content-Type", CONTENT_TYPE)
-                .payload(event.to_bytes().into());
-            match self.context.send_publish(subject, message).await {
-                Ok(ack) => acks.push(ack),
-                Err(e) => return Err((i, Error::unreachable(KIND, e))),
+        // A wave at a time: two events of one stream are never in flight together.
+        for wave in waves(events) {
+            let mut acks: Vec<(usize, PublishAckFuture)> = Vec::with_capacity(wave.len());
+            let mut failure = None;
+            for i in wave {
+                let event = &events[i];
+                let subject = format!(
+                    "{}.{}.{}",
+                    self.prefix,
+                    subject_token(&event.category),
+                    subject_token(&event.subject)
+                );
+                let message = PublishMessage::build()
+                    .message_id(event.id.to_string())
+                    .header("Content-Type", CONTENT_TYPE)
+                    .payload(event.to_bytes().into());
+                match self.context.send_publish(subject, message).await {
+                    Ok(ack) => acks.push((i, ack)),
+                    Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                        let reason = e.to_string();
+                        failure = Some((
+                            i,
+                            Error::Refused {
+                                broker: KIND,
+                                message_id: event.id,
+                                reason,
+                            },
+                        ));
+                        break;
+                    }
+                    Err(e) => {
+                        failure = Some((i, Error::unreachable(KIND, e)));
+                        break;
+                    }
+                }
             }
-        }
-        for (i, ack) in acks.into_iter().enumerate() {
-            ack.await.map_err(|e| (i, Error::unreachable(KIND, e)))?;
+            for (i, ack) in acks {
+                if let Err(e) = ack.await {
+                    if failure.as_ref().is_none_or(|(f, _)| i < *f) {
+                        failure = Some((i, Error::unreachable(KIND, e)));
+                    }
+                    break;
+                }
+            }
+            if let Some(failure) = failure {
+                return Err(failure);
+            }
         }
         Ok(())
     }

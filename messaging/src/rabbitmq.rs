@@ -28,7 +28,7 @@ use lapin::{
 };
 use tokio::sync::Mutex;
 
-use crate::broker::{check_name, subject_token, Broker, Delivery, Publisher, Subscription};
+use crate::broker::{check_name, subject_token, waves, Broker, Delivery, Publisher, Subscription};
 use crate::cloud_event::{CloudEvent, CONTENT_TYPE};
 use crate::error::{Error, Result};
 
@@ -254,9 +254,42 @@ impl Publisher for RabbitPublisher {
         let Some((_, channel)) = guard.as_ref() else {
             return Err((0, Error::unreachable(KIND, "no channel")));
         };
-        let mut confirms = Vec::with_capacity(events.len());
         let mut failure = None;
-        for (i, event) in events.iter().enumerate() {
+        // A wave at a time: two events of one stream are never in flight together.
+        for wave in waves(events) {
+            if let Err(failed) = self.publish_wave(channel, events, &wave).await {
+                failure = Some(failed);
+                break;
+            }
+        }
+        if let Some(failure) = failure {
+            *guard = None; // a fresh channel for the next try
+            return Err(failure);
+        }
+        Ok(())
+    }
+}
+
+impl RabbitPublisher {
+    /// Publishes the events of `wave` (indices into `events`) and awaits their confirms;
+    /// on failure, the lowest index that may not be stored.
+    async fn publish_wave(
+        &self,
+        channel: &Channel,
+        events: &[CloudEvent],
+        wave: &[usize],
+    ) -> Result<(), (usize, Error)> {
+        let mut confirms = Vec::with_capacity(wave.len());
+        let mut failure = None;
+        for &i in wave {
+            let event = &events[i];
+            if event.to_bytes().len() > MAX_MESSAGE_BYTES {
+                failure = Some((
+                    i,
+                    refused(event, "larger than RabbitMQ's 128 MiB default limit"),
+                ));
+                break;
+            }
             let properties = BasicProperties::default()
                 .with_message_id(event.id.to_string().into())
                 .with_delivery_mode(2)
@@ -282,15 +315,15 @@ impl Publisher for RabbitPublisher {
                 )
                 .await
             {
-                Ok(confirm) => confirms.push(confirm),
+                Ok(confirm) => confirms.push((i, confirm)),
                 Err(e) => {
                     failure = Some((i, unreachable(e)));
                     break;
                 }
             }
         }
-        for (i, confirm) in confirms.into_iter().enumerate() {
-            let refused = match confirm.await {
+        for (i, confirm) in confirms {
+            let error = match confirm.await {
                 Ok(Confirmation::Ack(None)) => continue,
                 Ok(Confirmation::Ack(Some(returned))) => Error::unreachable(
                     KIND,
@@ -307,14 +340,23 @@ impl Publisher for RabbitPublisher {
                 }
                 Err(e) => unreachable(e),
             };
-            failure = Some((i, refused));
+            if failure.as_ref().is_none_or(|(f, _)| i < *f) {
+                failure = Some((i, error));
+            }
             break;
         }
-        if let Some(failure) = failure {
-            *guard = None; // a fresh channel for the next try
-            return Err(failure);
-        }
-        Ok(())
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// RabbitMQ's default `max_message_size`: a larger message is refused for good.
+const MAX_MESSAGE_BYTES: usize = 128 * 1024 * 1024;
+
+fn refused(event: &CloudEvent, reason: &str) -> Error {
+    Error::Refused {
+        broker: KIND,
+        message_id: event.id,
+        reason: reason.to_owned(),
     }
 }
 

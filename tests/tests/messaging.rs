@@ -324,8 +324,19 @@ async fn a_python_consumer_reads_the_published_cloudevents() {
         .unwrap()
         .events;
     assert_eq!(lines.len(), logged.len());
-    for (line, event) in lines.iter().zip(&logged) {
-        assert_eq!(line["id"], event.event_id.to_string());
+    // Each stream's events arrive in order (events of different streams may interleave
+    // otherwise than in the log).
+    let mut last_version = std::collections::HashMap::new();
+    for line in &lines {
+        let version = line["streamversion"].as_u64().unwrap();
+        let before = last_version.insert(line["subject"].to_string(), version);
+        assert_eq!(before.unwrap_or(0) + 1, version, "{line}");
+    }
+    for event in &logged {
+        let line = lines
+            .iter()
+            .find(|l| l["id"] == event.event_id.to_string())
+            .expect("every logged event was read");
         assert_eq!(line["type"], "Ticked");
         assert_eq!(line["subject"], event.stream_id.as_str());
         assert_eq!(line["category"], "tick");
@@ -343,4 +354,188 @@ async fn a_python_consumer_reads_the_published_cloudevents() {
         .delete_stream()
         .await;
     shop.drop_database().await;
+}
+
+/// Fails on `Poison` events until it is "fixed" (a new deployment, say).
+struct Fixable {
+    fixed: std::sync::atomic::AtomicBool,
+    applied: std::sync::Mutex<Vec<uuid::Uuid>>,
+}
+
+#[async_trait::async_trait]
+impl messaging::MessageHandler for Fixable {
+    fn name(&self) -> &str {
+        "fixable"
+    }
+
+    async fn handle(
+        &self,
+        _tx: &mut dyn messaging::InboxTx,
+        event: &messaging::CloudEvent,
+    ) -> Result<(), projections::ApplyError> {
+        if event.event_type == "Poison" && !self.fixed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(projections::ApplyError::poison("not handled yet"));
+        }
+        self.applied.lock().unwrap().push(event.id);
+        Ok(())
+    }
+}
+
+/// A consumer's dead letters are the operator's to retry (the live consumer applies them)
+/// or skip, as a projection's are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_retries_or_skips_a_consumers_dead_letters() {
+    let db = TestDatabase::create(4).await;
+    let inbox = PgInbox::new(db.pool.clone());
+    inbox.migrate().await.unwrap();
+    let broker = messaging::ChannelBroker::new();
+    let poison = |n: u32| messaging::CloudEvent {
+        specversion: "1.0".into(),
+        id: uuid::Uuid::new_v4(),
+        source: "urn:tests".into(),
+        event_type: "Poison".into(),
+        subject: format!("tick-{n}"),
+        time: chrono::Utc::now(),
+        datacontenttype: "application/json".into(),
+        data: serde_json::json!({ "n": n }),
+        category: "tick".into(),
+        position: format!("{n}/1"),
+        streamversion: 1,
+        schemaversion: 1,
+        correlationid: None,
+        causationid: None,
+    };
+    let (first, second) = (poison(1), poison(2));
+    messaging::Publisher::publish(&broker, &[first.clone(), second.clone()])
+        .await
+        .unwrap();
+    let handler = Arc::new(Fixable {
+        fixed: false.into(),
+        applied: Default::default(),
+    });
+    let consumer = Arc::new(Consumer::new(
+        Arc::new(broker),
+        inbox.clone(),
+        handler.clone(),
+    ));
+    let running = tokio::spawn({
+        let consumer = consumer.clone();
+        async move { consumer.run(std::future::pending()).await }
+    });
+    let letters = loop {
+        let letters = inbox.dead_letters("fixable").await.unwrap();
+        if letters.len() == 2 {
+            break letters;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(letters[0].message_id, Some(first.id));
+    assert_eq!(letters[0].status, messaging::DeadStatus::Open);
+
+    handler
+        .fixed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    use projections::Resolution;
+    assert!(inbox
+        .resolve("fixable", letters[0].id, Resolution::Retry)
+        .await
+        .unwrap());
+    assert!(inbox
+        .resolve("fixable", letters[1].id, Resolution::Skip)
+        .await
+        .unwrap());
+    assert!(
+        !inbox
+            .resolve("fixable", letters[1].id, Resolution::Retry)
+            .await
+            .unwrap(),
+        "a closed dead letter is not open to resolve"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let letters = inbox.dead_letters("fixable").await.unwrap();
+        if letters[0].status == messaging::DeadStatus::Retried {
+            assert_eq!(letters[1].status, messaging::DeadStatus::Skipped);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{letters:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(*handler.applied.lock().unwrap(), vec![first.id]);
+    running.abort();
+    db.drop_database().await;
+}
+
+/// The consumer's database sessions killed again and again (a restart, a failover): the
+/// consumer keeps going and applies every message once; a late copy of an old message does
+/// not rewind its cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_outlives_its_database_sessions_being_killed() {
+    let db = TestDatabase::create(8).await;
+    let inbox = PgInbox::new(db.pool.clone());
+    inbox.migrate().await.unwrap();
+    create_effects_table(&db.pool).await;
+    let broker = messaging::ChannelBroker::new();
+    let consumer = Arc::new(
+        Consumer::new(
+            Arc::new(broker.clone()),
+            inbox.clone(),
+            Arc::new(RecordEffects {
+                name: "killed".into(),
+            }),
+        )
+        .with_options(ConsumerOptions {
+            batch_size: 20,
+            idle_wait: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(200),
+            ..ConsumerOptions::default()
+        }),
+    );
+    let running = tokio::spawn({
+        let consumer = consumer.clone();
+        async move { consumer.run(std::future::pending()).await }
+    });
+    let admin = sqlx::PgPool::connect(&eventstore_postgres::testing::server_url())
+        .await
+        .unwrap();
+    let mut published = 0;
+    for round in 0..10 {
+        let page: Vec<messaging::CloudEvent> = (0..100)
+            .map(|i| messaging::CloudEvent {
+                specversion: "1.0".into(),
+                id: uuid::Uuid::new_v4(),
+                source: "urn:tests".into(),
+                event_type: "Ticked".into(),
+                subject: format!("tick-{i}"),
+                time: chrono::Utc::now(),
+                datacontenttype: "application/json".into(),
+                data: serde_json::json!({}),
+                category: "tick".into(),
+                position: format!("{round}/{i}"),
+                streamversion: round + 1,
+                schemaversion: 1,
+                correlationid: None,
+                causationid: None,
+            })
+            .collect();
+        messaging::Publisher::publish(&broker, &page).await.unwrap();
+        published += page.len() as i64;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&db.name)
+        .execute(&admin)
+        .await
+        .unwrap();
+    }
+    let done = wait_for_effects(&db.pool, published, Duration::from_secs(60)).await;
+    assert_eq!(done.rows, published, "every message applied: {done:?}");
+    assert_eq!(done.distinct, published, "none twice");
+    assert!(done.out_of_order.is_empty(), "{:?}", done.out_of_order);
+    assert!(!running.is_finished(), "the consumer is still running");
+    running.abort();
+    admin.close().await;
+    db.drop_database().await;
 }

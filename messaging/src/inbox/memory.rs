@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use projections::{LeaseToken, MemoryTarget};
+use projections::{LeaseToken, MemoryTarget, Resolution};
 use uuid::Uuid;
 
-use super::{DeadMessage, Inbox, InboxTx};
+use super::{DeadMessage, DeadStatus, Inbox, InboxTx};
 use crate::error::Result;
 
 #[derive(Default)]
@@ -49,6 +49,7 @@ pub struct MemoryInboxTx {
     received: HashSet<Uuid>,
     cursors: BTreeMap<String, u64>,
     dead: Vec<DeadMessage>,
+    closed: Vec<(i64, Option<String>)>,
 }
 
 #[async_trait]
@@ -67,6 +68,7 @@ impl Inbox for MemoryInbox {
             received: HashSet::new(),
             cursors: BTreeMap::new(),
             dead: Vec::new(),
+            closed: Vec::new(),
         })
     }
 
@@ -80,6 +82,32 @@ impl Inbox for MemoryInbox {
 
     async fn dead_letters(&self, consumer: &str) -> Result<Vec<DeadMessage>> {
         Ok(self.with(consumer, |c| c.dead.clone()))
+    }
+
+    async fn resolve(&self, consumer: &str, id: i64, resolution: Resolution) -> Result<bool> {
+        Ok(self.with(consumer, |c| {
+            let letter = c
+                .dead
+                .iter_mut()
+                .find(|d| d.id == id && d.status == DeadStatus::Open);
+            letter.is_some_and(|d| {
+                d.status = match resolution {
+                    Resolution::Retry => DeadStatus::Retry,
+                    Resolution::Skip => DeadStatus::Skipped,
+                };
+                true
+            })
+        }))
+    }
+
+    async fn retries_asked(&self, consumer: &str) -> Result<Vec<DeadMessage>> {
+        Ok(self.with(consumer, |c| {
+            c.dead
+                .iter()
+                .filter(|d| d.status == DeadStatus::Retry)
+                .cloned()
+                .collect()
+        }))
     }
 
     async fn prune(&self, consumer: &str, before: DateTime<Utc>) -> Result<u64> {
@@ -101,12 +129,16 @@ impl InboxTx for MemoryInboxTx {
     }
 
     async fn set_cursor(&mut self, source: &str, next: u64) -> Result<()> {
-        self.cursors.insert(source.to_owned(), next);
+        let at = self.cursors.entry(source.to_owned()).or_insert(0);
+        *at = (*at).max(next);
         Ok(())
     }
 
     async fn dead_letter(&mut self, id: Option<Uuid>, body: &[u8], error: &str) -> Result<()> {
         self.dead.push(DeadMessage {
+            id: 0,
+            status: DeadStatus::Open,
+            attempts: 1,
             message_id: id,
             body: String::from_utf8_lossy(body).into_owned(),
             error: error.to_owned(),
@@ -115,13 +147,61 @@ impl InboxTx for MemoryInboxTx {
         Ok(())
     }
 
+    async fn close_retry(&mut self, letter: i64, error: Option<&str>) -> Result<()> {
+        self.closed.push((letter, error.map(str::to_owned)));
+        Ok(())
+    }
+
     async fn commit(self) -> Result<()> {
         let now = Utc::now();
         self.inbox.with(&self.consumer, |c| {
             c.received.extend(self.received.iter().map(|id| (*id, now)));
-            c.cursors.extend(self.cursors);
-            c.dead.extend(self.dead);
+            for (source, next) in self.cursors {
+                let at = c.cursors.entry(source).or_insert(0);
+                *at = (*at).max(next);
+            }
+            for mut letter in self.dead {
+                letter.id = c.dead.len() as i64 + 1;
+                c.dead.push(letter);
+            }
+            for (id, error) in self.closed {
+                if let Some(d) = c
+                    .dead
+                    .iter_mut()
+                    .find(|d| d.id == id && d.status == DeadStatus::Retry)
+                {
+                    match error {
+                        None => d.status = DeadStatus::Retried,
+                        Some(error) => {
+                            d.status = DeadStatus::Open;
+                            d.error = error;
+                            d.attempts += 1;
+                        }
+                    }
+                }
+            }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use projections::{Lease, LeaseOptions};
+
+    #[tokio::test]
+    async fn a_cursor_never_moves_back() {
+        let inbox = MemoryInbox::new();
+        let lease = Lease::acquire(inbox.leases(), "consumer:c", LeaseOptions::default())
+            .await
+            .unwrap()
+            .unwrap();
+        for next in [10, 4] {
+            let mut tx = inbox.begin("c", lease.token()).await.unwrap();
+            tx.set_cursor("p0", next).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        assert_eq!(inbox.cursors("c").await.unwrap()["p0"], 10);
     }
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use projections::{LeaseToken, Target};
+use projections::{LeaseToken, Resolution, Target};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -21,9 +21,50 @@ use crate::error::Result;
 pub use memory::MemoryInbox;
 pub use postgres::PgInbox;
 
+/// Where a dead letter stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadStatus {
+    /// Set aside.
+    Open,
+    /// An operator asked for it to be applied again; the live consumer will.
+    Retry,
+    /// Applied at last.
+    Retried,
+    /// Closed without applying it.
+    Skipped,
+}
+
+impl DeadStatus {
+    /// Its name in storage: `open`, `retry`, `retried`, `skipped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Retry => "retry",
+            Self::Retried => "retried",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "retry" => Self::Retry,
+            "retried" => Self::Retried,
+            "skipped" => Self::Skipped,
+            _ => Self::Open,
+        }
+    }
+}
+
 /// A message a consumer could not apply (a poison message), kept for an operator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DeadMessage {
+    /// Its number, per inbox: what an operator names to retry or skip it.
+    pub id: i64,
+    /// Where it stands.
+    pub status: DeadStatus,
+    /// How many times the handler failed on it.
+    pub attempts: u32,
     /// The message id, when the body was a readable event.
     pub message_id: Option<Uuid>,
     /// The message body as received.
@@ -45,9 +86,9 @@ pub trait Inbox: Clone + Send + Sync + 'static {
     /// The lease storage.
     fn leases(&self) -> &Self::Leases;
 
-    /// Opens a transaction for `consumer`, fenced by `lease`: it fails with
-    /// [`Error::LeaseLost`](crate::Error::LeaseLost) if another instance has taken the
-    /// consumer's lease, and keeps it from being taken until it ends.
+    /// Opens a transaction for `consumer`, fenced by `lease`: on PostgreSQL its commit fails
+    /// with [`Error::LeaseLost`](crate::Error::LeaseLost), changing nothing, if another
+    /// instance has taken the consumer's lease (in memory, one process holds it).
     async fn begin(&self, consumer: &str, lease: &LeaseToken) -> Result<Self::Tx>;
 
     /// Where `consumer` resumes, per source, on brokers whose position it keeps.
@@ -58,6 +99,13 @@ pub trait Inbox: Clone + Send + Sync + 'static {
 
     /// The messages `consumer` set aside, oldest first.
     async fn dead_letters(&self, consumer: &str) -> Result<Vec<DeadMessage>>;
+
+    /// Asks for dead letter `id` of `consumer` to be retried (the live consumer runs its
+    /// handler again) or skipped (closed). `false` when there is no open one with that id.
+    async fn resolve(&self, consumer: &str, id: i64, resolution: Resolution) -> Result<bool>;
+
+    /// The dead letters of `consumer` an operator asked to retry, oldest first.
+    async fn retries_asked(&self, consumer: &str) -> Result<Vec<DeadMessage>>;
 
     /// Forgets message ids received before `before` (a copy of one of them arriving later
     /// would be applied again: keep them well beyond the longest redelivery).
@@ -71,11 +119,16 @@ pub trait InboxTx: Send {
     /// Records message `id`; `false` if it was recorded before (a copy: skip it).
     async fn first_time(&mut self, id: Uuid) -> Result<bool>;
 
-    /// Sets where the consumer resumes on `source`.
+    /// Moves where the consumer resumes on `source` forward to `next` (never back: a late
+    /// copy of an older message does not rewind it).
     async fn set_cursor(&mut self, source: &str, next: u64) -> Result<()>;
 
     /// Sets a message aside as a dead letter.
     async fn dead_letter(&mut self, id: Option<Uuid>, body: &[u8], error: &str) -> Result<()>;
+
+    /// Closes dead letter `letter` as retried (its handler ran in this transaction) or, with
+    /// `error`, opens it again with one more failed attempt.
+    async fn close_retry(&mut self, letter: i64, error: Option<&str>) -> Result<()>;
 
     /// The open PostgreSQL transaction (`None` in memory), for the handler's own writes:
     /// they commit with the message's id, so its effect happens exactly once.

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use projections::{LeaseToken, PgTarget};
+use projections::{LeaseToken, PgTarget, Resolution};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::{lease_name, DeadMessage, Inbox, InboxTx};
+use super::{lease_name, DeadMessage, DeadStatus, Inbox, InboxTx};
 use crate::error::{Error, Result};
 
 /// How long a consumer's transaction may sit idle before the server ends it (a frozen
@@ -48,11 +48,44 @@ impl PgInbox {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    async fn letters(
+        &self,
+        consumer: &str,
+        status: Option<DeadStatus>,
+    ) -> Result<Vec<DeadMessage>> {
+        let rows = sqlx::query(
+            "SELECT id, status, attempts, message_id, body, error, recorded_at \
+             FROM inbox_dead_letters WHERE consumer = $1 AND ($2::text IS NULL OR status = $2) \
+             ORDER BY id",
+        )
+        .bind(consumer)
+        .bind(status.map(DeadStatus::as_str))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let body: Vec<u8> = row.try_get("body")?;
+                let status: String = row.try_get("status")?;
+                let attempts: i32 = row.try_get("attempts")?;
+                Ok(DeadMessage {
+                    id: row.try_get("id")?,
+                    status: DeadStatus::parse(&status),
+                    attempts: u32::try_from(attempts).unwrap_or(0),
+                    message_id: row.try_get("message_id")?,
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                    error: row.try_get("error")?,
+                    recorded_at: row.try_get("recorded_at")?,
+                })
+            })
+            .collect()
+    }
 }
 
 /// A consumer's open transaction on PostgreSQL.
 pub struct PgInboxTx {
     consumer: String,
+    epoch: u64,
     tx: Transaction<'static, Postgres>,
 }
 
@@ -67,25 +100,13 @@ impl Inbox for PgInbox {
 
     async fn begin(&self, consumer: &str, lease: &LeaseToken) -> Result<PgInboxTx> {
         let mut tx = self.pool.begin().await?;
-        let timeout_ms = IDLE_TIMEOUT.as_millis().to_string();
-        // The lease row, share-locked: a taker's update waits for this transaction, and a
-        // taken lease (a higher epoch) fails it.
-        let epoch: Option<i64> = sqlx::query_scalar(
-            "SELECT l.epoch FROM (SELECT set_config('idle_in_transaction_session_timeout', $2, true)) c, \
-             projection_leases l WHERE l.name = $1 FOR SHARE OF l",
-        )
-        .bind(lease_name(consumer))
-        .bind(timeout_ms)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if epoch.and_then(|e| u64::try_from(e).ok()) != Some(lease.epoch()) {
-            return Err(Error::LeaseLost {
-                consumer: consumer.to_owned(),
-                epoch: lease.epoch(),
-            });
-        }
+        sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
+            .bind(IDLE_TIMEOUT.as_millis().to_string())
+            .execute(&mut *tx)
+            .await?;
         Ok(PgInboxTx {
             consumer: consumer.to_owned(),
+            epoch: lease.epoch(),
             tx,
         })
     }
@@ -113,24 +134,28 @@ impl Inbox for PgInbox {
     }
 
     async fn dead_letters(&self, consumer: &str) -> Result<Vec<DeadMessage>> {
-        let rows = sqlx::query(
-            "SELECT message_id, body, error, recorded_at FROM inbox_dead_letters \
-             WHERE consumer = $1 ORDER BY id",
+        self.letters(consumer, None).await
+    }
+
+    async fn resolve(&self, consumer: &str, id: i64, resolution: Resolution) -> Result<bool> {
+        let status = match resolution {
+            Resolution::Retry => DeadStatus::Retry,
+            Resolution::Skip => DeadStatus::Skipped,
+        };
+        let changed = sqlx::query(
+            "UPDATE inbox_dead_letters SET status = $3 \
+             WHERE consumer = $1 AND id = $2 AND status = 'open'",
         )
         .bind(consumer)
-        .fetch_all(&self.pool)
+        .bind(id)
+        .bind(status.as_str())
+        .execute(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let body: Vec<u8> = row.try_get("body")?;
-                Ok(DeadMessage {
-                    message_id: row.try_get("message_id")?,
-                    body: String::from_utf8_lossy(&body).into_owned(),
-                    error: row.try_get("error")?,
-                    recorded_at: row.try_get("recorded_at")?,
-                })
-            })
-            .collect()
+        Ok(changed.rows_affected() == 1)
+    }
+
+    async fn retries_asked(&self, consumer: &str) -> Result<Vec<DeadMessage>> {
+        self.letters(consumer, Some(DeadStatus::Retry)).await
     }
 
     async fn prune(&self, consumer: &str, before: DateTime<Utc>) -> Result<u64> {
@@ -162,7 +187,8 @@ impl InboxTx for PgInboxTx {
             .map_err(|_| Error::Config(format!("offset {next} of {source} is out of range")))?;
         sqlx::query(
             "INSERT INTO inbox_cursors (consumer, source, next_offset) VALUES ($1, $2, $3) \
-             ON CONFLICT (consumer, source) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+             ON CONFLICT (consumer, source) DO UPDATE \
+             SET next_offset = GREATEST(inbox_cursors.next_offset, EXCLUDED.next_offset)",
         )
         .bind(&self.consumer)
         .bind(source)
@@ -185,11 +211,42 @@ impl InboxTx for PgInboxTx {
         Ok(())
     }
 
+    async fn close_retry(&mut self, letter: i64, error: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "UPDATE inbox_dead_letters SET \
+               status = CASE WHEN $3::text IS NULL THEN 'retried' ELSE 'open' END, \
+               error = coalesce($3, error), \
+               attempts = attempts + CASE WHEN $3::text IS NULL THEN 0 ELSE 1 END \
+             WHERE consumer = $1 AND id = $2 AND status = 'retry'",
+        )
+        .bind(&self.consumer)
+        .bind(letter)
+        .bind(error)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     fn postgres(&mut self) -> Option<&mut sqlx::PgConnection> {
         Some(&mut self.tx)
     }
 
-    async fn commit(self) -> Result<()> {
+    async fn commit(mut self) -> Result<()> {
+        // The fence, last: the lease row share-locked until the commit, so that a taker's
+        // update waits for it, and a lease taken meanwhile (a higher epoch) rolls it back.
+        // Taken at the start instead, it would hold off the holder's own renewals for the
+        // whole batch.
+        let epoch: Option<i64> =
+            sqlx::query_scalar("SELECT epoch FROM projection_leases WHERE name = $1 FOR SHARE")
+                .bind(lease_name(&self.consumer))
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        if epoch.and_then(|e| u64::try_from(e).ok()) != Some(self.epoch) {
+            return Err(Error::LeaseLost {
+                consumer: self.consumer,
+                epoch: self.epoch,
+            });
+        }
         self.tx.commit().await?;
         Ok(())
     }
