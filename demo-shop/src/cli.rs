@@ -74,6 +74,16 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<DeadLetterAction>,
     },
+    /// Lists the messages a broker consumer (`shop`, or `warehouse` in the warehouse's
+    /// database) could not apply, or asks for one to be retried (by the running consumer)
+    /// or skipped.
+    DeadMessages {
+        /// The consumer.
+        consumer: String,
+        /// What to do; with none, lists them.
+        #[command(subcommand)]
+        action: Option<DeadMessageAction>,
+    },
     /// Prints the checkout at a glance and its orders that are retrying or parked; or retries
     /// or skips the input a parked order is stuck at.
     Checkout {
@@ -125,6 +135,21 @@ pub enum DeadLetterAction {
     Skip {
         /// The event's id.
         event_id: uuid::Uuid,
+    },
+}
+
+/// What to do with a consumer's dead letter.
+#[derive(Debug, Subcommand)]
+pub enum DeadMessageAction {
+    /// Runs the consumer's handler on it again (the running consumer does, within seconds).
+    Retry {
+        /// Its number, as listed.
+        id: i64,
+    },
+    /// Closes it without applying it.
+    Skip {
+        /// Its number, as listed.
+        id: i64,
     },
 }
 
@@ -265,6 +290,51 @@ pub async fn run(cli: Cli) -> Result<()> {
                     )?;
                 }
             }
+            Ok(())
+        }
+        Some(Command::DeadMessages { consumer, action }) => {
+            let shop = needs_database(url, "dead-messages").await?;
+            let crate::storage::Inboxes::Postgres(inbox) = &shop.storage().inbox else {
+                return Err("dead messages are kept in PostgreSQL".into());
+            };
+            use messaging::Inbox;
+            let resolution = match action {
+                None => {
+                    writeln!(
+                        out,
+                        "{:>5} {:<8} {:>3} {:<36} {:<25} error",
+                        "id", "status", "try", "message", "recorded at"
+                    )?;
+                    for d in inbox.dead_letters(&consumer).await? {
+                        writeln!(
+                            out,
+                            "{:>5} {:<8} {:>3} {:<36} {:<25} {}",
+                            d.id,
+                            d.status.as_str(),
+                            d.attempts,
+                            d.message_id.map(|m| m.to_string()).unwrap_or_default(),
+                            d.recorded_at.to_rfc3339(),
+                            d.error
+                        )?;
+                    }
+                    return Ok(());
+                }
+                Some(DeadMessageAction::Retry { id }) => (id, projections::Resolution::Retry),
+                Some(DeadMessageAction::Skip { id }) => (id, projections::Resolution::Skip),
+            };
+            if !inbox.resolve(&consumer, resolution.0, resolution.1).await? {
+                return Err(format!("{consumer} has no open dead letter {}", resolution.0).into());
+            }
+            writeln!(
+                out,
+                "{consumer}: dead letter {} {}",
+                resolution.0,
+                match resolution.1 {
+                    projections::Resolution::Retry =>
+                        "will be applied again by the running consumer",
+                    projections::Resolution::Skip => "skipped",
+                }
+            )?;
             Ok(())
         }
         Some(Command::Status) => {
