@@ -41,18 +41,6 @@ const BROKERS: [(&str, &str, &str); 3] = [
     ("kafka", "KAFKA_URL", "kafka://127.0.0.1:9092"),
 ];
 
-fn reachable(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    let host_port = rest.split('/').next().unwrap_or(rest);
-    use std::net::ToSocketAddrs;
-    host_port
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
-}
-
 fn namespace() -> String {
     format!("b{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
@@ -100,16 +88,21 @@ fn relay(
         })
 }
 
-/// Events per second: the publisher alone, then the relay, over the same events.
-async fn throughput(broker: &Arc<dyn Broker>, events: usize) -> (f64, f64) {
-    let db = TestDatabase::create(8).await;
+/// A fresh database with the event store's and the projections' tables, and its store.
+async fn log_database(connections: u32) -> (TestDatabase, Arc<dyn EventStore>) {
+    let db = TestDatabase::create(connections).await;
     let store = PgEventStore::new(db.pool.clone());
     store.migrate().await.expect("migrate");
     PgTarget::new(db.pool.clone())
         .migrate()
         .await
         .expect("migrate");
-    let store: Arc<dyn EventStore> = Arc::new(store);
+    (db, Arc::new(store))
+}
+
+/// Events per second: the publisher alone, then the relay, over the same events.
+async fn throughput(broker: &Arc<dyn Broker>, events: usize) -> (f64, f64) {
+    let (db, store) = log_database(8).await;
     fill(&store, events).await;
     let logged = store
         .read_all(Position::START, events + 10, &EventFilter::all())
@@ -164,15 +157,8 @@ impl MessageHandler for Latencies {
 
 /// p50 and p99 from commit to handler, at 1,000 events/s for 5 s.
 async fn latency(broker: &Arc<dyn Broker>, consumer_name: &str) -> (f64, f64) {
-    let db = TestDatabase::create(16).await;
+    let (db, store) = log_database(16).await;
     let inbox_db = TestDatabase::create(8).await;
-    let store = PgEventStore::new(db.pool.clone());
-    store.migrate().await.expect("migrate");
-    PgTarget::new(db.pool.clone())
-        .migrate()
-        .await
-        .expect("migrate");
-    let store: Arc<dyn EventStore> = Arc::new(store);
     let inbox = PgInbox::new(inbox_db.pool.clone());
     inbox.migrate().await.expect("inbox");
     let handler = Arc::new(Latencies {
@@ -271,7 +257,7 @@ async fn main() {
     let mut figures: Vec<(String, f64, &str)> = Vec::new();
     for (kind, var, default) in BROKERS {
         let url = std::env::var(var).unwrap_or_else(|_| default.to_owned());
-        if !reachable(&url) {
+        if !messaging::connect::is_reachable(&url) {
             eprintln!("{kind}: not reachable at {url}; skipped");
             continue;
         }

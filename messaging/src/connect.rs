@@ -43,3 +43,19 @@ pub fn broker_from_url(url: &str, namespace: &str) -> Result<Arc<dyn Broker>> {
         ))),
     }
 }
+
+/// Whether something accepts connections at the host and port of a broker URL (within a
+/// second): a quick check for tools and tests before they connect.
+pub fn is_reachable(url: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let host_port = rest.split('/').next().unwrap_or(rest);
+    host_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).is_ok()
+        })
+}

@@ -47,7 +47,7 @@ impl BrokerKind {
             ),
         };
         let url = std::env::var(var).unwrap_or_else(|_| default.to_owned());
-        if reachable(&url) {
+        if messaging::connect::is_reachable(&url) {
             return Some(url);
         }
         let message = format!("{self:?} is not reachable at {url}: {start}.");
@@ -57,21 +57,6 @@ impl BrokerKind {
         }
         panic!("{message}");
     }
-}
-
-/// Whether something listens at the URL's host and port.
-fn reachable(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    let host_port = rest.split('/').next().unwrap_or(rest);
-    use std::net::ToSocketAddrs;
-    host_port
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .is_some_and(|addr| {
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
-        })
 }
 
 /// A name no other test uses: the exchange, JetStream stream or Kafka topic of one test.
