@@ -427,12 +427,19 @@ impl<I: Inbox> Consumer<I> {
 
     async fn report_backlog(&self, subscription: &mut dyn Subscription) {
         match subscription.backlog().await {
-            Ok(backlog) => self.update(|s| {
-                s.backlog = backlog;
-                if backlog == Some(0) {
-                    s.lag_seconds = Some(0.0);
+            Ok(backlog) => {
+                let before = self.status().backlog;
+                self.update(|s| {
+                    s.backlog = backlog;
+                    if backlog == Some(0) {
+                        s.lag_seconds = Some(0.0);
+                    }
+                });
+                if backlog != before && (backlog == Some(0) || before == Some(0)) {
+                    let status = self.status();
+                    tracing::info!(consumer = %self.handler.name(), backlog = ?status.backlog, lag_seconds = ?status.lag_seconds, applied = status.applied, duplicates = status.duplicates, dead_lettered = status.dead_lettered, "consumer backlog");
                 }
-            }),
+            }
             Err(e) => {
                 tracing::debug!(consumer = %self.handler.name(), error = %e, "cannot read the backlog")
             }
