@@ -84,6 +84,7 @@
 
 pub mod bench;
 mod error;
+mod group;
 mod horizon;
 mod log_order;
 mod notify;

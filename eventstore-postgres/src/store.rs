@@ -15,10 +15,31 @@ use sqlx::{PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use crate::error::{from_sqlx, violated_constraint, EVENT_ID_UNIQUE, STREAM_VERSION_UNIQUE};
+use crate::group::{Grouper, Reply, Request};
 use crate::horizon;
 use crate::log_order::LogOrderGuard;
 use crate::notify::Notifier;
 use crate::row::{decode_event, signed, unsigned, EVENT_COLUMNS};
+
+/// The result of an append stored at `commit` with `positions`, its stream now at
+/// `stream_version`.
+fn appended(
+    stream_version: i64,
+    commit: i64,
+    positions: Vec<i64>,
+    recorded_at: DateTime<Utc>,
+) -> Result<AppendResult> {
+    let commit = unsigned(commit, "transaction id", Position::START)?;
+    Ok(AppendResult {
+        stream_version: unsigned(stream_version, "stream version", Position::START)?,
+        positions: positions
+            .into_iter()
+            .map(|p| unsigned(p, "position", Position::START).map(|p| Position::new(commit, p)))
+            .collect::<Result<Vec<_>>>()?,
+        recorded_at,
+        already_stored: false,
+    })
+}
 
 /// How often a caught-up reader looks again when no notification arrives.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -39,6 +60,7 @@ pub struct PgEventStore {
     notifier: Arc<Notifier>,
     poll_interval: Duration,
     log_order: LogOrderGuard,
+    grouper: Arc<Grouper>,
 }
 
 impl PgEventStore {
@@ -49,6 +71,7 @@ impl PgEventStore {
             pool,
             poll_interval: DEFAULT_POLL_INTERVAL,
             log_order: LogOrderGuard::default(),
+            grouper: Arc::default(),
         }
     }
 
@@ -111,22 +134,17 @@ impl PgEventStore {
     ) -> Result<AppendResult> {
         check_batch(&events)?;
         self.check_log_order().await?;
-        self.append_with(&mut *transaction, stream, expected, &events, metadata, true)
-            .await
+        let request = Self::encode(stream, expected, events, metadata)?;
+        self.append_with(&mut *transaction, &request, true).await
     }
 
-    async fn append_with<'c, X>(
-        &self,
-        executor: X,
+    /// Checks and encodes one append.
+    fn encode(
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: &[NewEvent],
+        events: Vec<NewEvent>,
         metadata: &Metadata,
-        in_transaction: bool,
-    ) -> Result<AppendResult>
-    where
-        X: sqlx::Executor<'c, Database = Postgres>,
-    {
+    ) -> Result<Request> {
         let (kind, version) = match expected {
             ExpectedVersion::Any => (0i16, 0),
             ExpectedVersion::NoStream => (1, 0),
@@ -148,14 +166,34 @@ impl PgEventStore {
                 })
             })
             .collect::<Result<Vec<i32>>>()?;
+        Ok(Request {
+            stream: stream.clone(),
+            expected,
+            kind,
+            version,
+            events,
+            schema_versions,
+            metadata,
+        })
+    }
 
+    async fn append_with<'c, X>(
+        &self,
+        executor: X,
+        request: &Request,
+        in_transaction: bool,
+    ) -> Result<AppendResult>
+    where
+        X: sqlx::Executor<'c, Database = Postgres>,
+    {
+        let (stream, expected, events) = (&request.stream, request.expected, &request.events);
         let row = sqlx::query(
             "SELECT outcome, stream_version, transaction_id, positions, recorded_at \
              FROM es_append($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(stream.as_str())
-        .bind(kind)
-        .bind(version)
+        .bind(request.kind)
+        .bind(request.version)
         .bind(events.iter().map(|e| e.event_id).collect::<Vec<Uuid>>())
         .bind(
             events
@@ -163,9 +201,9 @@ impl PgEventStore {
                 .map(|e| e.data.event_type.as_str())
                 .collect::<Vec<&str>>(),
         )
-        .bind(schema_versions)
+        .bind(&request.schema_versions)
         .bind(events.iter().map(|e| &e.data.payload).collect::<Vec<_>>())
-        .bind(metadata)
+        .bind(&request.metadata)
         .bind(in_transaction)
         .fetch_one(executor)
         .await;
@@ -180,32 +218,30 @@ impl PgEventStore {
         };
         let outcome: &str = row.try_get("outcome").map_err(from_sqlx)?;
         let current: i64 = row.try_get("stream_version").map_err(from_sqlx)?;
-        let current = unsigned(current, "stream version", Position::START)?;
         match outcome {
-            "appended" => {
-                let commit: i64 = row.try_get("transaction_id").map_err(from_sqlx)?;
-                let positions: Vec<i64> = row.try_get("positions").map_err(from_sqlx)?;
-                Ok(AppendResult {
-                    stream_version: current,
-                    positions: positions
-                        .into_iter()
-                        .map(|p| Position::new(commit as u64, p as u64))
-                        .collect(),
-                    recorded_at: row.try_get("recorded_at").map_err(from_sqlx)?,
-                    already_stored: false,
-                })
-            }
-            "conflict" => match self.earlier_append(stream, events).await? {
-                Some(earlier) => Ok(earlier),
-                None => Err(Error::Conflict {
-                    stream: stream.clone(),
-                    expected,
-                    actual: current,
-                }),
-            },
+            "appended" => appended(
+                current,
+                row.try_get("transaction_id").map_err(from_sqlx)?,
+                row.try_get("positions").map_err(from_sqlx)?,
+                row.try_get("recorded_at").map_err(from_sqlx)?,
+            ),
+            "conflict" => self.conflict(request, current).await,
             other => Err(Error::Backend(
                 format!("es_append answered {other:?}").into(),
             )),
+        }
+    }
+
+    /// An append refused by its expected version: a retry of a batch stored before is
+    /// reported as stored; otherwise the conflict, with the stream's version.
+    async fn conflict(&self, request: &Request, current: i64) -> Result<AppendResult> {
+        match self.earlier_append(&request.stream, &request.events).await? {
+            Some(earlier) => Ok(earlier),
+            None => Err(Error::Conflict {
+                stream: request.stream.clone(),
+                expected: request.expected,
+                actual: unsigned(current, "stream version", Position::START)?,
+            }),
         }
     }
 
@@ -300,9 +336,21 @@ impl EventStore for PgEventStore {
     ) -> Result<AppendResult> {
         check_batch(&events)?;
         self.check_log_order().await?;
-        let appended = self
-            .append_with(&self.pool, stream, expected, &events, metadata, false)
-            .await?;
+        let request = Self::encode(stream, expected, events, metadata)?;
+        let appended = match self.grouper.submit(&self.pool, request).await {
+            (Reply::Alone(request), _turn) => self.append_with(&self.pool, &request, false).await?,
+            (Reply::Appended { stream_version, commit, positions, recorded_at }, _) => {
+                appended(stream_version, commit, positions, recorded_at)?
+            }
+            (
+                Reply::Conflict {
+                    stream_version,
+                    request,
+                },
+                _,
+            ) => self.conflict(&request, stream_version).await?,
+            (Reply::Failed(error), _) => return Err(error),
+        };
         if !appended.already_stored {
             self.notifier.announce();
         }
