@@ -1,21 +1,75 @@
 -- Several appends that arrived together, in one transaction and one round trip: a group
--- commit, so that concurrent writers share one WAL flush.
+-- commit, so that concurrent writers share one transaction and one WAL flush.
 --
--- Append i writes p_counts[i] events, taken in order from the flattened event arrays, to
--- p_streams[i], checked against its own expected version (p_kinds[i], p_versions[i]; the
--- kinds of es_append) with its own metadata. Each append runs in a block of its own (a
--- subtransaction): a conflict, a clash of event ids or any other error of one append undoes
--- only that append and is reported on its row; the others commit. The stream locks of all
--- appends are taken first, in stream-id order, so that two groups never wait for each other
--- in a cycle (es_append takes one lock only).
+-- Append n writes p_counts[n] events, taken in order from the flattened event arrays, to
+-- p_streams[n], checked against its own expected version (p_kinds[n], p_versions[n]; the
+-- kinds of es_append) with its own metadata. The stream locks of all appends are taken
+-- first, in stream-id order, so that two groups never wait for each other in a cycle
+-- (es_append takes one lock only).
 --
--- One row per append: i, and
+-- The group runs first as a whole; if any of its appends raises (an event id stored before,
+-- a bad row), it runs again with each append in a block of its own, so that the error of
+-- one undoes only that one and the others commit. One row per append: n, and
 --   'appended'   stream_version, transaction_id, positions, recorded_at describe its events;
 --   'conflict'   stream_version is the stream's actual version; nothing stored;
 --   'duplicate'  an event id is stored already (the client looks the ids up, as for
 --                es_append);
 --   'error'      anything else; detail holds SQLSTATE and message (the client runs that
 --                append again on its own, so that it fails exactly as it would alone).
+
+CREATE TYPE es_append_outcome AS (
+    i               integer,
+    outcome         text,
+    stream_version  bigint,
+    transaction_id  bigint,
+    positions       bigint[],
+    recorded_at     timestamptz,
+    detail          text
+);
+
+-- One append of a group, its stream lock held: checks the expected version and inserts.
+CREATE FUNCTION es_append_locked(
+    p_n                integer,
+    p_stream           text,
+    p_kind             smallint,
+    p_version          bigint,
+    p_event_ids        uuid[],
+    p_event_types      text[],
+    p_schema_versions  integer[],
+    p_payloads         jsonb[],
+    p_metadata         jsonb
+) RETURNS es_append_outcome LANGUAGE plpgsql AS $$
+DECLARE
+    v_current   bigint;
+    v_ok        boolean;
+    v_positions bigint[];
+BEGIN
+    SELECT coalesce(max(e.stream_version), 0) INTO v_current
+    FROM es_events e WHERE e.stream_id = p_stream;
+    v_ok := CASE p_kind
+                WHEN 0 THEN true
+                WHEN 1 THEN v_current = 0
+                WHEN 2 THEN v_current > 0
+                ELSE v_current = p_version
+            END;
+    IF NOT v_ok THEN
+        RETURN ROW(p_n, 'conflict', v_current, NULL, NULL, NULL, NULL)::es_append_outcome;
+    END IF;
+    WITH inserted AS (
+        INSERT INTO es_events (event_id, stream_id, stream_version, event_type, schema_version,
+                               payload, metadata)
+        SELECT e.id, p_stream, v_current + e.k, e.t, e.v, e.p, p_metadata
+        FROM unnest(p_event_ids, p_event_types, p_schema_versions, p_payloads)
+             WITH ORDINALITY AS e(id, t, v, p, k)
+        ORDER BY e.k
+        RETURNING es_events.position, es_events.stream_version
+    )
+    SELECT array_agg(x.position ORDER BY x.stream_version) INTO v_positions FROM inserted x;
+    RETURN ROW(p_n, 'appended', v_current + cardinality(p_event_ids),
+               pg_current_xact_id()::text::bigint, v_positions, now(), NULL)::es_append_outcome;
+END;
+$$;
+
 CREATE FUNCTION es_append_group(
     p_streams          text[],
     p_kinds            smallint[],
@@ -26,68 +80,53 @@ CREATE FUNCTION es_append_group(
     p_event_types      text[],
     p_schema_versions  integer[],
     p_payloads         jsonb[]
-) RETURNS TABLE (
-    i                integer,
-    outcome          text,
-    stream_version   bigint,
-    transaction_id   bigint,
-    positions        bigint[],
-    recorded_at      timestamptz,
-    detail           text
-) LANGUAGE plpgsql AS $$
+) RETURNS SETOF es_append_outcome LANGUAGE plpgsql AS $$
 DECLARE
-    v_stream  text;
-    v_first   integer := 1;
-    v_count   integer;
-    v_current bigint;
-    v_ok      boolean;
+    v_stream   text;
+    v_starts   integer[];
+    v_outcomes es_append_outcome[] := '{}';
+    v_one      es_append_outcome;
 BEGIN
     FOR v_stream IN SELECT DISTINCT s FROM unnest(p_streams) AS s ORDER BY s LOOP
         PERFORM pg_advisory_xact_lock(hashtextextended('es_stream:' || v_stream, 0));
     END LOOP;
+    -- Where each append's events start in the flattened arrays.
+    SELECT array_agg(start ORDER BY k) INTO v_starts
+      FROM (SELECT k, 1 + (sum(c) OVER (ORDER BY k) - c)::integer AS start
+              FROM unnest(p_counts) WITH ORDINALITY AS x(c, k)) starts;
 
-    FOR n IN 1 .. cardinality(p_streams) LOOP
-        v_count := p_counts[n];
-        BEGIN
-            SELECT coalesce(max(e.stream_version), 0) INTO v_current
-            FROM es_events e WHERE e.stream_id = p_streams[n];
-            v_ok := CASE p_kinds[n]
-                        WHEN 0 THEN true
-                        WHEN 1 THEN v_current = 0
-                        WHEN 2 THEN v_current > 0
-                        ELSE v_current = p_versions[n]
-                    END;
-            IF NOT v_ok THEN
-                RETURN QUERY SELECT n, 'conflict'::text, v_current, NULL::bigint,
-                                    NULL::bigint[], NULL::timestamptz, NULL::text;
-            ELSE
-                RETURN QUERY
-                WITH inserted AS (
-                    INSERT INTO es_events (event_id, stream_id, stream_version, event_type,
-                                           schema_version, payload, metadata)
-                    SELECT e.id, p_streams[n], v_current + e.k, e.t, e.v, e.p, p_metadata[n]
-                    FROM unnest(p_event_ids[v_first : v_first + v_count - 1],
-                                p_event_types[v_first : v_first + v_count - 1],
-                                p_schema_versions[v_first : v_first + v_count - 1],
-                                p_payloads[v_first : v_first + v_count - 1])
-                         WITH ORDINALITY AS e(id, t, v, p, k)
-                    ORDER BY e.k
-                    RETURNING es_events.position, es_events.stream_version
-                )
-                SELECT n, 'appended'::text, v_current + v_count,
-                       pg_current_xact_id()::text::bigint,
-                       (SELECT array_agg(x.position ORDER BY x.stream_version) FROM inserted x),
-                       now(), NULL::text;
-            END IF;
-        EXCEPTION
-            WHEN unique_violation THEN
-                RETURN QUERY SELECT n, 'duplicate'::text, NULL::bigint, NULL::bigint,
-                                    NULL::bigint[], NULL::timestamptz, SQLERRM;
-            WHEN OTHERS THEN
-                RETURN QUERY SELECT n, 'error'::text, NULL::bigint, NULL::bigint,
-                                    NULL::bigint[], NULL::timestamptz, SQLSTATE || ': ' || SQLERRM;
-        END;
-        v_first := v_first + v_count;
-    END LOOP;
+    BEGIN
+        FOR n IN 1 .. cardinality(p_streams) LOOP
+            v_outcomes := v_outcomes || es_append_locked(
+                n, p_streams[n], p_kinds[n], p_versions[n],
+                p_event_ids[v_starts[n] : v_starts[n] + p_counts[n] - 1],
+                p_event_types[v_starts[n] : v_starts[n] + p_counts[n] - 1],
+                p_schema_versions[v_starts[n] : v_starts[n] + p_counts[n] - 1],
+                p_payloads[v_starts[n] : v_starts[n] + p_counts[n] - 1],
+                p_metadata[n]);
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        -- Everything of the first run is undone: once more, each append on its own.
+        v_outcomes := '{}';
+        FOR n IN 1 .. cardinality(p_streams) LOOP
+            BEGIN
+                v_one := es_append_locked(
+                    n, p_streams[n], p_kinds[n], p_versions[n],
+                    p_event_ids[v_starts[n] : v_starts[n] + p_counts[n] - 1],
+                    p_event_types[v_starts[n] : v_starts[n] + p_counts[n] - 1],
+                    p_schema_versions[v_starts[n] : v_starts[n] + p_counts[n] - 1],
+                    p_payloads[v_starts[n] : v_starts[n] + p_counts[n] - 1],
+                    p_metadata[n]);
+            EXCEPTION
+                WHEN unique_violation THEN
+                    v_one := ROW(n, 'duplicate', NULL, NULL, NULL, NULL, SQLERRM)::es_append_outcome;
+                WHEN OTHERS THEN
+                    v_one := ROW(n, 'error', NULL, NULL, NULL, NULL,
+                                 SQLSTATE || ': ' || SQLERRM)::es_append_outcome;
+            END;
+            v_outcomes := v_outcomes || v_one;
+        END LOOP;
+    END;
+    RETURN QUERY SELECT * FROM unnest(v_outcomes);
 END;
 $$;

@@ -235,7 +235,10 @@ impl PgEventStore {
     /// An append refused by its expected version: a retry of a batch stored before is
     /// reported as stored; otherwise the conflict, with the stream's version.
     async fn conflict(&self, request: &Request, current: i64) -> Result<AppendResult> {
-        match self.earlier_append(&request.stream, &request.events).await? {
+        match self
+            .earlier_append(&request.stream, &request.events)
+            .await?
+        {
             Some(earlier) => Ok(earlier),
             None => Err(Error::Conflict {
                 stream: request.stream.clone(),
@@ -339,9 +342,15 @@ impl EventStore for PgEventStore {
         let request = Self::encode(stream, expected, events, metadata)?;
         let appended = match self.grouper.submit(&self.pool, request).await {
             (Reply::Alone(request), _turn) => self.append_with(&self.pool, &request, false).await?,
-            (Reply::Appended { stream_version, commit, positions, recorded_at }, _) => {
-                appended(stream_version, commit, positions, recorded_at)?
-            }
+            (
+                Reply::Appended {
+                    stream_version,
+                    commit,
+                    positions,
+                    recorded_at,
+                },
+                _,
+            ) => appended(stream_version, commit, positions, recorded_at)?,
             (
                 Reply::Conflict {
                     stream_version,
