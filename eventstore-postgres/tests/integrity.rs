@@ -207,3 +207,104 @@ async fn a_log_from_a_cluster_ahead_is_refused() {
     );
     db.drop_database().await;
 }
+
+/// Appends that arrive together are written as one group (one transaction); each keeps its
+/// own outcome: a conflict, a clash of ids or a retried batch among them changes nothing
+/// for the others, and nothing is stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_written_together_keep_their_own_outcomes() {
+    let (store, db) = store().await;
+    let stored = events(2);
+    store
+        .append(
+            &stream("taken"),
+            ExpectedVersion::NoStream,
+            stored.clone(),
+            &Metadata::default(),
+        )
+        .await
+        .unwrap();
+    for round in 0..20 {
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let store = store.clone();
+                let stored = stored.clone();
+                tokio::spawn(async move {
+                    let s = stream(&format!("group-{round}-{i}"));
+                    let outcome = match i % 4 {
+                        // Fine.
+                        0 => {
+                            store
+                                .append(
+                                    &s,
+                                    ExpectedVersion::NoStream,
+                                    events(2),
+                                    &Metadata::default(),
+                                )
+                                .await
+                        }
+                        // A conflict.
+                        1 => {
+                            store
+                                .append(
+                                    &s,
+                                    ExpectedVersion::Exact(7),
+                                    events(1),
+                                    &Metadata::default(),
+                                )
+                                .await
+                        }
+                        // Ids stored in another stream: a clash.
+                        2 => {
+                            store
+                                .append(
+                                    &s,
+                                    ExpectedVersion::Any,
+                                    stored.clone(),
+                                    &Metadata::default(),
+                                )
+                                .await
+                        }
+                        // The stored batch again, on its own stream: a retry.
+                        _ => {
+                            store
+                                .append(
+                                    &stream("taken"),
+                                    ExpectedVersion::NoStream,
+                                    stored.clone(),
+                                    &Metadata::default(),
+                                )
+                                .await
+                        }
+                    };
+                    (i, outcome)
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (i, outcome) = task.await.unwrap();
+            match i % 4 {
+                0 => assert_eq!(outcome.unwrap().stream_version, 2),
+                1 => assert!(
+                    matches!(outcome, Err(Error::Conflict { actual: 0, .. })),
+                    "{outcome:?}"
+                ),
+                2 => assert!(
+                    matches!(outcome, Err(Error::DuplicateEventId { .. })),
+                    "{outcome:?}"
+                ),
+                _ => assert!(outcome.unwrap().already_stored),
+            }
+        }
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM es_events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        count,
+        2 + 20 * 8 * 2,
+        "the fine appends and the first batch, once each"
+    );
+    db.drop_database().await;
+}
