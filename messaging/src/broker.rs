@@ -104,6 +104,13 @@ pub fn waves(events: &[CloudEvent]) -> Vec<Vec<usize>> {
     waves
 }
 
+/// The first event of the page (in page order) whose body is larger than `limit` bytes: a
+/// message the broker would refuse for good. A publisher sends the events before it and
+/// reports it, so that the relay stops at the first refusal, not at one a wave met first.
+pub fn first_too_large(events: &[CloudEvent], limit: usize) -> Option<usize> {
+    events.iter().position(|e| e.to_bytes().len() > limit)
+}
+
 /// Whether `event` is of one of `categories` (all when empty).
 pub(crate) fn wanted(categories: &[String], event: &CloudEvent) -> bool {
     categories.is_empty() || categories.contains(&event.category)

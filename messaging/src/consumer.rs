@@ -398,7 +398,12 @@ impl<I: Inbox> Consumer<I> {
                             self.update(|s| s.applied += 1);
                             continue;
                         }
-                        Err(error) => error.to_string(),
+                        Err(error @ ApplyError::Poison(_)) => error.to_string(),
+                        Err(error) => {
+                            // A passing failure: it stays asked for, and is tried again.
+                            tracing::warn!(consumer = %name, dead_letter = letter.id, %error, "retrying a dead letter failed for now");
+                            continue;
+                        }
                     }
                 }
                 Err(error) => error.to_string(),

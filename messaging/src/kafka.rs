@@ -247,9 +247,10 @@ impl Publisher for KafkaPublisher {
 /// The most a produce request carries, well under the brokers' usual 1 MiB message limit.
 const MAX_REQUEST_BYTES: usize = 512 * 1024;
 
-/// Produces one partition's records in requests of at most [`MAX_REQUEST_BYTES`], one after
-/// another; on failure, the index (into the page) of the first record of the request that
-/// failed. A record the broker finds too large on its own is refused for good.
+/// Produces one partition's records in requests of at most [`MAX_REQUEST_BYTES`] (halved while
+/// the broker finds one too large), one after another; on failure, the index (into the page)
+/// of the first record of the request that failed. A record the broker finds too large on its
+/// own is refused for good.
 async fn produce_in_order(
     client: &PartitionClient,
     indices: Vec<usize>,
@@ -257,11 +258,13 @@ async fn produce_in_order(
     records: Vec<Record>,
 ) -> Result<(), (usize, Error)> {
     let mut start = 0;
+    // Halved when the broker finds a request too large, back to the full size after.
+    let mut limit = MAX_REQUEST_BYTES;
     while start < records.len() {
         let mut end = start;
         let mut size = 0;
         while end < records.len()
-            && (end == start || size + records[end].approximate_size() <= MAX_REQUEST_BYTES)
+            && (end == start || size + records[end].approximate_size() <= limit)
         {
             size += records[end].approximate_size();
             end += 1;
@@ -276,7 +279,11 @@ async fn produce_in_order(
                     ..
                 }
             );
-            let error = if too_large && end == start + 1 {
+            if too_large && end > start + 1 {
+                limit = (size / 2).max(1);
+                continue;
+            }
+            let error = if too_large {
                 Error::Refused {
                     broker: KIND,
                     message_id: ids[start],
@@ -288,6 +295,7 @@ async fn produce_in_order(
             return Err((indices[start], error));
         }
         start = end;
+        limit = MAX_REQUEST_BYTES;
     }
     Ok(())
 }
@@ -316,6 +324,9 @@ async fn earliest_offset(client: &PartitionClient) -> Result<u64> {
 /// How far back a fetch may start before the wanted offset (see [`fetch_partition`]).
 const MAX_STEP_BACK: u64 = 1 << 20;
 
+/// How many fetches may look for the rest of a skipped batch before the gap is taken as real.
+const MAX_SEARCHES: u32 = 24;
+
 /// Fetches one partition from its start offset into the subscription's channel, in order,
 /// until the subscription is dropped.
 ///
@@ -330,6 +341,8 @@ const MAX_STEP_BACK: u64 = 1 << 20;
 async fn fetch_partition(mut f: Fetcher) {
     let mut failures = 0u32;
     let mut back = 0u64;
+    // The offset a skipped batch is being searched for, and how many fetches it took.
+    let mut searching: Option<(u64, u32)> = None;
     loop {
         if f.next < f.earliest {
             tracing::error!(source = %f.source, from = f.next, to = f.earliest, "records were deleted (retention) before this consumer read them; going on from the first one kept");
@@ -345,12 +358,35 @@ async fn fetch_partition(mut f: Fetcher) {
             Ok((mut records, high_watermark)) => {
                 failures = 0;
                 let high = u64::try_from(high_watermark).unwrap_or(0);
+                let returned_last = records.last().and_then(|r| u64::try_from(r.offset).ok());
                 records.retain(|r| u64::try_from(r.offset).is_ok_and(|o| o >= f.next));
                 let first = records.first().and_then(|r| u64::try_from(r.offset).ok());
                 let skipped = first.map_or(high > f.next, |o| o > f.next);
-                if skipped && from > f.earliest && back < MAX_STEP_BACK {
-                    back = (back * 2).max(64);
-                    continue;
+                if skipped && searching.is_none_or(|(at, _)| at != f.next) {
+                    searching = Some((f.next, 0));
+                }
+                if let Some((at, tries)) = searching.as_mut().filter(|_| skipped) {
+                    if *at == f.next && *tries < MAX_SEARCHES {
+                        *tries += 1;
+                        back = match returned_last {
+                            // Only records before the one wanted came (a size limit): go on
+                            // right after them.
+                            Some(last) if last + 1 < f.next => f.next - (last + 1),
+                            _ if from > f.earliest && back < MAX_STEP_BACK => (back * 2).max(64),
+                            _ => {
+                                *tries = MAX_SEARCHES;
+                                0
+                            }
+                        };
+                        if *tries < MAX_SEARCHES {
+                            continue;
+                        }
+                    }
+                    // A real gap (compaction, transaction markers) or nothing more to find:
+                    // go on from what is there, without searching again for this offset.
+                }
+                if !skipped {
+                    searching = None;
                 }
                 back = 0;
                 if records.is_empty() {

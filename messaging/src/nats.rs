@@ -21,7 +21,9 @@ use async_nats::jetstream::{self, Context};
 use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 
-use crate::broker::{check_name, subject_token, waves, Broker, Delivery, Publisher, Subscription};
+use crate::broker::{
+    check_name, first_too_large, subject_token, waves, Broker, Delivery, Publisher, Subscription,
+};
 use crate::cloud_event::{CloudEvent, CONTENT_TYPE};
 use crate::error::{Error, Result};
 
@@ -60,11 +62,14 @@ impl Nats {
         self
     }
 
-    async fn context(&self) -> Result<Context> {
-        let client = async_nats::connect(&self.url)
+    async fn client(&self) -> Result<async_nats::Client> {
+        async_nats::connect(&self.url)
             .await
-            .map_err(|e| Error::unreachable(KIND, e))?;
-        Ok(jetstream::new(client))
+            .map_err(|e| Error::unreachable(KIND, e))
+    }
+
+    async fn context(&self) -> Result<Context> {
+        Ok(jetstream::new(self.client().await?))
     }
 
     /// The stream, created if missing; an existing one must take `<prefix>.>`.
@@ -125,9 +130,11 @@ impl Broker for Nats {
     }
 
     async fn publisher(&self) -> Result<Arc<dyn Publisher>> {
-        let context = self.context().await?;
+        let client = self.client().await?;
+        let context = jetstream::new(client.clone());
         self.stream(&context).await?;
         Ok(Arc::new(NatsPublisher {
+            client,
             context,
             prefix: self.prefix.clone(),
         }))
@@ -185,6 +192,7 @@ impl Broker for Nats {
 }
 
 struct NatsPublisher {
+    client: async_nats::Client,
     context: Context,
     prefix: String,
 }
@@ -192,6 +200,18 @@ struct NatsPublisher {
 #[async_trait]
 impl Publisher for NatsPublisher {
     async fn publish(&self, events: &[CloudEvent]) -> Result<(), (usize, Error)> {
+        let limit = self.client.server_info().max_payload;
+        if let Some(refused_at) = first_too_large(events, limit.saturating_sub(1024)) {
+            self.publish(&events[..refused_at]).await?;
+            return Err((
+                refused_at,
+                Error::Refused {
+                    broker: KIND,
+                    message_id: events[refused_at].id,
+                    reason: format!("larger than the server's max_payload of {limit} bytes"),
+                },
+            ));
+        }
         // A wave at a time: two events of one stream are never in flight together.
         for wave in waves(events) {
             let mut acks: Vec<(usize, PublishAckFuture)> = Vec::with_capacity(wave.len());

@@ -28,7 +28,9 @@ use lapin::{
 };
 use tokio::sync::Mutex;
 
-use crate::broker::{check_name, subject_token, waves, Broker, Delivery, Publisher, Subscription};
+use crate::broker::{
+    check_name, first_too_large, subject_token, waves, Broker, Delivery, Publisher, Subscription,
+};
 use crate::cloud_event::{CloudEvent, CONTENT_TYPE};
 use crate::error::{Error, Result};
 
@@ -250,6 +252,16 @@ impl RabbitPublisher {
 #[async_trait]
 impl Publisher for RabbitPublisher {
     async fn publish(&self, events: &[CloudEvent]) -> Result<(), (usize, Error)> {
+        if let Some(refused_at) = first_too_large(events, MAX_MESSAGE_BYTES) {
+            self.publish(&events[..refused_at]).await?;
+            return Err((
+                refused_at,
+                refused(
+                    &events[refused_at],
+                    "larger than RabbitMQ's 128 MiB default limit",
+                ),
+            ));
+        }
         let mut guard = self.connected().await.map_err(|e| (0, e))?;
         let Some((_, channel)) = guard.as_ref() else {
             return Err((0, Error::unreachable(KIND, "no channel")));
@@ -283,13 +295,6 @@ impl RabbitPublisher {
         let mut failure = None;
         for &i in wave {
             let event = &events[i];
-            if event.to_bytes().len() > MAX_MESSAGE_BYTES {
-                failure = Some((
-                    i,
-                    refused(event, "larger than RabbitMQ's 128 MiB default limit"),
-                ));
-                break;
-            }
             let properties = BasicProperties::default()
                 .with_message_id(event.id.to_string().into())
                 .with_delivery_mode(2)

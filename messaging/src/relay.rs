@@ -136,3 +136,76 @@ impl Projection for Relay {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use cqrs_core::{ExpectedVersion, InMemoryEventStore, Metadata, NewEvent, RawEvent, StreamId};
+    use projections::MemoryTarget;
+
+    /// Refuses the events marked `big`, reporting the last one it was given first (as a
+    /// publisher sending in waves can: b1 goes out in the first wave, a2 in the second).
+    struct RefusesBig;
+
+    #[async_trait]
+    impl Publisher for RefusesBig {
+        async fn publish(&self, events: &[CloudEvent]) -> Result<(), (usize, Error)> {
+            match events.iter().rposition(|e| e.data["big"] == true) {
+                Some(i) => Err((
+                    i,
+                    Error::Refused {
+                        broker: "test",
+                        message_id: events[i].id,
+                        reason: "too large".into(),
+                    },
+                )),
+                None => Ok(()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_relay_stops_at_the_first_refused_event_of_a_page() {
+        let store = Arc::new(InMemoryEventStore::new());
+        let append = |stream: &'static str, big: bool| {
+            let store = Arc::clone(&store);
+            async move {
+                let event = NewEvent {
+                    event_id: uuid::Uuid::new_v4(),
+                    data: RawEvent {
+                        event_type: "T".into(),
+                        schema_version: 1,
+                        payload: serde_json::json!({ "big": big }),
+                    },
+                };
+                store
+                    .append(
+                        &StreamId::new(stream).unwrap(),
+                        ExpectedVersion::Any,
+                        vec![event],
+                        &Metadata::default(),
+                    )
+                    .await
+                    .unwrap()
+                    .positions[0]
+            }
+        };
+        append("a-1", false).await;
+        let first_refused = append("a-1", true).await;
+        append("b-1", true).await;
+        let relay = Relay::new("relay", "urn:test", Arc::new(RefusesBig));
+        let caught_up = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            relay
+                .runner(store, MemoryTarget::new())
+                .run_until_caught_up(),
+        )
+        .await
+        .expect("the relay stops rather than retrying for ever");
+        match caught_up {
+            Err(projections::Error::Failed { position, .. }) => assert_eq!(position, first_refused),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -628,6 +628,13 @@ impl<T: Target> ProjectionRunner<T> {
             .begin(name, generation, role, lease.cloned())
             .await?;
         if let Err((i, e)) = self.apply_all(&mut batch, &page.events[..index]).await {
+            if matches!(e, ApplyError::Poison(_)) {
+                // An earlier event fails for good now (a relay meets a refusal a wave had
+                // not reached): it is the one to stop at or set aside.
+                drop(batch);
+                return Box::pin(self.handle_failure(generation, role, lease, from, page, i, e))
+                    .await;
+            }
             return Err(Error::Transient(format!(
                 "re-applying {}: {e}",
                 page.events[i].position

@@ -106,8 +106,13 @@ impl MessageHandler for OrderIntake {
                     .await
             }
             ShopOrder::OrderCancelled { order_id } => {
-                self.carry_out(message, order_id, "cancel", ShipmentCommand::Cancel)
-                    .await
+                self.carry_out(
+                    message,
+                    order_id,
+                    "cancel",
+                    ShipmentCommand::Cancel { order_id },
+                )
+                .await
             }
         }
     }

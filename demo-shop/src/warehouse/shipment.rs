@@ -46,8 +46,12 @@ pub enum ShipmentCommand {
     Pick,
     /// Send it off.
     Dispatch,
-    /// Drop it: the order was cancelled.
-    Cancel,
+    /// Drop it: the order was cancelled. Cancelled before anything is known of it, it stays
+    /// cancelled: a late "expect" is ignored and a "pick" refused.
+    Cancel {
+        /// The order.
+        order_id: OrderId,
+    },
 }
 
 /// What happened to a shipment.
@@ -147,9 +151,9 @@ impl Aggregate for Shipment {
                 S::Dispatched => Ok(vec![]),
                 S::Unknown | S::Expected | S::Cancelled => Err(refuse("dispatch")),
             },
-            ShipmentCommand::Cancel => Ok(match self.status {
-                S::Expected => vec![ShipmentEvent::ShipmentCancelled { order_id }],
-                _ => vec![],
+            ShipmentCommand::Cancel { order_id } => Ok(match self.status {
+                S::Unknown | S::Expected => vec![ShipmentEvent::ShipmentCancelled { order_id }],
+                S::Picked | S::Dispatched | S::Cancelled => vec![],
             }),
         }
     }
@@ -163,7 +167,10 @@ impl Aggregate for Shipment {
             }
             ShipmentEvent::ShipmentPicked { .. } => self.status = ShipmentStatus::Picked,
             ShipmentEvent::ShipmentDispatched { .. } => self.status = ShipmentStatus::Dispatched,
-            ShipmentEvent::ShipmentCancelled { .. } => self.status = ShipmentStatus::Cancelled,
+            ShipmentEvent::ShipmentCancelled { order_id } => {
+                self.order_id = Some(*order_id);
+                self.status = ShipmentStatus::Cancelled;
+            }
         }
     }
 }
@@ -197,6 +204,29 @@ mod tests {
             ])
             .when(ShipmentCommand::Pick)
             .then_expect(vec![]);
+    }
+
+    #[test]
+    fn a_shipment_cancelled_before_it_was_expected_stays_cancelled() {
+        let order_id = OrderId::new();
+        AggregateTest::<Shipment>::default()
+            .when(ShipmentCommand::Cancel { order_id })
+            .then_expect(vec![ShipmentEvent::ShipmentCancelled { order_id }]);
+        let cancelled = vec![ShipmentEvent::ShipmentCancelled { order_id }];
+        AggregateTest::<Shipment>::default()
+            .given(cancelled.clone())
+            .when(ShipmentCommand::Expect {
+                order_id,
+                lines: vec![],
+            })
+            .then_expect(vec![]);
+        AggregateTest::<Shipment>::default()
+            .given(cancelled)
+            .when(ShipmentCommand::Pick)
+            .then_expect_error(ShipmentError {
+                action: "pick",
+                status: ShipmentStatus::Cancelled,
+            });
     }
 
     #[test]

@@ -86,10 +86,11 @@ impl Inbox for MemoryInbox {
 
     async fn resolve(&self, consumer: &str, id: i64, resolution: Resolution) -> Result<bool> {
         Ok(self.with(consumer, |c| {
-            let letter = c
-                .dead
-                .iter_mut()
-                .find(|d| d.id == id && d.status == DeadStatus::Open);
+            let letter = c.dead.iter_mut().find(|d| {
+                d.id == id
+                    && (d.status == DeadStatus::Open
+                        || (d.status == DeadStatus::Retry && resolution == Resolution::Skip))
+            });
             letter.is_some_and(|d| {
                 d.status = match resolution {
                     Resolution::Retry => DeadStatus::Retry,

@@ -101,7 +101,8 @@ pub trait Inbox: Clone + Send + Sync + 'static {
     async fn dead_letters(&self, consumer: &str) -> Result<Vec<DeadMessage>>;
 
     /// Asks for dead letter `id` of `consumer` to be retried (the live consumer runs its
-    /// handler again) or skipped (closed). `false` when there is no open one with that id.
+    /// handler again) or skipped (closed; also one waiting for its retry). `false` when there
+    /// is no such open one.
     async fn resolve(&self, consumer: &str, id: i64, resolution: Resolution) -> Result<bool>;
 
     /// The dead letters of `consumer` an operator asked to retry, oldest first.

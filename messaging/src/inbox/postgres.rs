@@ -144,7 +144,8 @@ impl Inbox for PgInbox {
         };
         let changed = sqlx::query(
             "UPDATE inbox_dead_letters SET status = $3 \
-             WHERE consumer = $1 AND id = $2 AND status = 'open'",
+             WHERE consumer = $1 AND id = $2 \
+               AND (status = 'open' OR ($3 = 'skipped' AND status = 'retry'))",
         )
         .bind(consumer)
         .bind(id)
