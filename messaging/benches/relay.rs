@@ -273,6 +273,7 @@ async fn main() {
             let (d, r) = throughput(&broker, events).await;
             if kind == "rabbitmq" {
                 let _ = rabbit.delete_queue(&ns).await;
+                let _ = rabbit.delete_exchange().await;
             }
             direct.push(d);
             relayed.push(r);
@@ -282,10 +283,9 @@ async fn main() {
             p50.push(a);
             p99.push(b);
             if kind == "rabbitmq" {
-                let _ = messaging::RabbitMq::new(&url)
-                    .with_exchange(&ns)
-                    .delete_queue(&ns)
-                    .await;
+                let rabbit = messaging::RabbitMq::new(&url).with_exchange(&ns);
+                let _ = rabbit.delete_queue(&ns).await;
+                let _ = rabbit.delete_exchange().await;
             }
         }
         figures.push((format!("direct_{kind}"), median(direct), "events/s"));

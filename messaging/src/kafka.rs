@@ -117,6 +117,17 @@ impl Kafka {
         Ok(clients)
     }
 
+    /// Deletes the topic (tests and tools).
+    pub async fn delete_topic(&self) -> Result<()> {
+        self.client()
+            .await?
+            .controller_client()
+            .map_err(|e| Error::unreachable(KIND, e))?
+            .delete_topic(&self.topic, 5_000)
+            .await
+            .map_err(|e| Error::unreachable(KIND, e))
+    }
+
     /// Each partition's high watermark (the offset the next record gets).
     pub async fn high_watermarks(&self) -> Result<Vec<u64>> {
         let mut marks = Vec::new();

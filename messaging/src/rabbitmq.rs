@@ -145,6 +145,16 @@ impl RabbitMq {
         depth(&channel, &self.queue_name(consumer)).await
     }
 
+    /// Deletes the exchange (tests and tools).
+    pub async fn delete_exchange(&self) -> Result<()> {
+        let (_connection, channel) = self.channel().await?;
+        channel
+            .exchange_delete(self.exchange.as_str().into(), Default::default())
+            .await
+            .map_err(unreachable)?;
+        Ok(())
+    }
+
     /// Deletes consumer `consumer`'s queue (tests and tools).
     pub async fn delete_queue(&self, consumer: &str) -> Result<()> {
         let (_connection, channel) = self.channel().await?;

@@ -205,3 +205,25 @@ pub async fn wait_for_effects(pool: &PgPool, expected: i64, timeout: Duration) -
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Removes what a test made on `kind`'s broker under `namespace`: the consumers' queues and
+/// the exchange (RabbitMQ), the stream (NATS) or the topic (Kafka).
+pub async fn remove_namespace(kind: BrokerKind, url: &str, namespace: &str, consumers: &[&str]) {
+    match kind {
+        BrokerKind::RabbitMq => {
+            let rabbit = messaging::RabbitMq::new(url).with_exchange(namespace);
+            for consumer in consumers {
+                let _ = rabbit.delete_queue(consumer).await;
+            }
+            let _ = rabbit.delete_exchange().await;
+        }
+        BrokerKind::Nats => {
+            let nats = messaging::Nats::new(url).with_stream(namespace, namespace);
+            let _ = nats.delete_stream().await;
+        }
+        BrokerKind::Kafka => {
+            let kafka = messaging::Kafka::new(url).with_topic(namespace, 3);
+            let _ = kafka.delete_topic().await;
+        }
+    }
+}

@@ -10,8 +10,8 @@ use eventstore_postgres::testing::TestDatabase;
 use messaging::{Consumer, ConsumerOptions, Inbox, PgInbox, Relay};
 use projections::{ProjectionRunner, RunnerOptions};
 use tests::messaging::{
-    append_ticks, applied, create_effects_table, unique_namespace, wait_for_effects, BrokerKind,
-    RecordEffects,
+    append_ticks, applied, create_effects_table, remove_namespace, unique_namespace,
+    wait_for_effects, BrokerKind, RecordEffects,
 };
 
 const STREAMS: usize = 50;
@@ -160,7 +160,6 @@ async fn round_trip(kind: BrokerKind) {
         BrokerKind::RabbitMq => {
             let rabbit = messaging::RabbitMq::new(&url).with_exchange(&namespace);
             assert_eq!(rabbit.queue_depth(&namespace).await.unwrap(), 0);
-            rabbit.delete_queue(&namespace).await.unwrap();
         }
         BrokerKind::Nats => {
             let nats = messaging::Nats::new(&url).with_stream(&namespace, &namespace);
@@ -171,7 +170,6 @@ async fn round_trip(kind: BrokerKind) {
                 "JetStream kept one copy of each"
             );
             assert_eq!(last, EVENTS as u64 + 1);
-            nats.delete_stream().await.unwrap();
         }
         BrokerKind::Kafka => {
             let kafka = messaging::Kafka::new(&url).with_topic(&namespace, 3);
@@ -188,6 +186,7 @@ async fn round_trip(kind: BrokerKind) {
     stop.send_replace(true);
     relay_task.await.unwrap().unwrap();
     consumer_task.await.unwrap().unwrap();
+    remove_namespace(kind, &url, &namespace, &[&namespace]).await;
     shop.drop_database().await;
     warehouse.drop_database().await;
     let _ = broker;
@@ -260,9 +259,7 @@ async fn rabbitmq_events_published_before_the_first_consumer_are_not_lost() {
     stop.send_replace(true);
     relay_task.await.unwrap().unwrap();
     consuming.abort();
-    let _ = messaging::RabbitMq::new(&url)
-        .delete_queue(&namespace)
-        .await;
+    remove_namespace(BrokerKind::RabbitMq, &url, &namespace, &[&namespace]).await;
     shop.drop_database().await;
     warehouse.drop_database().await;
 }
@@ -349,10 +346,7 @@ async fn a_python_consumer_reads_the_published_cloudevents() {
             event.metadata.correlation_id.unwrap().to_string()
         );
     }
-    let _ = messaging::Nats::new(&url)
-        .with_stream(&namespace, &namespace)
-        .delete_stream()
-        .await;
+    remove_namespace(BrokerKind::Nats, &url, &namespace, &[]).await;
     shop.drop_database().await;
 }
 

@@ -140,18 +140,7 @@ async fn killed_again_and_again(kind: BrokerKind) {
 
     relay.kill();
     consumer.kill();
-    match kind {
-        BrokerKind::RabbitMq => {
-            let _ = messaging::RabbitMq::new(&url)
-                .delete_queue(&namespace)
-                .await;
-        }
-        BrokerKind::Nats => {
-            let nats = messaging::Nats::new(&url).with_stream(&namespace, &namespace);
-            let _ = nats.delete_stream().await;
-        }
-        BrokerKind::Kafka => {}
-    }
+    tests::messaging::remove_namespace(kind, &url, &namespace, &[&namespace]).await;
     shop.drop_database().await;
     warehouse.drop_database().await;
 }

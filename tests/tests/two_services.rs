@@ -147,17 +147,7 @@ async fn orders_ship_through_the_broker(kind: BrokerKind) {
     .unwrap();
     assert_eq!(dispatched, orders as i64);
 
-    if kind == BrokerKind::RabbitMq {
-        let rabbit = messaging::RabbitMq::new(&url).with_exchange(&namespace);
-        let _ = rabbit.delete_queue("shop").await;
-        let _ = rabbit.delete_queue("warehouse").await;
-    }
-    if kind == BrokerKind::Nats {
-        let _ = messaging::Nats::new(&url)
-            .with_stream(&namespace, &namespace)
-            .delete_stream()
-            .await;
-    }
+    tests::messaging::remove_namespace(kind, &url, &namespace, &["shop", "warehouse"]).await;
     shop_db.drop_database().await;
     warehouse_db.drop_database().await;
 }
