@@ -63,8 +63,15 @@ pub(crate) fn signed(value: u64, what: &str) -> Result<i64> {
 
 /// Decodes one event row selected with [`EVENT_COLUMNS`].
 pub(crate) fn decode_event(row: &PgRow) -> Result<RecordedEvent> {
-    let Commit(commit) = row.try_get("commit").map_err(from_sqlx)?;
-    let sequence: i64 = row.try_get("position").map_err(from_sqlx)?;
+    decode_event_at(row, 0)
+}
+
+/// Decodes the event whose [`EVENT_COLUMNS`] start at column `first` of `row`. Columns are
+/// read by place, not by name: a name is a lookup per column and row.
+pub(crate) fn decode_event_at(row: &PgRow, first: usize) -> Result<RecordedEvent> {
+    let column = |n: usize| first + n;
+    let Commit(commit) = row.try_get(column(0)).map_err(from_sqlx)?;
+    let sequence: i64 = row.try_get(column(1)).map_err(from_sqlx)?;
     let raw_position = Position::new(commit.max(0) as u64, sequence.max(0) as u64);
     let position = Position::new(
         unsigned(commit, "transaction id", raw_position)?,
@@ -72,19 +79,19 @@ pub(crate) fn decode_event(row: &PgRow) -> Result<RecordedEvent> {
     );
     let corrupt = |reason: String| Error::Corrupt { position, reason };
 
-    let stream_id: String = row.try_get("stream_id").map_err(from_sqlx)?;
+    let stream_id: String = row.try_get(column(3)).map_err(from_sqlx)?;
     let stream_id = StreamId::new(stream_id).map_err(|e| corrupt(e.to_string()))?;
-    let stream_version: i64 = row.try_get("stream_version").map_err(from_sqlx)?;
-    let schema_version: i32 = row.try_get("schema_version").map_err(from_sqlx)?;
-    let metadata: Metadata = match row.try_get::<Json<Metadata>, _>("metadata") {
+    let stream_version: i64 = row.try_get(column(4)).map_err(from_sqlx)?;
+    let schema_version: i32 = row.try_get(column(6)).map_err(from_sqlx)?;
+    let metadata: Metadata = match row.try_get::<Json<Metadata>, _>(column(8)) {
         Ok(Json(metadata)) => metadata,
         Err(sqlx::Error::ColumnDecode { source, .. }) => {
             return Err(corrupt(format!("bad metadata: {source}")))
         }
         Err(e) => return Err(from_sqlx(e)),
     };
-    let event_id: Uuid = row.try_get("event_id").map_err(from_sqlx)?;
-    let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(from_sqlx)?;
+    let event_id: Uuid = row.try_get(column(2)).map_err(from_sqlx)?;
+    let recorded_at: DateTime<Utc> = row.try_get(column(9)).map_err(from_sqlx)?;
 
     Ok(RecordedEvent {
         event_id,
@@ -94,10 +101,10 @@ pub(crate) fn decode_event(row: &PgRow) -> Result<RecordedEvent> {
         recorded_at,
         metadata,
         event: RawEvent {
-            event_type: row.try_get("event_type").map_err(from_sqlx)?,
+            event_type: row.try_get(column(5)).map_err(from_sqlx)?,
             schema_version: u32::try_from(schema_version)
                 .map_err(|_| corrupt(format!("schema version is negative ({schema_version})")))?,
-            payload: row.try_get("payload").map_err(from_sqlx)?,
+            payload: row.try_get(column(7)).map_err(from_sqlx)?,
         },
     })
 }

@@ -19,7 +19,7 @@ use crate::group::{Grouper, Reply, Request};
 use crate::horizon;
 use crate::log_order::LogOrderGuard;
 use crate::notify::Notifier;
-use crate::row::{decode_event, signed, unsigned, EVENT_COLUMNS};
+use crate::row::{decode_event, decode_event_at, signed, unsigned, EVENT_COLUMNS};
 
 /// The result of an append stored at `commit` with `positions`, its stream now at
 /// `stream_version`.
@@ -443,7 +443,8 @@ impl EventStore for PgEventStore {
         for row in &rows {
             let position: Option<i64> = row.try_get("position").map_err(from_sqlx)?;
             if position.is_some() {
-                events.push(decode_event(row)?);
+                // After the horizon, the event columns in their usual order.
+                events.push(decode_event_at(row, 1)?);
             }
         }
         let scanned_to = match events.last() {
