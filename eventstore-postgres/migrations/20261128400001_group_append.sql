@@ -130,3 +130,39 @@ BEGIN
     RETURN QUERY SELECT * FROM unnest(v_outcomes);
 END;
 $$;
+
+-- es_append, the single-append path, now shares its check and insert with the groups.
+CREATE OR REPLACE FUNCTION es_append(
+    p_stream_id        text,
+    p_expected_kind    smallint,
+    p_expected_version bigint,
+    p_event_ids        uuid[],
+    p_event_types      text[],
+    p_schema_versions  integer[],
+    p_payloads         jsonb[],
+    p_metadata         jsonb,
+    p_notify           boolean
+) RETURNS TABLE (
+    outcome          text,
+    stream_version   bigint,
+    transaction_id   bigint,
+    positions        bigint[],
+    recorded_at      timestamptz
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_one es_append_outcome;
+BEGIN
+    -- Writers of one stream queue on a lock of their own, held until commit (see the first
+    -- version of this function in 20261124000001_event_store.sql).
+    PERFORM pg_advisory_xact_lock(hashtextextended('es_stream:' || p_stream_id, 0));
+    v_one := es_append_locked(1, p_stream_id, p_expected_kind, p_expected_version, p_event_ids,
+                              p_event_types, p_schema_versions, p_payloads, p_metadata);
+    -- Inside a caller's transaction only the commit can tell readers; otherwise the client
+    -- announces the append itself, after the commit, coalescing bursts (see notify.rs).
+    IF v_one.outcome = 'appended' AND p_notify THEN
+        PERFORM pg_notify('es_events', '');
+    END IF;
+    RETURN QUERY SELECT v_one.outcome, v_one.stream_version, v_one.transaction_id,
+                        v_one.positions, v_one.recorded_at;
+END;
+$$;
