@@ -1,11 +1,13 @@
 -- Several appends that arrived together, in one transaction and one round trip: a group
 -- commit, so that concurrent writers share one transaction and one WAL flush.
 --
+-- (A group of one goes this way too, so that a lone append never waits for a stream lock
+-- while the client's other appends wait for it.)
+--
 -- Append n writes p_counts[n] events, taken in order from the flattened event arrays, to
 -- p_streams[n], checked against its own expected version (p_kinds[n], p_versions[n]; the
--- kinds of es_append) with its own metadata. The stream locks of all appends are taken
--- first, in stream-id order, so that two groups never wait for each other in a cycle
--- (es_append takes one lock only).
+-- kinds of es_append) with its own metadata. The stream locks of all appends are tried
+-- first.
 --
 -- The group runs first as a whole; if any of its appends raises (an event id stored before,
 -- a bad row), it runs again with each append in a block of its own, so that the error of
@@ -14,6 +16,8 @@
 --   'conflict'   stream_version is the stream's actual version; nothing stored;
 --   'duplicate'  an event id is stored already (the client looks the ids up, as for
 --                es_append);
+--   'busy'       its stream is locked by another transaction; nothing stored (the client
+--                writes it on its own, waiting for the lock as es_append does);
 --   'error'      anything else; detail holds SQLSTATE and message (the client runs that
 --                append again on its own, so that it fails exactly as it would alone).
 
@@ -86,9 +90,15 @@ DECLARE
     v_starts   integer[];
     v_outcomes es_append_outcome[] := '{}';
     v_one      es_append_outcome;
+    v_busy     text[] := '{}';
 BEGIN
+    -- Try the locks only: a stream locked elsewhere (a caller's open transaction, another
+    -- process's append) is left out of the group, never waited for, so a group holds no lock
+    -- while it waits for another: no deadlock, and no stall of the whole group.
     FOR v_stream IN SELECT DISTINCT s FROM unnest(p_streams) AS s ORDER BY s LOOP
-        PERFORM pg_advisory_xact_lock(hashtextextended('es_stream:' || v_stream, 0));
+        IF NOT pg_try_advisory_xact_lock(hashtextextended('es_stream:' || v_stream, 0)) THEN
+            v_busy := v_busy || v_stream;
+        END IF;
     END LOOP;
     -- Where each append's events start in the flattened arrays.
     SELECT array_agg(start ORDER BY k) INTO v_starts
@@ -97,6 +107,11 @@ BEGIN
 
     BEGIN
         FOR n IN 1 .. cardinality(p_streams) LOOP
+            IF p_streams[n] = ANY (v_busy) THEN
+                v_outcomes := v_outcomes
+                    || ROW(n, 'busy', NULL, NULL, NULL, NULL, NULL)::es_append_outcome;
+                CONTINUE;
+            END IF;
             v_outcomes := v_outcomes || es_append_locked(
                 n, p_streams[n], p_kinds[n], p_versions[n],
                 p_event_ids[v_starts[n] : v_starts[n] + p_counts[n] - 1],
@@ -109,6 +124,11 @@ BEGIN
         -- Everything of the first run is undone: once more, each append on its own.
         v_outcomes := '{}';
         FOR n IN 1 .. cardinality(p_streams) LOOP
+            IF p_streams[n] = ANY (v_busy) THEN
+                v_outcomes := v_outcomes
+                    || ROW(n, 'busy', NULL, NULL, NULL, NULL, NULL)::es_append_outcome;
+                CONTINUE;
+            END IF;
             BEGIN
                 v_one := es_append_locked(
                     n, p_streams[n], p_kinds[n], p_versions[n],
@@ -159,6 +179,45 @@ BEGIN
                               p_event_types, p_schema_versions, p_payloads, p_metadata);
     -- Inside a caller's transaction only the commit can tell readers; otherwise the client
     -- announces the append itself, after the commit, coalescing bursts (see notify.rs).
+    IF v_one.outcome = 'appended' AND p_notify THEN
+        PERFORM pg_notify('es_events', '');
+    END IF;
+    RETURN QUERY SELECT v_one.outcome, v_one.stream_version, v_one.transaction_id,
+                        v_one.positions, v_one.recorded_at;
+END;
+$$;
+
+-- es_append for a lone append written while the client's other appends wait to form the
+-- next group: it only tries its stream's lock, and answers 'busy' (nothing stored) when
+-- another transaction holds it; the client then writes it with es_append, waiting for the
+-- lock without holding up the others.
+CREATE FUNCTION es_append_try(
+    p_stream_id        text,
+    p_expected_kind    smallint,
+    p_expected_version bigint,
+    p_event_ids        uuid[],
+    p_event_types      text[],
+    p_schema_versions  integer[],
+    p_payloads         jsonb[],
+    p_metadata         jsonb,
+    p_notify           boolean
+) RETURNS TABLE (
+    outcome          text,
+    stream_version   bigint,
+    transaction_id   bigint,
+    positions        bigint[],
+    recorded_at      timestamptz
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_one es_append_outcome;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('es_stream:' || p_stream_id, 0)) THEN
+        RETURN QUERY SELECT 'busy'::text, NULL::bigint, NULL::bigint, NULL::bigint[],
+                            NULL::timestamptz;
+        RETURN;
+    END IF;
+    v_one := es_append_locked(1, p_stream_id, p_expected_kind, p_expected_version, p_event_ids,
+                              p_event_types, p_schema_versions, p_payloads, p_metadata);
     IF v_one.outcome = 'appended' AND p_notify THEN
         PERFORM pg_notify('es_events', '');
     END IF;

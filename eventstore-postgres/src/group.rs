@@ -1,15 +1,21 @@
 //! Group commit: appends that arrive while another is being written go to PostgreSQL
 //! together, in one statement, one transaction and one WAL flush (`es_append_group`).
 //!
-//! Each append keeps its own expected-version check and its own outcome: the function runs
-//! each in a subtransaction, so a conflict, a clash of ids or an error of one undoes only that
-//! one. An append alone (nothing else waiting) takes the single-append path, as before, so a
-//! lone writer pays nothing for grouping.
+//! Each append keeps its own expected-version check and its own outcome: a conflict, a clash
+//! of ids or an error of one undoes only that one (the group runs again with each append in
+//! a subtransaction of its own), and a statement PostgreSQL refuses as a whole sends each
+//! append to be written on its own. A group only *tries* its streams' locks: a stream locked
+//! by another transaction is left out, and its append is written on its own, waiting for the
+//! lock as a single append does. So a group never waits while holding locks (no deadlock),
+//! and one open transaction never holds up the appends to other streams.
 //!
 //! Who writes: every append joins the queue, then either its answer arrives or it takes the
-//! writer's turn (a FIFO lock) and writes everything queued so far, itself included. The
-//! write runs in a task of its own holding the turn, so that a caller that stops waiting
-//! never strands the others of its group.
+//! writer's turn and writes everything queued so far, itself included. Alone, it writes
+//! through the single-append path (`es_append_try`), keeping the turn meanwhile, so that a
+//! lone writer pays nothing for grouping and the appends arriving meanwhile form the next
+//! group. A group is written in a task of its own holding the turn, so that a caller that
+//! stops waiting never strands the others; an append whose caller stopped waiting before it
+//! was taken is dropped, not written later.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -19,6 +25,7 @@ use sqlx::{PgPool, Row};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::from_sqlx;
+use crate::notify::Notifier;
 
 /// How many statements (groups or lone appends) are written at once. One: the others
 /// gather into the next group meanwhile. (Two were measured slower on a 2-core server: the
@@ -79,20 +86,23 @@ struct Queued {
 pub(crate) struct Grouper {
     queue: Mutex<Vec<Queued>>,
     turns: Arc<Semaphore>,
-}
-
-impl Default for Grouper {
-    fn default() -> Self {
-        Self {
-            queue: Mutex::default(),
-            turns: Arc::new(Semaphore::new(WRITERS)),
-        }
-    }
+    notifier: Arc<Notifier>,
 }
 
 impl Grouper {
-    /// Queues `request` and returns what became of it; `Reply::Alone` asks the caller to
-    /// write it on its own, now (while it holds the writer's turn, if it took it).
+    /// A grouper that tells `notifier` when a group stored events.
+    pub(crate) fn new(notifier: Arc<Notifier>) -> Self {
+        Self {
+            queue: Mutex::default(),
+            turns: Arc::new(Semaphore::new(WRITERS)),
+            notifier,
+        }
+    }
+
+    /// Queues `request` and returns what became of it. [`Reply::Alone`] asks the caller to
+    /// write it on its own: with the writer's turn (it was alone: `es_append_try`, so that
+    /// the appends arriving meanwhile form the next group, and a busy stream is handed
+    /// back), or without (`es_append`, waiting for its stream's lock).
     pub(crate) async fn submit(
         self: &Arc<Self>,
         pool: &PgPool,
@@ -118,40 +128,37 @@ impl Grouper {
             }
             let batch: Vec<Queued> = {
                 let mut queue = self.lock();
+                // Appends whose callers stopped waiting are dropped, not written later.
+                queue.retain(|q| !q.reply.is_closed());
                 let take = queue.len().min(MAX_GROUP);
                 queue.drain(..take).collect()
             };
-            match batch.len() {
-                0 => continue,
-                1 => {
-                    // Alone (it is ours: every append taken before has its answer by the
-                    // time the turn is free): the caller writes it through the
-                    // single-append path, keeping the turn meanwhile, so that appends
-                    // arriving now form the next group.
-                    for only in batch {
-                        let _ = only.reply.send(Reply::Alone(only.request));
-                    }
-                    match receiver.try_recv() {
-                        Ok(reply) => return (reply, Some(turn)),
-                        Err(_) => {
-                            drop(turn);
-                            continue;
-                        }
-                    }
+            if batch.is_empty() {
+                continue;
+            }
+            if batch.len() == 1 {
+                // Alone (it is ours: every append taken before has its answer by the time
+                // the turn is free): the caller writes it, keeping the turn meanwhile.
+                for only in batch {
+                    let _ = only.reply.send(Reply::Alone(only.request));
                 }
-                _ => {
-                    let pool = pool.clone();
-                    // In a task of its own, holding the turn: it finishes and answers
-                    // everyone even if this caller stops waiting.
-                    let _ = tokio::spawn(async move {
-                        write_group(&pool, batch).await;
-                        drop(turn);
-                    })
-                    .await;
-                    if let Ok(reply) = receiver.try_recv() {
-                        return (reply, None);
-                    }
+                match receiver.try_recv() {
+                    Ok(reply) => return (reply, Some(turn)),
+                    Err(_) => continue,
                 }
+            }
+            let (pool, notifier) = (pool.clone(), Arc::clone(&self.notifier));
+            // In a task of its own, holding the turn: it finishes and answers everyone even
+            // if this caller stops waiting.
+            let _ = tokio::spawn(async move {
+                if write_group(&pool, batch).await {
+                    notifier.announce();
+                }
+                drop(turn);
+            })
+            .await;
+            if let Ok(reply) = receiver.try_recv() {
+                return (reply, None);
             }
         }
     }
@@ -168,8 +175,9 @@ fn lost(_: oneshot::error::RecvError) -> Reply {
     ))
 }
 
-/// Writes `batch` in one `es_append_group` statement and answers each append.
-async fn write_group(pool: &PgPool, batch: Vec<Queued>) {
+/// Writes `batch` in one `es_append_group` statement and answers each append; whether any
+/// was stored.
+async fn write_group(pool: &PgPool, batch: Vec<Queued>) -> bool {
     let mut tries = 0;
     let rows = loop {
         match group_statement(&batch).fetch_all(pool).await {
@@ -180,20 +188,30 @@ async fn write_group(pool: &PgPool, batch: Vec<Queued>) {
     };
     let rows = match rows {
         Ok(rows) => rows,
-        Err(error) => {
+        Err(error) if crate::is_transient(&error) => {
+            // The connection went: the group may or may not be stored; a retry with the
+            // same ids finds out.
             let text = error.to_string();
-            let unavailable = crate::is_transient(&error);
             for queued in batch {
-                let error = if unavailable {
-                    cqrs_core::Error::Unavailable(text.clone().into())
-                } else {
-                    cqrs_core::Error::Backend(text.clone().into())
-                };
-                let _ = queued.reply.send(Reply::Failed(error));
+                let _ = queued
+                    .reply
+                    .send(Reply::Failed(cqrs_core::Error::Unavailable(
+                        text.clone().into(),
+                    )));
             }
-            return;
+            return false;
+        }
+        Err(error) => {
+            // The statement was refused as a whole (a value one append carries, a timeout):
+            // nothing is stored. Each is written on its own, and meets its own fate.
+            tracing::debug!(%error, appends = batch.len(), "a group was refused; writing its appends one by one");
+            for queued in batch {
+                let _ = queued.reply.send(Reply::Alone(queued.request));
+            }
+            return false;
         }
     };
+    let mut stored = false;
     let mut outcomes: Vec<Option<Result<Outcome, sqlx::Error>>> =
         batch.iter().map(|_| None).collect();
     for row in &rows {
@@ -212,22 +230,27 @@ async fn write_group(pool: &PgPool, batch: Vec<Queued>) {
                 commit,
                 positions,
                 recorded_at,
-            })) => Reply::Appended {
-                stream_version,
-                commit,
-                positions,
-                recorded_at,
-            },
+            })) => {
+                stored = true;
+                Reply::Appended {
+                    stream_version,
+                    commit,
+                    positions,
+                    recorded_at,
+                }
+            }
             Some(Ok(Outcome::Conflict(stream_version))) => Reply::Conflict {
                 stream_version,
                 request: queued.request,
             },
             Some(Err(e)) => Reply::Failed(from_sqlx(e)),
-            // A duplicate id, an error, or no row: on its own it meets the same.
+            // A duplicate id, an error, a busy stream, or no row: on its own it meets the
+            // same (waiting for the stream's lock, for a busy one).
             Some(Ok(Outcome::Alone)) | None => Reply::Alone(queued.request),
         };
         let _ = queued.reply.send(reply);
     }
+    stored
 }
 
 /// One row of `es_append_group`.

@@ -21,6 +21,14 @@ use crate::log_order::LogOrderGuard;
 use crate::notify::Notifier;
 use crate::row::{decode_event, decode_event_at, signed, unsigned, EVENT_COLUMNS};
 
+/// The single-append statement: waits for the stream's lock.
+const APPEND: &str = "SELECT outcome, stream_version, transaction_id, positions, recorded_at \
+     FROM es_append($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+/// The single-append statement that only tries the stream's lock ('busy' when taken).
+const TRY_APPEND: &str = "SELECT outcome, stream_version, transaction_id, positions, recorded_at \
+     FROM es_append_try($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
 /// The result of an append stored at `commit` with `positions`, its stream now at
 /// `stream_version`.
 fn appended(
@@ -66,12 +74,13 @@ pub struct PgEventStore {
 impl PgEventStore {
     /// A store over an existing pool. Call [`PgEventStore::migrate`] once before use.
     pub fn new(pool: PgPool) -> Self {
+        let notifier = Arc::new(Notifier::new(pool.clone()));
         Self {
-            notifier: Arc::new(Notifier::new(pool.clone())),
+            notifier: Arc::clone(&notifier),
             pool,
             poll_interval: DEFAULT_POLL_INTERVAL,
             log_order: LogOrderGuard::default(),
-            grouper: Arc::default(),
+            grouper: Arc::new(Grouper::new(Arc::clone(&notifier))),
         }
     }
 
@@ -186,27 +195,41 @@ impl PgEventStore {
     where
         X: sqlx::Executor<'c, Database = Postgres>,
     {
+        self.append_via(executor, request, in_transaction, APPEND)
+            .await?
+            .ok_or_else(|| Error::Backend("es_append answered \"busy\"".into()))
+    }
+
+    /// One append through `statement` ([`APPEND`] or [`TRY_APPEND`]); `None` when its
+    /// stream was busy (only [`TRY_APPEND`] says so).
+    async fn append_via<'c, X>(
+        &self,
+        executor: X,
+        request: &Request,
+        in_transaction: bool,
+        statement: &str,
+    ) -> Result<Option<AppendResult>>
+    where
+        X: sqlx::Executor<'c, Database = Postgres>,
+    {
         let (stream, expected, events) = (&request.stream, request.expected, &request.events);
-        let row = sqlx::query(
-            "SELECT outcome, stream_version, transaction_id, positions, recorded_at \
-             FROM es_append($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(stream.as_str())
-        .bind(request.kind)
-        .bind(request.version)
-        .bind(events.iter().map(|e| e.event_id).collect::<Vec<Uuid>>())
-        .bind(
-            events
-                .iter()
-                .map(|e| e.data.event_type.as_str())
-                .collect::<Vec<&str>>(),
-        )
-        .bind(&request.schema_versions)
-        .bind(events.iter().map(|e| &e.data.payload).collect::<Vec<_>>())
-        .bind(&request.metadata)
-        .bind(in_transaction)
-        .fetch_one(executor)
-        .await;
+        let row = sqlx::query(statement)
+            .bind(stream.as_str())
+            .bind(request.kind)
+            .bind(request.version)
+            .bind(events.iter().map(|e| e.event_id).collect::<Vec<Uuid>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.data.event_type.as_str())
+                    .collect::<Vec<&str>>(),
+            )
+            .bind(&request.schema_versions)
+            .bind(events.iter().map(|e| &e.data.payload).collect::<Vec<_>>())
+            .bind(&request.metadata)
+            .bind(in_transaction)
+            .fetch_one(executor)
+            .await;
 
         let row = match row {
             Ok(row) => row,
@@ -214,9 +237,13 @@ impl PgEventStore {
                 return self
                     .explain_append_error(stream, expected, events, in_transaction, error)
                     .await
+                    .map(Some)
             }
         };
         let outcome: &str = row.try_get("outcome").map_err(from_sqlx)?;
+        if outcome == "busy" {
+            return Ok(None);
+        }
         let current: i64 = row.try_get("stream_version").map_err(from_sqlx)?;
         match outcome {
             "appended" => appended(
@@ -224,8 +251,9 @@ impl PgEventStore {
                 row.try_get("transaction_id").map_err(from_sqlx)?,
                 row.try_get("positions").map_err(from_sqlx)?,
                 row.try_get("recorded_at").map_err(from_sqlx)?,
-            ),
-            "conflict" => self.conflict(request, current).await,
+            )
+            .map(Some),
+            "conflict" => self.conflict(request, current).await.map(Some),
             other => Err(Error::Backend(
                 format!("es_append answered {other:?}").into(),
             )),
@@ -341,7 +369,21 @@ impl EventStore for PgEventStore {
         self.check_log_order().await?;
         let request = Self::encode(stream, expected, events, metadata)?;
         let appended = match self.grouper.submit(&self.pool, request).await {
-            (Reply::Alone(request), _turn) => self.append_with(&self.pool, &request, false).await?,
+            (Reply::Alone(request), Some(turn)) => {
+                match self
+                    .append_via(&self.pool, &request, false, TRY_APPEND)
+                    .await?
+                {
+                    Some(appended) => appended,
+                    None => {
+                        // Its stream is locked by another transaction: wait for it without
+                        // holding up the other appends.
+                        drop(turn);
+                        self.append_with(&self.pool, &request, false).await?
+                    }
+                }
+            }
+            (Reply::Alone(request), None) => self.append_with(&self.pool, &request, false).await?,
             (
                 Reply::Appended {
                     stream_version,

@@ -308,3 +308,98 @@ async fn appends_written_together_keep_their_own_outcomes() {
     );
     db.drop_database().await;
 }
+
+/// A caller's open transaction holding one stream's lock holds up only that stream's
+/// appends: appends to other streams go on meanwhile (they are not queued behind it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_open_transaction_holds_up_only_its_own_streams_appends() {
+    let (store, db) = store().await;
+    let mut tx = db.pool.begin().await.unwrap();
+    store
+        .append_in_transaction(
+            &mut tx,
+            &stream("held-1"),
+            ExpectedVersion::Any,
+            events(1),
+            &Metadata::default(),
+        )
+        .await
+        .unwrap();
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .append(
+                    &stream("held-1"),
+                    ExpectedVersion::Any,
+                    events(1),
+                    &Metadata::default(),
+                )
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..20 {
+        let other = tokio::time::timeout(
+            Duration::from_secs(2),
+            store.append(
+                &stream(&format!("free-{i}")),
+                ExpectedVersion::NoStream,
+                events(1),
+                &Metadata::default(),
+            ),
+        )
+        .await;
+        assert!(
+            matches!(other, Ok(Ok(_))),
+            "append {i} to another stream: {other:?}"
+        );
+    }
+    assert!(
+        !waiting.is_finished(),
+        "the held stream's append waits for the transaction"
+    );
+    tx.commit().await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(waited.unwrap().stream_version, 2);
+    db.drop_database().await;
+}
+
+/// An append that PostgreSQL refuses as a value (a NUL character in its JSON) fails alone:
+/// the appends written in the same group are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_refused_as_a_value_fails_alone() {
+    let (store, db) = store().await;
+    for round in 0..10 {
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut batch = events(1);
+                    if i == 7 {
+                        batch[0].data.payload = serde_json::json!({ "note": "nul \u{0000} here" });
+                    }
+                    let s = stream(&format!("value-{round}-{i}"));
+                    (
+                        i,
+                        store
+                            .append(&s, ExpectedVersion::NoStream, batch, &Metadata::default())
+                            .await,
+                    )
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (i, outcome) = task.await.unwrap();
+            if i == 7 {
+                assert!(outcome.is_err(), "the NUL character is refused");
+            } else {
+                assert!(outcome.is_ok(), "append {i} of round {round}: {outcome:?}");
+            }
+        }
+    }
+    db.drop_database().await;
+}
