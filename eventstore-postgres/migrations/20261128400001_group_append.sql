@@ -1,9 +1,6 @@
 -- Several appends that arrived together, in one transaction and one round trip: a group
 -- commit, so that concurrent writers share one transaction and one WAL flush.
 --
--- (A group of one goes this way too, so that a lone append never waits for a stream lock
--- while the client's other appends wait for it.)
---
 -- Append n writes p_counts[n] events, taken in order from the flattened event arrays, to
 -- p_streams[n], checked against its own expected version (p_kinds[n], p_versions[n]; the
 -- kinds of es_append) with its own metadata. The stream locks of all appends are tried
@@ -92,6 +89,9 @@ DECLARE
     v_one      es_append_outcome;
     v_busy     text[] := '{}';
 BEGIN
+    -- Nothing in a group waits long: a row lock (an event id another open transaction is
+    -- inserting) times out, and that append is then written on its own.
+    PERFORM set_config('lock_timeout', '1000ms', true);
     -- Try the locks only: a stream locked elsewhere (a caller's open transaction, another
     -- process's append) is left out of the group, never waited for, so a group holds no lock
     -- while it waits for another: no deadlock, and no stall of the whole group.

@@ -17,12 +17,13 @@
 //! stops waiting never strands the others; an append whose caller stopped waiting before it
 //! was taken is dropped, not written later.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use cqrs_core::{ExpectedVersion, NewEvent, StreamId};
 use sqlx::{PgPool, Row};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::from_sqlx;
 use crate::notify::Notifier;
@@ -87,6 +88,9 @@ pub(crate) struct Grouper {
     queue: Mutex<Vec<Queued>>,
     turns: Arc<Semaphore>,
     notifier: Arc<Notifier>,
+    /// One gate per stream whose appends wait for its lock on their own: only one of them
+    /// waits on a connection, the others in memory.
+    waiting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Grouper {
@@ -96,7 +100,23 @@ impl Grouper {
             queue: Mutex::default(),
             turns: Arc::new(Semaphore::new(WRITERS)),
             notifier,
+            waiting: Mutex::default(),
         }
+    }
+
+    /// Waits for the right to wait for `stream`'s lock on a connection: appends of one
+    /// stream written on their own (their stream was busy) go one at a time, so that they
+    /// do not take a connection each. The right lasts as long as the guard.
+    pub(crate) async fn wait_turn_of(&self, stream: &str) -> OwnedMutexGuard<()> {
+        let gate = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            if waiting.len() > 256 {
+                // Gates nobody holds or waits for.
+                waiting.retain(|_, gate| Arc::strong_count(gate) > 1);
+            }
+            Arc::clone(waiting.entry(stream.to_owned()).or_default())
+        };
+        gate.lock_owned().await
     }
 
     /// Queues `request` and returns what became of it. [`Reply::Alone`] asks the caller to

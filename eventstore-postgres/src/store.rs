@@ -200,6 +200,13 @@ impl PgEventStore {
             .ok_or_else(|| Error::Backend("es_append answered \"busy\"".into()))
     }
 
+    /// One append written on its own through `es_append`, waiting for its stream's lock; one
+    /// such waiter per stream at a time.
+    async fn append_alone(&self, request: &Request) -> Result<AppendResult> {
+        let _gate = self.grouper.wait_turn_of(request.stream.as_str()).await;
+        self.append_with(&self.pool, request, false).await
+    }
+
     /// One append through `statement` ([`APPEND`] or [`TRY_APPEND`]); `None` when its
     /// stream was busy (only [`TRY_APPEND`] says so).
     async fn append_via<'c, X>(
@@ -379,11 +386,11 @@ impl EventStore for PgEventStore {
                         // Its stream is locked by another transaction: wait for it without
                         // holding up the other appends.
                         drop(turn);
-                        self.append_with(&self.pool, &request, false).await?
+                        self.append_alone(&request).await?
                     }
                 }
             }
-            (Reply::Alone(request), None) => self.append_with(&self.pool, &request, false).await?,
+            (Reply::Alone(request), None) => self.append_alone(&request).await?,
             (
                 Reply::Appended {
                     stream_version,

@@ -310,7 +310,8 @@ async fn appends_written_together_keep_their_own_outcomes() {
 }
 
 /// A caller's open transaction holding one stream's lock holds up only that stream's
-/// appends: appends to other streams go on meanwhile (they are not queued behind it).
+/// appends, which wait without taking a connection each: appends to other streams go on
+/// meanwhile (they are not queued behind it, nor short of connections).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_open_transaction_holds_up_only_its_own_streams_appends() {
     let (store, db) = store().await;
@@ -325,19 +326,23 @@ async fn an_open_transaction_holds_up_only_its_own_streams_appends() {
         )
         .await
         .unwrap();
-    let waiting = tokio::spawn({
-        let store = store.clone();
-        async move {
-            store
-                .append(
-                    &stream("held-1"),
-                    ExpectedVersion::Any,
-                    events(1),
-                    &Metadata::default(),
-                )
-                .await
-        }
-    });
+    // More appends to the held stream than the pool has connections: they wait in
+    // memory, one of them on a connection.
+    let waiting: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append(
+                        &stream("held-1"),
+                        ExpectedVersion::Any,
+                        events(1),
+                        &Metadata::default(),
+                    )
+                    .await
+            })
+        })
+        .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
     for i in 0..20 {
         let other = tokio::time::timeout(
@@ -356,15 +361,20 @@ async fn an_open_transaction_holds_up_only_its_own_streams_appends() {
         );
     }
     assert!(
-        !waiting.is_finished(),
-        "the held stream's append waits for the transaction"
+        waiting.iter().all(|w| !w.is_finished()),
+        "the held stream's appends wait for the transaction"
     );
     tx.commit().await.unwrap();
-    let waited = tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(waited.unwrap().stream_version, 2);
+    let mut versions = Vec::new();
+    for waiter in waiting {
+        let waited = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        versions.push(waited.unwrap().stream_version);
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (2..=21).collect::<Vec<u64>>());
     db.drop_database().await;
 }
 
