@@ -14,6 +14,11 @@ use crate::error::from_sqlx;
 pub(crate) const EVENT_COLUMNS: &str = "e.transaction_id AS commit, e.position, e.event_id, \
      e.stream_id, e.stream_version, e.event_type, e.schema_version, e.payload, e.metadata, e.recorded_at";
 
+/// [`EVENT_COLUMNS`] for rows of one stream the caller names: the stream id is not sent
+/// again with every row ([`decode_stream_event`] takes it from the caller).
+pub(crate) const STREAM_EVENT_COLUMNS: &str = "e.transaction_id AS commit, e.position, e.event_id, \
+     NULL::text AS stream_id, e.stream_version, e.event_type, e.schema_version, e.payload, e.metadata, e.recorded_at";
+
 /// The commit part of a position as a row carries it: an `xid8` (a 64-bit transaction id,
 /// sent as 8 bytes) or a `bigint` (what the SQL functions return).
 pub(crate) struct Commit(pub(crate) i64);
@@ -69,6 +74,15 @@ pub(crate) fn decode_event(row: &PgRow) -> Result<RecordedEvent> {
 /// Decodes the event whose [`EVENT_COLUMNS`] start at column `first` of `row`. Columns are
 /// read by place, not by name: a name is a lookup per column and row.
 pub(crate) fn decode_event_at(row: &PgRow, first: usize) -> Result<RecordedEvent> {
+    decode_row(row, first, None)
+}
+
+/// Decodes a row selected with [`STREAM_EVENT_COLUMNS`] from `stream`.
+pub(crate) fn decode_stream_event(row: &PgRow, stream: &StreamId) -> Result<RecordedEvent> {
+    decode_row(row, 0, Some(stream))
+}
+
+fn decode_row(row: &PgRow, first: usize, stream: Option<&StreamId>) -> Result<RecordedEvent> {
     let column = |n: usize| first + n;
     let Commit(commit) = row.try_get(column(0)).map_err(from_sqlx)?;
     let sequence: i64 = row.try_get(column(1)).map_err(from_sqlx)?;
@@ -79,8 +93,13 @@ pub(crate) fn decode_event_at(row: &PgRow, first: usize) -> Result<RecordedEvent
     );
     let corrupt = |reason: String| Error::Corrupt { position, reason };
 
-    let stream_id: String = row.try_get(column(3)).map_err(from_sqlx)?;
-    let stream_id = StreamId::new(stream_id).map_err(|e| corrupt(e.to_string()))?;
+    let stream_id = match stream {
+        Some(stream) => stream.clone(),
+        None => {
+            let stream_id: String = row.try_get(column(3)).map_err(from_sqlx)?;
+            StreamId::new(stream_id).map_err(|e| corrupt(e.to_string()))?
+        }
+    };
     let stream_version: i64 = row.try_get(column(4)).map_err(from_sqlx)?;
     let schema_version: i32 = row.try_get(column(6)).map_err(from_sqlx)?;
     let metadata: Metadata = match row.try_get::<Json<Metadata>, _>(column(8)) {

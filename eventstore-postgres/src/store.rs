@@ -19,7 +19,10 @@ use crate::group::{Grouper, Reply, Request};
 use crate::horizon;
 use crate::log_order::LogOrderGuard;
 use crate::notify::Notifier;
-use crate::row::{decode_event, decode_event_at, signed, unsigned, EVENT_COLUMNS};
+use crate::row::{
+    decode_event, decode_event_at, decode_stream_event, signed, unsigned, EVENT_COLUMNS,
+    STREAM_EVENT_COLUMNS,
+};
 
 /// The single-append statement: waits for the stream's lock.
 const APPEND: &str = "SELECT outcome, stream_version, transaction_id, positions, recorded_at \
@@ -424,7 +427,7 @@ impl EventStore for PgEventStore {
         let limit = page_limit(limit)?;
         self.check_log_order().await?;
         let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM es_events e \
+            "SELECT {STREAM_EVENT_COLUMNS} FROM es_events e \
              WHERE e.stream_id = $1 AND e.stream_version >= $2 \
              ORDER BY e.stream_version LIMIT $3"
         ))
@@ -434,7 +437,9 @@ impl EventStore for PgEventStore {
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        rows.iter().map(decode_event).collect()
+        rows.iter()
+            .map(|row| decode_stream_event(row, stream))
+            .collect()
     }
 
     async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>> {
