@@ -371,6 +371,7 @@ impl Shop {
         position: Position,
         timeout: Duration,
     ) -> Result<WaitOutcome, ShopError> {
+        self.projection_named(projection)?;
         Ok(match &self.storage.read_models {
             ReadModels::Memory(t) => {
                 projections::wait_for(t, projection, position, timeout).await?

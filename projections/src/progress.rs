@@ -13,7 +13,7 @@ use cqrs_core::Position;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::target::{Failure, Target};
 
 /// How often a waiter looks at the stored checkpoint when no runner of this process works
@@ -116,7 +116,8 @@ impl WaitOutcome {
 }
 
 /// Waits up to `timeout` until the active read model of `projection` holds every matching
-/// event up to `position`.
+/// event up to `position`. A projection not registered yet (its worker is starting) counts
+/// as being at the start of the log; callers check the name themselves.
 ///
 /// A runner of this process wakes the waiter the moment it gets there; when the worker runs
 /// elsewhere, the stored checkpoint is read every [`POLL_WHEN_REMOTE`] (one row).
@@ -144,14 +145,14 @@ pub async fn wait_for<T: Target>(
     let mut check_store = true;
     loop {
         if check_store {
-            let state = target
-                .state(projection)
-                .await?
-                .ok_or_else(|| Error::UnknownProjection(projection.to_owned()))?;
-            known = known.max(state.checkpoint.position);
-            if let Some(failure) = state.checkpoint.failure {
-                if known < position {
-                    return Ok(WaitOutcome::Failed { failure });
+            // A projection whose worker has not registered it yet (it is starting) is at
+            // the start of the log: wait for it like any other.
+            if let Some(state) = target.state(projection).await? {
+                known = known.max(state.checkpoint.position);
+                if let Some(failure) = state.checkpoint.failure {
+                    if known < position {
+                        return Ok(WaitOutcome::Failed { failure });
+                    }
                 }
             }
         }
@@ -179,5 +180,30 @@ pub async fn wait_for<T: Target>(
             }
             _ = tokio::time::sleep(nap) => check_store = true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryTarget;
+
+    #[tokio::test]
+    async fn a_projection_not_registered_yet_is_waited_for() {
+        let target = MemoryTarget::new();
+        let outcome = wait_for(
+            &target,
+            "starting",
+            Position::new(1, 1),
+            Duration::from_millis(20),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            outcome,
+            WaitOutcome::TimedOut {
+                checkpoint: Position::START
+            }
+        );
     }
 }
