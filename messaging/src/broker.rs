@@ -104,11 +104,11 @@ pub fn waves(events: &[CloudEvent]) -> Vec<Vec<usize>> {
     waves
 }
 
-/// The first event of the page (in page order) whose body is larger than `limit` bytes: a
+/// The first of a page's message bodies (in page order) larger than `limit` bytes: a
 /// message the broker would refuse for good. A publisher sends the events before it and
 /// reports it, so that the relay stops at the first refusal, not at one a wave met first.
-pub fn first_too_large(events: &[CloudEvent], limit: usize) -> Option<usize> {
-    events.iter().position(|e| e.to_bytes().len() > limit)
+pub fn first_too_large(bodies: &[Vec<u8>], limit: usize) -> Option<usize> {
+    bodies.iter().position(|body| body.len() > limit)
 }
 
 /// Whether `event` is of one of `categories` (all when empty).

@@ -201,7 +201,9 @@ struct NatsPublisher {
 impl Publisher for NatsPublisher {
     async fn publish(&self, events: &[CloudEvent]) -> Result<(), (usize, Error)> {
         let limit = self.client.server_info().max_payload;
-        if let Some(refused_at) = first_too_large(events, limit.saturating_sub(1024)) {
+        // Each body is serialized once, for the size check and the publish.
+        let mut bodies: Vec<Vec<u8>> = events.iter().map(CloudEvent::to_bytes).collect();
+        if let Some(refused_at) = first_too_large(&bodies, limit.saturating_sub(1024)) {
             self.publish(&events[..refused_at]).await?;
             return Err((
                 refused_at,
@@ -227,7 +229,7 @@ impl Publisher for NatsPublisher {
                 let message = PublishMessage::build()
                     .message_id(event.id.to_string())
                     .header("Content-Type", CONTENT_TYPE)
-                    .payload(event.to_bytes().into());
+                    .payload(std::mem::take(&mut bodies[i]).into());
                 match self.context.send_publish(subject, message).await {
                     Ok(ack) => acks.push((i, ack)),
                     Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {

@@ -262,7 +262,9 @@ impl RabbitPublisher {
 #[async_trait]
 impl Publisher for RabbitPublisher {
     async fn publish(&self, events: &[CloudEvent]) -> Result<(), (usize, Error)> {
-        if let Some(refused_at) = first_too_large(events, MAX_MESSAGE_BYTES) {
+        // Each body is serialized once, for the size check and the publish.
+        let bodies: Vec<Vec<u8>> = events.iter().map(CloudEvent::to_bytes).collect();
+        if let Some(refused_at) = first_too_large(&bodies, MAX_MESSAGE_BYTES) {
             self.publish(&events[..refused_at]).await?;
             return Err((
                 refused_at,
@@ -279,7 +281,7 @@ impl Publisher for RabbitPublisher {
         let mut failure = None;
         // A wave at a time: two events of one stream are never in flight together.
         for wave in waves(events) {
-            if let Err(failed) = self.publish_wave(channel, events, &wave).await {
+            if let Err(failed) = self.publish_wave(channel, events, &bodies, &wave).await {
                 failure = Some(failed);
                 break;
             }
@@ -293,12 +295,13 @@ impl Publisher for RabbitPublisher {
 }
 
 impl RabbitPublisher {
-    /// Publishes the events of `wave` (indices into `events`) and awaits their confirms;
-    /// on failure, the lowest index that may not be stored.
+    /// Publishes the events of `wave` (indices into `events` and their `bodies`) and awaits
+    /// their confirms; on failure, the lowest index that may not be stored.
     async fn publish_wave(
         &self,
         channel: &Channel,
         events: &[CloudEvent],
+        bodies: &[Vec<u8>],
         wave: &[usize],
     ) -> Result<(), (usize, Error)> {
         let mut confirms = Vec::with_capacity(wave.len());
@@ -325,7 +328,7 @@ impl RabbitPublisher {
                         mandatory: true,
                         ..BasicPublishOptions::default()
                     },
-                    &event.to_bytes(),
+                    &bodies[i],
                     properties,
                 )
                 .await
