@@ -4,6 +4,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::event::DomainEvent;
+use crate::upcast::Upcasters;
 
 /// A consistency boundary of the domain: it accepts or refuses commands, and its state is
 /// the fold of its own events.
@@ -120,4 +121,11 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
 
     /// Folds one event into the state. Never fails.
     fn apply(&mut self, event: &Self::Event);
+
+    /// The steps that bring its events stored in older shapes to the current one. The
+    /// [`Repository`](crate::Repository) and typed projections both decode with them, so an
+    /// upcast event reads the same on the write side and in every read model.
+    fn upcasters() -> Upcasters {
+        Upcasters::new()
+    }
 }

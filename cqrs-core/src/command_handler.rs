@@ -77,13 +77,14 @@ impl<A: Aggregate> Clone for Repository<A> {
 }
 
 impl<A: Aggregate> Repository<A> {
-    /// A repository over `store`, handing `services` to every `handle`. No snapshots, no
-    /// upcasters, no retries on conflict until configured.
+    /// A repository over `store`, handing `services` to every `handle`, decoding with the
+    /// aggregate's [`Aggregate::upcasters`]. No snapshots, no retries on conflict until
+    /// configured.
     pub fn new(store: Arc<dyn EventStore>, services: A::Services) -> Self {
         Self {
             store,
             services: Arc::new(services),
-            upcasters: Upcasters::new(),
+            upcasters: A::upcasters(),
             snapshots: SnapshotPolicy::Never,
             conflict_retries: 0,
             unavailable: UnavailableRetries {
@@ -100,7 +101,8 @@ impl<A: Aggregate> Repository<A> {
         self
     }
 
-    /// Upcasts old events with `upcasters` while loading.
+    /// Upcasts old events with `upcasters` while loading, instead of the aggregate's own
+    /// [`Aggregate::upcasters`].
     pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
         self.upcasters = upcasters;
         self

@@ -74,6 +74,17 @@ pub trait DomainEvent:
         }
     }
 
+    /// Every type name this event type can be stored under, or `None` when they cannot be
+    /// listed. The default reads the variant names of an externally tagged serde enum (see
+    /// [`variant_names`](crate::event_types::variant_names)); a typed projection filters the
+    /// log by them, so no type name is spelt twice.
+    fn event_types() -> Option<&'static [&'static str]>
+    where
+        Self: Sized,
+    {
+        crate::event_types::variant_names::<Self>()
+    }
+
     /// Decodes a payload stored under `event_type`; the inverse of [`DomainEvent::encode`].
     fn decode(event_type: &str, payload: Value) -> std::result::Result<Self, serde_json::Error> {
         let mut tagged = serde_json::Map::with_capacity(1);

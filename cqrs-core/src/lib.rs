@@ -31,6 +31,7 @@
 //! | --- | --- |
 //! | [`aggregate`] | [`Aggregate`]: `handle` decides, `apply` evolves |
 //! | [`event`] | [`DomainEvent`], [`EventEnvelope`], [`Metadata`], [`NewEvent`], [`RawEvent`] |
+//! | [`event_types`] | the type names of an event enum, read from its serde derive |
 //! | [`stream`] | [`StreamId`], [`ExpectedVersion`], [`Position`] in the global log |
 //! | [`store`] | the [`EventStore`] trait, [`EventFilter`], [`ReadAllPage`] |
 //! | [`command`] | [`CommandId`]: a command's identity, its events' ids derive from it |
@@ -48,6 +49,7 @@ pub mod command_handler;
 pub mod conformance;
 pub mod error;
 pub mod event;
+pub mod event_types;
 pub mod horizon;
 pub mod in_memory;
 pub mod snapshot;

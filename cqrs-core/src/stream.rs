@@ -66,6 +66,17 @@ impl StreamId {
         self.0.split('-').next().unwrap_or(&self.0)
     }
 
+    /// The aggregate's own id: everything after the first `-` (the whole id if there is
+    /// none), the inverse of [`StreamId::for_aggregate`].
+    ///
+    /// ```
+    /// let stream = cqrs_core::StreamId::for_aggregate("order", "42-b").unwrap();
+    /// assert_eq!((stream.category(), stream.aggregate_id()), ("order", "42-b"));
+    /// ```
+    pub fn aggregate_id(&self) -> &str {
+        self.0.split_once('-').map_or(&self.0, |(_, id)| id)
+    }
+
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -35,7 +35,6 @@ use crate::domain::money::{Money, OrderId, Sku};
 use crate::domain::order::{Order, OrderCommand, OrderError, OrderEvent, OrderLine, OrderStatus};
 use crate::domain::payment::{Payment, PaymentCommand, PaymentError, PaymentEvent, PaymentStatus};
 use crate::gateway::{Authorization, AuthorizationRequest, GatewayError, PaymentGateway};
-use crate::read_models::decode;
 
 /// The process manager's name.
 pub const NAME: &str = "checkout";
@@ -516,7 +515,7 @@ impl ProcessManager for Checkout {
             Input::Deadline(_) => Ok(()),
             Input::Event(event) => match event.stream_id.category() {
                 c if c == Order::TYPE => {
-                    let envelope = decode::<OrderEvent>(event)?;
+                    let envelope = event.decode::<OrderEvent>(&Order::upcasters())?;
                     let mut r = Reaction {
                         step,
                         caused: Metadata::caused_by(&envelope),
@@ -524,7 +523,7 @@ impl ProcessManager for Checkout {
                     self.on_order_event(state, &mut r, envelope.event).await
                 }
                 c if c == Payment::TYPE => {
-                    let envelope = decode::<PaymentEvent>(event)?;
+                    let envelope = event.decode::<PaymentEvent>(&Payment::upcasters())?;
                     let mut r = Reaction {
                         step,
                         caused: Metadata::caused_by(&envelope),

@@ -217,7 +217,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let warehouse = crate::warehouse::Warehouse::new(storage);
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let workers = warehouse.spawn_workers(broker, stopped);
-            tracing::info!(storage = warehouse.storage().kind(), "warehouse running");
+            tracing::info!(storage = warehouse.storage().kind, "warehouse running");
             stop_signal().await;
             stop.send_replace(true);
             join_workers(workers).await;
@@ -344,7 +344,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 "{:<16} {:<11} {:>4} {:<20} {:<20} {:>10} {:>9}  last error",
                 "projection", "state", "gen", "checkpoint", "head", "lag", "lag (s)"
             )?;
-            for s in shop.status().await? {
+            for s in shop.host().status().await? {
                 writeln!(
                     out,
                     "{:<16} {:<11} {:>4} {:<20} {:<20} {:>10} {:>9.1}  {}",
@@ -369,7 +369,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                         "{:<36} {:<8} {:>3} {:<9} {:<20} {:<24} error",
                         "event", "status", "try", "blocking", "position", "stream"
                     )?;
-                    for letter in shop.dead_letters(&projection).await? {
+                    for letter in shop.host().dead_letters(&projection).await? {
                         writeln!(
                             out,
                             "{:<36} {:<8} {:>3} {:<9} {:<20} {:<24} {}",
@@ -384,12 +384,14 @@ pub async fn run(cli: Cli) -> Result<()> {
                     }
                 }
                 Some(DeadLetterAction::Retry { event_id }) => {
-                    shop.resolve_dead_letter(&projection, event_id, projections::Resolution::Retry)
+                    shop.host()
+                        .resolve_dead_letter(&projection, event_id, projections::Resolution::Retry)
                         .await?;
                     writeln!(out, "{projection}: event {event_id} will be applied again")?;
                 }
                 Some(DeadLetterAction::Skip { event_id }) => {
-                    shop.resolve_dead_letter(&projection, event_id, projections::Resolution::Skip)
+                    shop.host()
+                        .resolve_dead_letter(&projection, event_id, projections::Resolution::Skip)
                         .await?;
                     writeln!(out, "{projection}: event {event_id} skipped")?;
                 }
@@ -407,6 +409,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
             bar.set_message(projection.clone());
             let report = shop
+                .host()
                 .rebuild(&projection, |p| {
                     bar.set_length(p.total.max(p.done));
                     bar.set_position(p.done);
@@ -493,7 +496,7 @@ async fn serve(
         );
         workers.extend(shop.spawn_messaging(broker, stopped));
     }
-    tracing::info!(%addr, storage = shop.storage().kind(), "serving");
+    tracing::info!(%addr, storage = shop.storage().kind, "serving");
     crate::http::serve(listener, crate::http::router(Arc::new(shop)), async {
         stop_signal().await;
     })

@@ -7,14 +7,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cqrs_core::{CommandId, EventFilter};
 use messaging::{Broker, CloudEvent, Consumer, Inbox, InboxTx, MessageHandler, Relay};
-use projections::{ApplyError, Projection, ProjectionRunner, RunnerOptions, Target};
+use projections::{ApplyError, ProjectionHost, RunnerOptions};
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::domain::money::OrderId;
 use crate::shop::{Shop, ShopError};
-use crate::storage::{Inboxes, ReadModels, Storage};
+use crate::storage::{Inboxes, Storage};
 
 /// The exchange, JetStream stream or Kafka topic both services use.
 pub const NAMESPACE: &str = "demo";
@@ -90,7 +90,7 @@ impl Shop {
     ) -> Vec<JoinHandle<projections::Result<()>>> {
         vec![
             spawn_relay(
-                self.storage(),
+                self.host(),
                 Arc::clone(&broker),
                 SHOP_RELAY,
                 SHOP_SOURCE,
@@ -111,50 +111,17 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Starts a runner for each of `projections` over `storage`.
-pub fn spawn_projections(
-    storage: &Storage,
-    projections: Vec<Arc<dyn Projection>>,
-    options: RunnerOptions,
-    shutdown: watch::Receiver<bool>,
-) -> Vec<JoinHandle<projections::Result<()>>> {
-    fn spawn<T: Target>(
-        runner: ProjectionRunner<T>,
-        shutdown: watch::Receiver<bool>,
-    ) -> JoinHandle<projections::Result<()>> {
-        tokio::spawn(async move { runner.run(stopped(shutdown)).await })
-    }
-    projections
-        .into_iter()
-        .map(|projection| {
-            let store = Arc::clone(&storage.store);
-            match &storage.read_models {
-                ReadModels::Memory(t) => spawn(
-                    ProjectionRunner::new(store, t.clone(), projection)
-                        .with_options(options.clone()),
-                    shutdown.clone(),
-                ),
-                ReadModels::Postgres(t) => spawn(
-                    ProjectionRunner::new(store, t.clone(), projection)
-                        .with_options(options.clone()),
-                    shutdown.clone(),
-                ),
-            }
-        })
-        .collect()
-}
-
 /// Starts a relay named `name` of `storage`'s `category` events to `broker`, published as
 /// `source`. It connects to the broker when it can: a broker down at start is tried again.
 pub fn spawn_relay(
-    storage: &Storage,
+    host: &ProjectionHost,
     broker: Arc<dyn Broker>,
     name: &'static str,
     source: &'static str,
     category: &'static str,
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<projections::Result<()>> {
-    let (store, read_models) = (Arc::clone(&storage.store), storage.read_models.clone());
+    let host = host.clone();
     tokio::spawn(async move {
         let mut delay = Duration::from_millis(200);
         let publisher = loop {
@@ -174,22 +141,8 @@ pub fn spawn_relay(
             idle_wait: Duration::from_millis(500),
             ..Relay::options()
         };
-        match read_models {
-            ReadModels::Memory(t) => {
-                relay
-                    .runner(store, t)
-                    .with_options(options)
-                    .run(stopped(shutdown))
-                    .await
-            }
-            ReadModels::Postgres(t) => {
-                relay
-                    .runner(store, t)
-                    .with_options(options)
-                    .run(stopped(shutdown))
-                    .await
-            }
-        }
+        host.run_one(Arc::new(relay), options, stopped(shutdown))
+            .await
     })
 }
 

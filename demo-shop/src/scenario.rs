@@ -32,7 +32,7 @@ async fn ship_through_the_warehouse(shop: &Shop) -> Result<Warehouse> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let outcome = loop {
         shop.settle().await?;
-        let orders = order_summaries::all_orders(shop.read_models()).await?;
+        let orders = order_summaries::all_orders(shop.host()).await?;
         if !orders.iter().any(|o| o.status == OrderStatus::Confirmed) {
             break Ok(());
         }
@@ -56,7 +56,7 @@ pub async fn run(shop: &Shop, out: &mut impl Write) -> Result<()> {
     writeln!(
         out,
         "== The demo shop, on {} storage ==",
-        shop.storage().kind()
+        shop.storage().kind
     )?;
 
     writeln!(out, "\n-- Registering products and stock")?;
@@ -138,7 +138,7 @@ pub async fn run(shop: &Shop, out: &mut impl Write) -> Result<()> {
         order_summaries::NAME
     )?;
     for (who, order_id) in &placed {
-        if let Some(o) = order_summaries::order(shop.read_models(), *order_id).await? {
+        if let Some(o) = order_summaries::order(shop.host(), *order_id).await? {
             let reason = o
                 .cancel_reason
                 .map(|r| format!(" ({r})"))
@@ -158,14 +158,14 @@ pub async fn run(shop: &Shop, out: &mut impl Write) -> Result<()> {
          broker (in process here), picks and dispatches the confirmed ones; the shop ships them"
     )?;
     let warehouse = ship_through_the_warehouse(shop).await?;
-    let mut shipments = warehouse::view::all(warehouse.read_models()).await?;
+    let mut shipments = warehouse::view::all(warehouse.host()).await?;
     shipments.sort_by_key(|s| placed.iter().position(|(_, id)| *id == s.order_id));
     for s in shipments {
         let who = placed
             .iter()
             .find(|(_, id)| *id == s.order_id)
             .map_or("?", |(who, _)| who.as_str());
-        let order = order_summaries::order(shop.read_models(), s.order_id).await?;
+        let order = order_summaries::order(shop.host(), s.order_id).await?;
         writeln!(
             out,
             "   {who:<4} shipment {:<10} {:<15} order {}",
@@ -179,7 +179,7 @@ pub async fn run(shop: &Shop, out: &mut impl Write) -> Result<()> {
         "\n-- Stock after shipping (read model `{}`)",
         product_stock::NAME
     )?;
-    let stock_before = product_stock::products(shop.read_models()).await?;
+    let stock_before = product_stock::products(shop.host()).await?;
     for p in &stock_before {
         writeln!(
             out,
@@ -196,7 +196,7 @@ pub async fn run(shop: &Shop, out: &mut impl Write) -> Result<()> {
         "\n-- Ada's history (read model `{}`)",
         customer_orders::NAME
     )?;
-    for o in customer_orders::orders_of(shop.read_models(), customers[0].1).await? {
+    for o in customer_orders::orders_of(shop.host(), customers[0].1).await? {
         writeln!(
             out,
             "   {} {:>8}  {}",
@@ -206,7 +206,7 @@ pub async fn run(shop: &Shop, out: &mut impl Write) -> Result<()> {
         )?;
     }
     writeln!(out, "\n-- Daily sales (read model `{}`)", daily_sales::NAME)?;
-    for day in daily_sales::days(shop.read_models()).await? {
+    for day in daily_sales::days(shop.host()).await? {
         writeln!(
             out,
             "   {}  {} orders  {}.{:02}",
@@ -222,8 +222,8 @@ pub async fn run(shop: &Shop, out: &mut impl Write) -> Result<()> {
         "\n-- Rebuilding `{}` by replaying the log",
         product_stock::NAME
     )?;
-    let report = shop.rebuild(product_stock::NAME, |_| {}).await?;
-    let stock_after = product_stock::products(shop.read_models()).await?;
+    let report = shop.host().rebuild(product_stock::NAME, |_| {}).await?;
+    let stock_after = product_stock::products(shop.host()).await?;
     let same = stock_after == stock_before;
     writeln!(
         out,
@@ -239,7 +239,7 @@ pub async fn run(shop: &Shop, out: &mut impl Write) -> Result<()> {
     )?;
 
     writeln!(out, "\n-- Projections")?;
-    for s in shop.status().await? {
+    for s in shop.host().status().await? {
         writeln!(
             out,
             "   {:<16} {:<10} checkpoint {:<14} lag {} events",

@@ -5,13 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_core::{CommandError, EventEnvelope, Metadata, Position, Repository, SnapshotPolicy};
-use projections::{
-    DeadLetter, Projection, ProjectionRunner, ProjectionStatus, RebuildProgress, RebuildReport,
-    Resolution, RunnerOptions, Target, WaitOutcome,
-};
+use projections::{ProjectionHost, Resolution, RunnerOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use uuid::Uuid;
 
 use projections::process::{InstanceStatus, ProcessOptions, ProcessRunner, ProcessSummary};
 
@@ -22,7 +18,7 @@ use crate::domain::order::{Order, OrderCommand, OrderLine};
 use crate::domain::payment::Payment;
 use crate::gateway::PaymentGateway;
 use crate::read_models;
-use crate::storage::{ReadModels, Storage};
+use crate::storage::Storage;
 
 /// How often a command is tried again after losing a race on its aggregate.
 const CONFLICT_RETRIES: u32 = 20;
@@ -96,6 +92,7 @@ impl From<projections::Error> for ShopError {
             projections::Error::UnknownProjection(name) => {
                 Self::NotFound(format!("no projection named {name}"))
             }
+            e @ projections::Error::NoDeadLetter { .. } => Self::NotFound(e.to_string()),
             other => Self::Storage(other.to_string()),
         }
     }
@@ -119,6 +116,7 @@ fn written<E>(events: &[EventEnvelope<E>]) -> Written {
 #[derive(Clone)]
 pub struct Shop {
     storage: Storage,
+    host: ProjectionHost,
     inventory: Repository<Inventory>,
     orders: Repository<Order>,
     payments: Repository<Payment>,
@@ -144,7 +142,8 @@ impl Shop {
             gateway,
             payment_timeout: PAYMENT_TIMEOUT,
         });
-        Self {
+        let mut shop = Self {
+            host: storage.host.clone(),
             inventory,
             orders,
             payments,
@@ -154,12 +153,15 @@ impl Shop {
                 ..ProcessOptions::default()
             },
             storage,
-        }
+        };
+        shop.host = Self::host_for(&shop.storage, shop.checkout());
+        shop
     }
 
     /// Runs the checkout with `options` (executors, claim time-to-live, backoff).
     pub fn with_checkout_options(mut self, options: ProcessOptions) -> Self {
         self.checkout_options = options;
+        self.host = Self::host_for(&self.storage, self.checkout());
         self
     }
 
@@ -173,6 +175,7 @@ impl Shop {
             gateway: Arc::clone(&self.checkout.gateway),
             payment_timeout: timeout,
         });
+        self.host = Self::host_for(&self.storage, self.checkout());
         self
     }
 
@@ -186,49 +189,43 @@ impl Shop {
         .with_options(self.checkout_options.clone())
     }
 
+    /// The host of the read models and the checkout, over this shop's storage.
+    fn host_for(storage: &Storage, checkout: ProcessRunner<Checkout>) -> ProjectionHost {
+        let options = RunnerOptions {
+            idle_wait: Duration::from_millis(500),
+            ..RunnerOptions::default()
+        };
+        read_models::register(storage.host.clone().with_options(options)).with_worker(checkout)
+    }
+
     /// Where events and read models live.
     pub fn storage(&self) -> &Storage {
         &self.storage
     }
 
-    /// The read models queries read.
-    pub fn read_models(&self) -> &ReadModels {
-        &self.storage.read_models
+    /// The read models and the checkout: queries, status, rebuilds and dead letters go
+    /// through it.
+    pub fn host(&self) -> &ProjectionHost {
+        &self.host
     }
 
-    /// The read-model projections.
-    pub fn projections(&self) -> Vec<Arc<dyn Projection>> {
-        read_models::all()
-    }
-
-    fn options() -> RunnerOptions {
-        RunnerOptions {
-            idle_wait: Duration::from_millis(500),
-            ..RunnerOptions::default()
-        }
-    }
-
-    /// Starts every worker: one per read-model projection, and the checkout; they stop
-    /// when `shutdown` turns `true`.
+    /// Starts every worker: one per read-model projection, the checkout and the
+    /// housekeeping; they stop when `shutdown` turns `true`.
     pub fn spawn_workers(
         &self,
         shutdown: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<projections::Result<()>>> {
-        let mut workers = self.spawn_read_models(shutdown.clone());
-        workers.push(self.spawn_checkout(shutdown.clone()));
+        let mut workers = self.host.spawn(shutdown.clone());
         workers.push(self.spawn_housekeeping(shutdown));
         workers
     }
 
-    /// Starts one worker per read-model projection.
+    /// Starts one worker per read-model projection (not the checkout).
     pub fn spawn_read_models(
         &self,
         shutdown: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<projections::Result<()>>> {
-        match &self.storage.read_models {
-            ReadModels::Memory(t) => spawn_all(self, t.clone(), shutdown),
-            ReadModels::Postgres(t) => spawn_all(self, t.clone(), shutdown),
-        }
+        self.host.spawn_projections(shutdown)
     }
 
     /// Starts the housekeeping: every hour, forgets the idempotency keys older than
@@ -257,7 +254,7 @@ impl Shop {
         })
     }
 
-    /// Starts the checkout (its intake and executors).
+    /// Starts the checkout (its intake and executors) alone.
     pub fn spawn_checkout(
         &self,
         mut shutdown: watch::Receiver<bool>,
@@ -272,21 +269,13 @@ impl Shop {
         })
     }
 
-    /// Runs every projection and the checkout until nothing is left to do: the checkout's
-    /// commands make new events, so it goes round until a round does nothing, and waits (up
+    /// Runs every projection and the checkout until nothing is left to do, and waits (up
     /// to [`SETTLE_RETRIES_FOR`]) for orders whose checkout is retrying. Deadlines not yet
     /// due are left.
     pub async fn settle(&self) -> Result<(), ShopError> {
         let started = std::time::Instant::now();
         loop {
-            let applied = match &self.storage.read_models {
-                ReadModels::Memory(t) => catch_up_all(self, t.clone()).await?,
-                ReadModels::Postgres(t) => catch_up_all(self, t.clone()).await?,
-            };
-            let checkout = self.checkout().run_until_idle().await?;
-            if applied > 0 || checkout.filed > 0 || checkout.reactions > 0 {
-                continue;
-            }
+            self.host.settle().await?;
             let retrying = self
                 .storage
                 .instances
@@ -330,93 +319,6 @@ impl Shop {
                 "the checkout of order {order_id} is not parked"
             )))
         }
-    }
-
-    /// The status of every projection.
-    pub async fn status(&self) -> Result<Vec<ProjectionStatus>, ShopError> {
-        let store = self.storage.store.as_ref();
-        Ok(match &self.storage.read_models {
-            ReadModels::Memory(t) => projections::status(store, t).await?,
-            ReadModels::Postgres(t) => projections::status(store, t).await?,
-        })
-    }
-
-    /// Rebuilds the read model of projection `name` by replay.
-    pub async fn rebuild(
-        &self,
-        name: &str,
-        on_progress: impl FnMut(RebuildProgress) + Send,
-    ) -> Result<RebuildReport, ShopError> {
-        let projection = self.projection_named(name)?;
-        let store = Arc::clone(&self.storage.store);
-        Ok(match &self.storage.read_models {
-            ReadModels::Memory(t) => {
-                ProjectionRunner::new(store, t.clone(), projection)
-                    .rebuild(on_progress)
-                    .await?
-            }
-            ReadModels::Postgres(t) => {
-                ProjectionRunner::new(store, t.clone(), projection)
-                    .rebuild(on_progress)
-                    .await?
-            }
-        })
-    }
-
-    /// Waits (up to `timeout`) until the read model of `projection` has reached `position`,
-    /// woken by its worker's progress.
-    pub async fn wait_for(
-        &self,
-        projection: &str,
-        position: Position,
-        timeout: Duration,
-    ) -> Result<WaitOutcome, ShopError> {
-        self.projection_named(projection)?;
-        Ok(match &self.storage.read_models {
-            ReadModels::Memory(t) => {
-                projections::wait_for(t, projection, position, timeout).await?
-            }
-            ReadModels::Postgres(t) => {
-                projections::wait_for(t, projection, position, timeout).await?
-            }
-        })
-    }
-
-    /// The dead letters of projection `name`, across generations.
-    pub async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>, ShopError> {
-        self.projection_named(name)?;
-        Ok(match &self.storage.read_models {
-            ReadModels::Memory(t) => t.dead_letters(name).await?,
-            ReadModels::Postgres(t) => t.dead_letters(name).await?,
-        })
-    }
-
-    /// Retries or skips the dead letter of `event_id` in projection `name`.
-    pub async fn resolve_dead_letter(
-        &self,
-        name: &str,
-        event_id: Uuid,
-        resolution: Resolution,
-    ) -> Result<(), ShopError> {
-        self.projection_named(name)?;
-        let resolved = match &self.storage.read_models {
-            ReadModels::Memory(t) => t.resolve_dead_letter(name, event_id, resolution).await?,
-            ReadModels::Postgres(t) => t.resolve_dead_letter(name, event_id, resolution).await?,
-        };
-        if resolved {
-            Ok(())
-        } else {
-            Err(ShopError::NotFound(format!(
-                "{name} has no open dead letter for event {event_id}"
-            )))
-        }
-    }
-
-    fn projection_named(&self, name: &str) -> Result<Arc<dyn Projection>, ShopError> {
-        self.projections()
-            .into_iter()
-            .find(|p| p.name() == name)
-            .ok_or_else(|| ShopError::NotFound(format!("no projection named {name}")))
     }
 
     /// Adds a product to the catalogue.
@@ -530,46 +432,4 @@ impl Shop {
             &self.orders.execute(&id, (order_id, command), meta).await?,
         ))
     }
-}
-
-fn runner<T: Target + Clone>(
-    shop: &Shop,
-    target: T,
-    projection: Arc<dyn Projection>,
-) -> ProjectionRunner<T> {
-    ProjectionRunner::new(Arc::clone(&shop.storage.store), target, projection)
-        .with_options(Shop::options())
-}
-
-fn spawn_all<T: Target + Clone>(
-    shop: &Shop,
-    target: T,
-    shutdown: watch::Receiver<bool>,
-) -> Vec<JoinHandle<projections::Result<()>>> {
-    shop.projections()
-        .into_iter()
-        .map(|projection| {
-            let runner = runner(shop, target.clone(), projection);
-            let mut shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                runner
-                    .run(async move {
-                        let _ = shutdown.wait_for(|stop| *stop).await;
-                    })
-                    .await
-            })
-        })
-        .collect()
-}
-
-/// Catches every projection up; returns how many events they applied in all.
-async fn catch_up_all<T: Target + Clone>(shop: &Shop, target: T) -> projections::Result<u64> {
-    let mut applied = 0;
-    for projection in shop.projections() {
-        applied += runner(shop, target.clone(), projection)
-            .run_until_caught_up()
-            .await?
-            .applied;
-    }
-    Ok(applied)
 }

@@ -8,62 +8,9 @@ use cqrs_core::{EventStore, InMemoryEventStore};
 use eventstore_postgres::PgEventStore;
 use messaging::{MemoryInbox, PgInbox};
 use projections::process::{InstanceStore, MemoryInstances, PgInstances};
-use projections::{MemoryTarget, PgTarget, Target};
-use serde::de::DeserializeOwned;
+use projections::{MemoryTarget, PgTarget, ProjectionHost};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-
-/// The read models, wherever they live. Queries go through it.
-#[derive(Clone, Debug)]
-pub enum ReadModels {
-    /// In memory.
-    Memory(MemoryTarget),
-    /// In PostgreSQL.
-    Postgres(PgTarget),
-}
-
-impl ReadModels {
-    /// A document of `projection`'s read model.
-    pub async fn get<T: DeserializeOwned>(
-        &self,
-        projection: &str,
-        collection: &str,
-        key: &str,
-    ) -> projections::Result<Option<T>> {
-        let doc = match self {
-            Self::Memory(t) => t.get(projection, collection, key).await?,
-            Self::Postgres(t) => t.get(projection, collection, key).await?,
-        };
-        doc.map(|d| decode(collection, key, d)).transpose()
-    }
-
-    /// Every document of a collection of `projection`'s read model, by key.
-    pub async fn list<T: DeserializeOwned>(
-        &self,
-        projection: &str,
-        collection: &str,
-    ) -> projections::Result<Vec<T>> {
-        let docs = match self {
-            Self::Memory(t) => t.list(projection, collection).await?,
-            Self::Postgres(t) => t.list(projection, collection).await?,
-        };
-        docs.into_iter()
-            .map(|(key, d)| decode(collection, &key, d))
-            .collect()
-    }
-}
-
-fn decode<T: DeserializeOwned>(
-    collection: &str,
-    key: &str,
-    doc: serde_json::Value,
-) -> projections::Result<T> {
-    serde_json::from_value(doc).map_err(|e| projections::Error::Document {
-        collection: collection.to_owned(),
-        key: key.to_owned(),
-        reason: e.to_string(),
-    })
-}
 
 /// Where a service's consumers record the messages they applied.
 #[derive(Clone)]
@@ -80,25 +27,29 @@ pub enum Inboxes {
 pub struct Storage {
     /// The event store.
     pub store: Arc<dyn EventStore>,
-    /// The read models.
-    pub read_models: ReadModels,
+    /// The read models' host, with nothing registered yet: each service registers its own.
+    pub host: ProjectionHost,
     /// The answers kept for requests with an `Idempotency-Key`.
     pub idempotency_keys: IdempotencyKeys,
     /// The instances of the process managers (the checkout's orders).
     pub instances: Arc<dyn InstanceStore>,
     /// The inbox of its broker consumers.
     pub inbox: Inboxes,
+    /// `"PostgreSQL"` or `"memory"`.
+    pub kind: &'static str,
 }
 
 impl Storage {
     /// Everything in memory: nothing survives the process.
     pub fn in_memory() -> Self {
+        let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
         Self {
-            store: Arc::new(InMemoryEventStore::new()),
-            read_models: ReadModels::Memory(MemoryTarget::new()),
+            host: ProjectionHost::new(Arc::clone(&store), MemoryTarget::new()),
+            store,
             idempotency_keys: IdempotencyKeys::in_memory(),
             instances: Arc::new(MemoryInstances::new()),
             inbox: Inboxes::Memory(MemoryInbox::new()),
+            kind: "memory",
         }
     }
 
@@ -126,20 +77,14 @@ impl Storage {
         migrator.run(&pool).await?;
         let inbox = PgInbox::new(pool.clone());
         inbox.migrate().await?;
+        let store: Arc<dyn EventStore> = Arc::new(store);
         Ok(Self {
-            store: Arc::new(store),
-            read_models: ReadModels::Postgres(target),
+            host: ProjectionHost::new(Arc::clone(&store), target),
+            store,
             idempotency_keys: IdempotencyKeys::Postgres(pool.clone()),
             instances: Arc::new(PgInstances::new(pool)),
             inbox: Inboxes::Postgres(inbox),
+            kind: "PostgreSQL",
         })
-    }
-
-    /// `"PostgreSQL"` or `"memory"`.
-    pub fn kind(&self) -> &'static str {
-        match self.read_models {
-            ReadModels::Memory(_) => "memory",
-            ReadModels::Postgres(_) => "PostgreSQL",
-        }
     }
 }

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::lease::LeaseToken;
+use crate::typed::Collection;
 
 /// The read-model side of one batch's transaction.
 #[async_trait]
@@ -78,6 +79,25 @@ pub trait DocumentsExt: Documents {
     ) -> Result<()> {
         let doc = serde_json::to_value(value).map_err(|e| document_error(collection, key, e))?;
         self.put(collection, key, doc).await
+    }
+
+    /// The document under `key` in `collection`.
+    async fn read<T: DeserializeOwned>(
+        &mut self,
+        collection: &Collection<T>,
+        key: &str,
+    ) -> Result<Option<T>> {
+        self.load(collection.name(), key).await
+    }
+
+    /// Stores `doc` under `key` in `collection`.
+    async fn write<T: Serialize + Sync>(
+        &mut self,
+        collection: &Collection<T>,
+        key: &str,
+        doc: &T,
+    ) -> Result<()> {
+        self.save(collection.name(), key, doc).await
     }
 }
 

@@ -63,6 +63,8 @@
 //!
 //! | module | holds |
 //! | --- | --- |
+//! | [`host`] | [`ProjectionHost`]: register, run, settle, status, rebuild, wait, dead letters, query |
+//! | [`typed`] | [`Fold`] and [`EventProjection`]: read models against an aggregate's own events |
 //! | [`projection`] | [`Projection`], [`ApplyError`] |
 //! | [`documents`] | [`Documents`]: what a projection writes through |
 //! | [`runner`] | [`ProjectionRunner`], [`RunnerOptions`] |
@@ -82,6 +84,7 @@
 pub mod dead_letters;
 pub mod documents;
 pub mod error;
+pub mod host;
 pub mod lease;
 pub mod memory;
 pub mod policy;
@@ -94,10 +97,12 @@ pub mod runner;
 pub mod status;
 pub mod target;
 pub mod testing;
+pub mod typed;
 
 pub use dead_letters::{DeadLetter, DeadLetterStatus, Resolution};
 pub use documents::{Documents, DocumentsExt};
 pub use error::{Error, Result};
+pub use host::{ProjectionHost, Shutdown, Worker};
 pub use lease::{Lease, LeaseInfo, LeaseOptions, LeaseToken};
 pub use memory::MemoryTarget;
 pub use policy::ErrorPolicy;
@@ -108,3 +113,4 @@ pub use rebuild::{RebuildProgress, RebuildReport};
 pub use runner::{CaughtUp, ProjectionRunner, RunnerOptions};
 pub use status::{status, ProjectionState, ProjectionStatus};
 pub use target::{Checkpoint, Failure, StoredState, Target};
+pub use typed::{Collection, EventOf, EventProjection, Fold, Folded, Typed};

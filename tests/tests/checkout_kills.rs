@@ -188,7 +188,7 @@ async fn a_checkout_killed_again_and_again_authorises_each_order_at_most_once() 
 
     // The read models equal a fresh replay of the log.
     let head = shop.storage().store.read_barrier().await.expect("barrier");
-    for projection in shop.projections() {
+    for projection in shop.host().projections() {
         let name = projection.name().to_owned();
         let started = Instant::now();
         let (at, failure, docs) = loop {

@@ -267,6 +267,7 @@ async fn read_models_rebuilt_under_traffic_equal_a_replay() {
             let name = projection.name();
             let report = app
                 .shop
+                .host()
                 .rebuild(name, |_| {})
                 .await
                 .expect("rebuild under traffic");
@@ -293,7 +294,7 @@ async fn read_models_rebuilt_under_traffic_equal_a_replay() {
     feeder.await.expect("feeder");
     assert!(orders >= min_orders, "{orders} orders");
     assert!(checks > 0, "the reader checked orders");
-    let statuses = app.shop.status().await.expect("status");
+    let statuses = app.shop.host().status().await.expect("status");
     assert!(
         statuses.iter().all(|s| s.last_error.is_none()),
         "{statuses:?}"

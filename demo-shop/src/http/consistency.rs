@@ -40,7 +40,7 @@ impl MinPosition {
                 "min_position {text:?} is not a position like \"812/40\""
             ))
         })?;
-        match shop.wait_for(projection, position, MAX_WAIT).await? {
+        match shop.host().wait_for(projection, position, MAX_WAIT).await? {
             WaitOutcome::Reached { .. } => Ok(()),
             WaitOutcome::TimedOut { checkpoint } => Err(ApiError::behind(
                 format!("the read model {projection} has not reached {position} yet (it is at {checkpoint}); try again"),

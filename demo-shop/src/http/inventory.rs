@@ -73,7 +73,7 @@ async fn list(
     Query(min): Query<MinPosition>,
 ) -> Result<Json<Vec<ProductStockRow>>, ApiError> {
     min.wait(&shop, product_stock::NAME).await?;
-    Ok(Json(product_stock::products(shop.read_models()).await?))
+    Ok(Json(product_stock::products(shop.host()).await?))
 }
 
 /// The routes of products and stock.
@@ -91,7 +91,7 @@ async fn one(
 ) -> Result<Json<ProductStockRow>, ApiError> {
     let sku = sku(sku_text)?;
     min.wait(&shop, product_stock::NAME).await?;
-    product_stock::product(shop.read_models(), &sku)
+    product_stock::product(shop.host(), &sku)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no product {sku}")))

@@ -97,7 +97,7 @@ async fn one(
     Query(min): Query<MinPosition>,
 ) -> Result<Json<OrderSummary>, ApiError> {
     min.wait(&shop, order_summaries::NAME).await?;
-    order_summaries::order(shop.read_models(), OrderId(id))
+    order_summaries::order(shop.host(), OrderId(id))
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no order {id}")))
@@ -110,7 +110,7 @@ async fn of_customer(
 ) -> Result<Json<Vec<CustomerOrder>>, ApiError> {
     min.wait(&shop, customer_orders::NAME).await?;
     Ok(Json(
-        customer_orders::orders_of(shop.read_models(), CustomerId(id)).await?,
+        customer_orders::orders_of(shop.host(), CustomerId(id)).await?,
     ))
 }
 
@@ -119,7 +119,7 @@ async fn sales(
     Query(min): Query<MinPosition>,
 ) -> Result<Json<Vec<DaySales>>, ApiError> {
     min.wait(&shop, daily_sales::NAME).await?;
-    Ok(Json(daily_sales::days(shop.read_models()).await?))
+    Ok(Json(daily_sales::days(shop.host()).await?))
 }
 
 /// The routes of orders, customers and sales.

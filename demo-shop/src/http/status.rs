@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::AppState;
 
 async fn status(State(shop): AppState) -> Result<Json<Vec<ProjectionStatus>>, ApiError> {
-    Ok(Json(shop.status().await?))
+    Ok(Json(shop.host().status().await?))
 }
 
 /// `{"summary": {...}, "troubled": [...]}`: the checkout's counts, and its orders that are

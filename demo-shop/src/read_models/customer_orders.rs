@@ -2,20 +2,21 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cqrs_core::{EventFilter, RecordedEvent};
-use projections::{ApplyError, Documents, DocumentsExt, Projection};
+use projections::{
+    ApplyError, Collection, Documents, DocumentsExt, EventOf, EventProjection, ProjectionHost,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::money::{CustomerId, Money, OrderId};
-use crate::domain::order::{OrderEvent, OrderStatus};
-use crate::read_models::decode;
-use crate::storage::ReadModels;
+use crate::domain::order::{Order, OrderEvent, OrderStatus};
 
-/// The projection's name.
-pub const NAME: &str = "customer_orders";
-const CUSTOMERS: &str = "customers";
+/// The projection's name (its checkpoint, and what `min_position` waits for).
+pub const NAME: &str = <CustomerOrders as EventProjection>::NAME;
+
+/// Each customer's history, by customer id.
+const CUSTOMERS: Collection<CustomerHistory> = Collection::new(CustomerOrders::NAME, "customers");
 /// Which customer placed each order (the later events name only the order).
-const OWNERS: &str = "order_owners";
+const OWNERS: Collection<CustomerId> = Collection::new(CustomerOrders::NAME, "order_owners");
 
 /// One order in a customer's history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,75 +38,71 @@ pub struct CustomerHistory {
     pub orders: Vec<CustomerOrder>,
 }
 
-/// Builds [`CustomerHistory`]s from order events.
+/// Builds [`CustomerHistory`]s from order events. Each event sets what it says (an order is
+/// listed once, a status is set, not stepped), so applying one twice changes nothing.
 pub struct CustomerOrders;
 
 #[async_trait]
-impl Projection for CustomerOrders {
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn filter(&self) -> EventFilter {
-        EventFilter::all().categories(["order"])
-    }
+impl EventProjection for CustomerOrders {
+    type Aggregate = Order;
+    const NAME: &'static str = "customer_orders";
+    const VERSION: u32 = 2;
 
     async fn apply(
         &self,
         docs: &mut dyn Documents,
-        event: &RecordedEvent,
+        event: &EventOf<Order>,
     ) -> Result<(), ApplyError> {
-        let envelope = decode::<OrderEvent>(event)?;
-        let (order_id, status) = match envelope.event {
-            OrderEvent::OrderPlaced {
-                order_id,
-                customer_id,
-                total,
-                ..
-            } => {
-                docs.save(OWNERS, &order_id.to_string(), &customer_id)
-                    .await?;
-                let key = customer_id.to_string();
-                let mut history: CustomerHistory =
-                    docs.load(CUSTOMERS, &key).await?.unwrap_or_default();
-                history.orders.push(CustomerOrder {
-                    order_id,
-                    status: OrderStatus::Placed,
-                    total,
-                    placed_at: envelope.recorded_at,
-                });
-                docs.save(CUSTOMERS, &key, &history).await?;
-                return Ok(());
+        let order_id = event.stream_id.aggregate_id();
+        let status = match &event.event {
+            OrderEvent::OrderPlaced { customer_id, .. } => {
+                docs.write(&OWNERS, order_id, customer_id).await?;
+                OrderStatus::Placed
             }
-            OrderEvent::OrderStockReserved { order_id } => (order_id, OrderStatus::StockReserved),
-            OrderEvent::OrderPaid { order_id } => (order_id, OrderStatus::Paid),
-            OrderEvent::OrderConfirmed { order_id, .. } => (order_id, OrderStatus::Confirmed),
-            OrderEvent::OrderShipped { order_id } => (order_id, OrderStatus::Shipped),
-            OrderEvent::OrderCancelled { order_id, .. } => (order_id, OrderStatus::Cancelled),
+            OrderEvent::OrderStockReserved { .. } => OrderStatus::StockReserved,
+            OrderEvent::OrderPaid { .. } => OrderStatus::Paid,
+            OrderEvent::OrderConfirmed { .. } => OrderStatus::Confirmed,
+            OrderEvent::OrderShipped { .. } => OrderStatus::Shipped,
+            OrderEvent::OrderCancelled { .. } => OrderStatus::Cancelled,
         };
-        let customer: CustomerId =
-            docs.load(OWNERS, &order_id.to_string())
-                .await?
-                .ok_or_else(|| {
-                    ApplyError::poison(format!("order {order_id} changed before it was placed"))
-                })?;
+        let customer = docs.read(&OWNERS, order_id).await?.ok_or_else(|| {
+            ApplyError::poison(format!("{} changed before it was placed", event.stream_id))
+        })?;
         let key = customer.to_string();
-        let mut history: CustomerHistory = docs.load(CUSTOMERS, &key).await?.unwrap_or_default();
-        if let Some(entry) = history.orders.iter_mut().find(|o| o.order_id == order_id) {
-            entry.status = status;
+        let mut history = docs.read(&CUSTOMERS, &key).await?.unwrap_or_default();
+        match (
+            &event.event,
+            history
+                .orders
+                .iter_mut()
+                .find(|o| o.order_id.to_string() == order_id),
+        ) {
+            (_, Some(entry)) => entry.status = status,
+            (
+                OrderEvent::OrderPlaced {
+                    order_id, total, ..
+                },
+                None,
+            ) => {
+                history.orders.push(CustomerOrder {
+                    order_id: *order_id,
+                    status,
+                    total: *total,
+                    placed_at: event.recorded_at,
+                });
+            }
+            (_, None) => {}
         }
-        docs.save(CUSTOMERS, &key, &history).await?;
+        docs.write(&CUSTOMERS, &key, &history).await?;
         Ok(())
     }
 }
 
 /// A customer's orders, oldest first (empty for an unknown customer).
 pub async fn orders_of(
-    read_models: &ReadModels,
+    host: &ProjectionHost,
     customer: CustomerId,
 ) -> projections::Result<Vec<CustomerOrder>> {
-    let history: Option<CustomerHistory> = read_models
-        .get(NAME, CUSTOMERS, &customer.to_string())
-        .await?;
+    let history = host.get(&CUSTOMERS, &customer.to_string()).await?;
     Ok(history.unwrap_or_default().orders)
 }

@@ -1,17 +1,12 @@
 //! Daily sales totals: confirmed orders and revenue per day (UTC).
 
-use async_trait::async_trait;
-use cqrs_core::{EventFilter, RecordedEvent};
-use projections::{ApplyError, Documents, DocumentsExt, Projection};
+use projections::{ApplyError, EventOf, Fold, ProjectionHost};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::order::OrderEvent;
-use crate::read_models::decode;
-use crate::storage::ReadModels;
+use crate::domain::order::{Order, OrderEvent};
 
-/// The projection's name.
-pub const NAME: &str = "daily_sales";
-const DAYS: &str = "days";
+/// The projection's name (its checkpoint, and what `min_position` waits for).
+pub const NAME: &str = <DailySales as Fold>::NAME;
 
 /// One day's sales.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,41 +20,39 @@ pub struct DaySales {
     pub revenue: u128,
 }
 
-/// Builds [`DaySales`] from confirmed orders.
+/// Folds confirmed orders into [`DaySales`], one per day.
 pub struct DailySales;
 
-#[async_trait]
-impl Projection for DailySales {
-    fn name(&self) -> &str {
-        NAME
+impl Fold for DailySales {
+    type Aggregate = Order;
+    type Doc = DaySales;
+    const NAME: &'static str = "daily_sales";
+    const VERSION: u32 = 2;
+
+    fn key(&self, event: &EventOf<Order>) -> Option<String> {
+        matches!(event.event, OrderEvent::OrderConfirmed { .. })
+            .then(|| event.recorded_at.format("%Y-%m-%d").to_string())
     }
 
-    fn filter(&self) -> EventFilter {
-        EventFilter::all().event_types(["OrderConfirmed"])
-    }
-
-    async fn apply(
+    fn evolve(
         &self,
-        docs: &mut dyn Documents,
-        event: &RecordedEvent,
-    ) -> Result<(), ApplyError> {
-        let envelope = decode::<OrderEvent>(event)?;
-        let OrderEvent::OrderConfirmed { total, .. } = envelope.event else {
-            return Ok(());
+        day: Option<DaySales>,
+        event: &EventOf<Order>,
+    ) -> Result<Option<DaySales>, ApplyError> {
+        let OrderEvent::OrderConfirmed { total, .. } = event.event else {
+            return Ok(day);
         };
-        let date = envelope.recorded_at.format("%Y-%m-%d").to_string();
-        let mut day: DaySales = docs.load(DAYS, &date).await?.unwrap_or_else(|| DaySales {
-            date: date.clone(),
+        let mut day = day.unwrap_or_else(|| DaySales {
+            date: event.recorded_at.format("%Y-%m-%d").to_string(),
             ..DaySales::default()
         });
         day.orders += 1;
         day.revenue += u128::from(total.0);
-        docs.save(DAYS, &date, &day).await?;
-        Ok(())
+        Ok(Some(day))
     }
 }
 
 /// Sales per day, oldest first.
-pub async fn days(read_models: &ReadModels) -> projections::Result<Vec<DaySales>> {
-    read_models.list(NAME, DAYS).await
+pub async fn days(host: &ProjectionHost) -> projections::Result<Vec<DaySales>> {
+    host.documents::<DailySales>().await
 }

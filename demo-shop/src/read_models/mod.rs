@@ -7,24 +7,19 @@ pub mod product_stock;
 
 use std::sync::Arc;
 
-use cqrs_core::{DomainEvent, EventEnvelope, RecordedEvent, Upcasters};
-use projections::{ApplyError, Projection};
+use projections::{Projection, ProjectionHost, Typed};
 
 /// Every read-model projection of the shop (replayable; the checkout is not among them).
 pub fn all() -> Vec<Arc<dyn Projection>> {
     vec![
-        Arc::new(order_summaries::OrderSummaries),
-        Arc::new(product_stock::ProductStock),
-        Arc::new(customer_orders::CustomerOrders),
-        Arc::new(daily_sales::DailySales),
+        Arc::new(Typed::new(order_summaries::OrderSummaries)),
+        Arc::new(Typed::new(product_stock::ProductStock)),
+        Arc::new(Typed::new(customer_orders::CustomerOrders)),
+        Arc::new(Typed::new(daily_sales::DailySales)),
     ]
 }
 
-/// Decodes a stored event for a projection; an undecodable one is a poison event.
-pub(crate) fn decode<E: DomainEvent>(
-    event: &RecordedEvent,
-) -> Result<EventEnvelope<E>, ApplyError> {
-    event
-        .decode::<E>(&Upcasters::new())
-        .map_err(|e| ApplyError::poison(e.to_string()))
+/// Registers every read model of the shop with `host`.
+pub fn register(host: ProjectionHost) -> ProjectionHost {
+    host.with_projections(all())
 }

@@ -1,19 +1,14 @@
 //! Order summaries: status, lines, total and timestamps of every order.
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cqrs_core::{EventFilter, RecordedEvent};
-use projections::{ApplyError, Documents, DocumentsExt, Projection};
+use projections::{ApplyError, EventOf, Fold, ProjectionHost};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::money::{CustomerId, Money, OrderId};
-use crate::domain::order::{OrderEvent, OrderLine, OrderStatus};
-use crate::read_models::decode;
-use crate::storage::ReadModels;
+use crate::domain::order::{Order, OrderEvent, OrderLine, OrderStatus};
 
-/// The projection's name.
-pub const NAME: &str = "order_summaries";
-const ORDERS: &str = "orders";
+/// The projection's name (its checkpoint, and what `min_position` waits for).
+pub const NAME: &str = <OrderSummaries as Fold>::NAME;
 
 /// One order, as queries see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,80 +31,69 @@ pub struct OrderSummary {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Builds [`OrderSummary`]s from order events.
+/// Folds order events into [`OrderSummary`]s, one per order.
 pub struct OrderSummaries;
 
-#[async_trait]
-impl Projection for OrderSummaries {
-    fn name(&self) -> &str {
-        NAME
+impl Fold for OrderSummaries {
+    type Aggregate = Order;
+    type Doc = OrderSummary;
+    const NAME: &'static str = "order_summaries";
+    const VERSION: u32 = 2;
+
+    fn key(&self, event: &EventOf<Order>) -> Option<String> {
+        Some(event.stream_id.aggregate_id().to_owned())
     }
 
-    fn filter(&self) -> EventFilter {
-        EventFilter::all().categories(["order"])
-    }
-
-    async fn apply(
+    fn evolve(
         &self,
-        docs: &mut dyn Documents,
-        event: &RecordedEvent,
-    ) -> Result<(), ApplyError> {
-        let envelope = decode::<OrderEvent>(event)?;
-        let at = envelope.recorded_at;
-        if let OrderEvent::OrderPlaced {
-            order_id,
-            customer_id,
-            lines,
-            total,
-            ..
-        } = envelope.event
-        {
-            let summary = OrderSummary {
+        summary: Option<OrderSummary>,
+        event: &EventOf<Order>,
+    ) -> Result<Option<OrderSummary>, ApplyError> {
+        let at = event.recorded_at;
+        let (status, reason) = match &event.event {
+            OrderEvent::OrderPlaced {
                 order_id,
                 customer_id,
-                status: OrderStatus::Placed,
                 lines,
                 total,
-                cancel_reason: None,
-                placed_at: at,
-                updated_at: at,
-            };
-            docs.save(ORDERS, &order_id.to_string(), &summary).await?;
-            return Ok(());
-        }
-        let (order_id, status, reason) = match envelope.event {
-            OrderEvent::OrderPlaced { .. } => return Ok(()),
-            OrderEvent::OrderStockReserved { order_id } => {
-                (order_id, OrderStatus::StockReserved, None)
+                ..
+            } => {
+                return Ok(Some(OrderSummary {
+                    order_id: *order_id,
+                    customer_id: *customer_id,
+                    status: OrderStatus::Placed,
+                    lines: lines.clone(),
+                    total: *total,
+                    cancel_reason: None,
+                    placed_at: at,
+                    updated_at: at,
+                }))
             }
-            OrderEvent::OrderPaid { order_id } => (order_id, OrderStatus::Paid, None),
-            OrderEvent::OrderConfirmed { order_id, .. } => (order_id, OrderStatus::Confirmed, None),
-            OrderEvent::OrderShipped { order_id } => (order_id, OrderStatus::Shipped, None),
-            OrderEvent::OrderCancelled { order_id, reason } => {
-                (order_id, OrderStatus::Cancelled, Some(reason))
-            }
+            OrderEvent::OrderStockReserved { .. } => (OrderStatus::StockReserved, None),
+            OrderEvent::OrderPaid { .. } => (OrderStatus::Paid, None),
+            OrderEvent::OrderConfirmed { .. } => (OrderStatus::Confirmed, None),
+            OrderEvent::OrderShipped { .. } => (OrderStatus::Shipped, None),
+            OrderEvent::OrderCancelled { reason, .. } => (OrderStatus::Cancelled, Some(reason)),
         };
-        let key = order_id.to_string();
-        let mut summary: OrderSummary = docs.load(ORDERS, &key).await?.ok_or_else(|| {
-            ApplyError::poison(format!("order {order_id} changed before it was placed"))
+        let mut summary = summary.ok_or_else(|| {
+            ApplyError::poison(format!("{} changed before it was placed", event.stream_id))
         })?;
         summary.status = status;
-        summary.cancel_reason = reason.or(summary.cancel_reason);
+        summary.cancel_reason = reason.cloned().or(summary.cancel_reason);
         summary.updated_at = at;
-        docs.save(ORDERS, &key, &summary).await?;
-        Ok(())
+        Ok(Some(summary))
     }
 }
 
 /// One order's summary.
 pub async fn order(
-    read_models: &ReadModels,
+    host: &ProjectionHost,
     order_id: OrderId,
 ) -> projections::Result<Option<OrderSummary>> {
-    read_models.get(NAME, ORDERS, &order_id.to_string()).await
+    host.document::<OrderSummaries>(&order_id.to_string()).await
 }
 
 /// Every order's summary, by order id.
-pub async fn all_orders(read_models: &ReadModels) -> projections::Result<Vec<OrderSummary>> {
-    read_models.list(NAME, ORDERS).await
+pub async fn all_orders(host: &ProjectionHost) -> projections::Result<Vec<OrderSummary>> {
+    host.documents::<OrderSummaries>().await
 }

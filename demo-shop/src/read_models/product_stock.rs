@@ -1,18 +1,13 @@
 //! Products with their stock: available, reserved and sold units.
 
-use async_trait::async_trait;
-use cqrs_core::{EventFilter, RecordedEvent};
-use projections::{ApplyError, Documents, DocumentsExt, Projection};
+use projections::{ApplyError, EventOf, Fold, ProjectionHost};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::inventory::InventoryEvent;
+use crate::domain::inventory::{Inventory, InventoryEvent};
 use crate::domain::money::{Money, Sku};
-use crate::read_models::decode;
-use crate::storage::ReadModels;
 
-/// The projection's name.
-pub const NAME: &str = "product_stock";
-const PRODUCTS: &str = "products";
+/// The projection's name (its checkpoint, and what `min_position` waits for).
+pub const NAME: &str = <ProductStock as Fold>::NAME;
 
 /// A product and its stock, as queries see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,50 +26,40 @@ pub struct ProductStockRow {
     pub sold: u32,
 }
 
-/// Builds [`ProductStockRow`]s from inventory events.
+/// Folds inventory events into [`ProductStockRow`]s, one per product.
 pub struct ProductStock;
 
-#[async_trait]
-impl Projection for ProductStock {
-    fn name(&self) -> &str {
-        NAME
+impl Fold for ProductStock {
+    type Aggregate = Inventory;
+    type Doc = ProductStockRow;
+    const NAME: &'static str = "product_stock";
+    const VERSION: u32 = 2;
+
+    fn key(&self, event: &EventOf<Inventory>) -> Option<String> {
+        Some(event.stream_id.aggregate_id().to_owned())
     }
 
-    fn filter(&self) -> EventFilter {
-        EventFilter::all().categories(["inventory"])
-    }
-
-    async fn apply(
+    fn evolve(
         &self,
-        docs: &mut dyn Documents,
-        event: &RecordedEvent,
-    ) -> Result<(), ApplyError> {
-        let event = decode::<InventoryEvent>(event)?.event;
-        if let InventoryEvent::ProductRegistered { sku, name, price } = event {
-            let row = ProductStockRow {
+        row: Option<ProductStockRow>,
+        event: &EventOf<Inventory>,
+    ) -> Result<Option<ProductStockRow>, ApplyError> {
+        if let InventoryEvent::ProductRegistered { sku, name, price } = &event.event {
+            return Ok(Some(ProductStockRow {
                 sku: sku.clone(),
-                name,
-                price,
+                name: name.clone(),
+                price: *price,
                 available: 0,
                 reserved: 0,
                 sold: 0,
-            };
-            docs.save(PRODUCTS, sku.as_str(), &row).await?;
-            return Ok(());
+            }));
         }
-        let sku = match &event {
-            InventoryEvent::ProductRegistered { sku, .. }
-            | InventoryEvent::Restocked { sku, .. }
-            | InventoryEvent::StockReserved { sku, .. }
-            | InventoryEvent::ReservationReleased { sku, .. }
-            | InventoryEvent::ReservationCommitted { sku, .. } => sku.clone(),
-        };
-        let mut row: ProductStockRow =
-            docs.load(PRODUCTS, sku.as_str()).await?.ok_or_else(|| {
-                ApplyError::poison(format!("stock of {sku} changed before it was registered"))
-            })?;
-        let broken = || ApplyError::poison(format!("stock of {sku} would go negative"));
-        match event {
+        let stream = &event.stream_id;
+        let mut row = row.ok_or_else(|| {
+            ApplyError::poison(format!("{stream} changed before it was registered"))
+        })?;
+        let broken = || ApplyError::poison(format!("the stock of {stream} would go negative"));
+        match event.event {
             InventoryEvent::ProductRegistered { .. } => {}
             InventoryEvent::Restocked { quantity, .. } => row.available += quantity,
             InventoryEvent::StockReserved { quantity, .. } => {
@@ -90,20 +75,19 @@ impl Projection for ProductStock {
                 row.sold += quantity;
             }
         }
-        docs.save(PRODUCTS, sku.as_str(), &row).await?;
-        Ok(())
+        Ok(Some(row))
     }
 }
 
 /// Every product with its stock, by SKU.
-pub async fn products(read_models: &ReadModels) -> projections::Result<Vec<ProductStockRow>> {
-    read_models.list(NAME, PRODUCTS).await
+pub async fn products(host: &ProjectionHost) -> projections::Result<Vec<ProductStockRow>> {
+    host.documents::<ProductStock>().await
 }
 
 /// One product with its stock.
 pub async fn product(
-    read_models: &ReadModels,
+    host: &ProjectionHost,
     sku: &Sku,
 ) -> projections::Result<Option<ProductStockRow>> {
-    read_models.get(NAME, PRODUCTS, sku.as_str()).await
+    host.document::<ProductStock>(sku.as_str()).await
 }

@@ -16,7 +16,7 @@ pub mod view;
 use std::sync::Arc;
 
 use cqrs_core::Repository;
-use projections::{Projection, ProjectionRunner, RunnerOptions};
+use projections::ProjectionHost;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -24,7 +24,7 @@ pub use intake::OrderIntake;
 pub use shipment::{Shipment, ShipmentCommand, ShipmentEvent, ShipmentStatus};
 
 use crate::integration;
-use crate::storage::{ReadModels, Storage};
+use crate::storage::Storage;
 
 /// The name of the warehouse's relay (its checkpoint and lease).
 pub const RELAY: &str = "relay_shipments";
@@ -36,6 +36,7 @@ pub const SOURCE: &str = "urn:demo:warehouse";
 #[derive(Clone)]
 pub struct Warehouse {
     storage: Storage,
+    host: ProjectionHost,
     shipments: Repository<Shipment>,
 }
 
@@ -44,6 +45,7 @@ impl Warehouse {
     pub fn new(storage: Storage) -> Self {
         Self {
             shipments: Repository::new(Arc::clone(&storage.store), ()),
+            host: storage.host.clone().with_typed(view::Shipments),
             storage,
         }
     }
@@ -54,13 +56,8 @@ impl Warehouse {
     }
 
     /// Its read models.
-    pub fn read_models(&self) -> &ReadModels {
-        &self.storage.read_models
-    }
-
-    /// Its read-model projections.
-    pub fn projections(&self) -> Vec<Arc<dyn Projection>> {
-        vec![Arc::new(view::Shipments)]
+    pub fn host(&self) -> &ProjectionHost {
+        &self.host
     }
 
     /// Starts its workers: the `shipments` read model, the consumer of the shop's order
@@ -71,12 +68,7 @@ impl Warehouse {
         broker: Arc<dyn messaging::Broker>,
         shutdown: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<projections::Result<()>>> {
-        let mut workers = integration::spawn_projections(
-            &self.storage,
-            self.projections(),
-            RunnerOptions::default(),
-            shutdown.clone(),
-        );
+        let mut workers = self.host.spawn(shutdown.clone());
         workers.push(integration::spawn_consumer(
             &self.storage,
             Arc::clone(&broker),
@@ -84,34 +76,13 @@ impl Warehouse {
             shutdown.clone(),
         ));
         workers.push(integration::spawn_relay(
-            &self.storage,
-            broker,
-            RELAY,
-            SOURCE,
-            "shipment",
-            shutdown,
+            &self.host, broker, RELAY, SOURCE, "shipment", shutdown,
         ));
         workers
     }
 
     /// Brings its read models up to date with its log (for the embedded scenario and tests).
     pub async fn catch_up(&self) -> projections::Result<u64> {
-        let mut applied = 0;
-        for projection in self.projections() {
-            applied += match &self.storage.read_models {
-                ReadModels::Memory(t) => {
-                    ProjectionRunner::new(Arc::clone(&self.storage.store), t.clone(), projection)
-                        .run_until_caught_up()
-                        .await?
-                }
-                ReadModels::Postgres(t) => {
-                    ProjectionRunner::new(Arc::clone(&self.storage.store), t.clone(), projection)
-                        .run_until_caught_up()
-                        .await?
-                }
-            }
-            .applied;
-        }
-        Ok(applied)
+        self.host.catch_up().await
     }
 }

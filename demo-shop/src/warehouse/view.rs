@@ -1,18 +1,10 @@
 //! The warehouse's read model `shipments`: each order's shipment, for queries.
 
-use async_trait::async_trait;
-use cqrs_core::{EventFilter, RecordedEvent};
-use projections::{ApplyError, Documents, DocumentsExt, Projection};
+use projections::{ApplyError, EventOf, Fold, ProjectionHost};
 use serde::{Deserialize, Serialize};
 
-use super::shipment::{PickLine, ShipmentEvent, ShipmentStatus};
+use super::shipment::{PickLine, Shipment, ShipmentEvent, ShipmentStatus};
 use crate::domain::money::OrderId;
-use crate::read_models::decode;
-use crate::storage::ReadModels;
-
-/// The projection's name.
-pub const NAME: &str = "shipments";
-const COLLECTION: &str = "shipments";
 
 /// One order's shipment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,70 +19,58 @@ pub struct ShipmentView {
     pub tracking: Option<String>,
 }
 
-/// Builds [`ShipmentView`]s from the shipment events.
+/// Folds the shipment events into [`ShipmentView`]s, one per order.
 pub struct Shipments;
 
-#[async_trait]
-impl Projection for Shipments {
-    fn name(&self) -> &str {
-        NAME
+impl Fold for Shipments {
+    type Aggregate = Shipment;
+    type Doc = ShipmentView;
+    const NAME: &'static str = "shipments";
+    const VERSION: u32 = 2;
+
+    fn key(&self, event: &EventOf<Shipment>) -> Option<String> {
+        Some(event.stream_id.aggregate_id().to_owned())
     }
 
-    fn filter(&self) -> EventFilter {
-        EventFilter::all().categories(["shipment"])
-    }
-
-    async fn apply(
+    fn evolve(
         &self,
-        docs: &mut dyn Documents,
-        event: &RecordedEvent,
-    ) -> Result<(), ApplyError> {
-        let event = decode::<ShipmentEvent>(event)?.event;
-        let (order_id, change): (OrderId, Box<dyn FnOnce(&mut ShipmentView) + Send>) = match event {
-            ShipmentEvent::ShipmentExpected { order_id, lines } => {
-                (order_id, Box::new(move |v| v.lines = lines))
-            }
-            ShipmentEvent::ShipmentPicked { order_id } => {
-                (order_id, Box::new(|v| v.status = ShipmentStatus::Picked))
-            }
-            ShipmentEvent::ShipmentDispatched { order_id, tracking } => (
-                order_id,
-                Box::new(move |v| {
-                    v.status = ShipmentStatus::Dispatched;
-                    v.tracking = Some(tracking);
-                }),
-            ),
-            ShipmentEvent::ShipmentCancelled { order_id } => {
-                (order_id, Box::new(|v| v.status = ShipmentStatus::Cancelled))
-            }
+        view: Option<ShipmentView>,
+        event: &EventOf<Shipment>,
+    ) -> Result<Option<ShipmentView>, ApplyError> {
+        let order_id = match &event.event {
+            ShipmentEvent::ShipmentExpected { order_id, .. }
+            | ShipmentEvent::ShipmentPicked { order_id }
+            | ShipmentEvent::ShipmentDispatched { order_id, .. }
+            | ShipmentEvent::ShipmentCancelled { order_id } => *order_id,
         };
-        let key = order_id.to_string();
-        let mut view = docs
-            .load::<ShipmentView>(COLLECTION, &key)
-            .await?
-            .unwrap_or(ShipmentView {
-                order_id,
-                status: ShipmentStatus::Expected,
-                lines: Vec::new(),
-                tracking: None,
-            });
-        change(&mut view);
-        docs.save(COLLECTION, &key, &view).await?;
-        Ok(())
+        let mut view = view.unwrap_or(ShipmentView {
+            order_id,
+            status: ShipmentStatus::Expected,
+            lines: Vec::new(),
+            tracking: None,
+        });
+        match &event.event {
+            ShipmentEvent::ShipmentExpected { lines, .. } => view.lines = lines.clone(),
+            ShipmentEvent::ShipmentPicked { .. } => view.status = ShipmentStatus::Picked,
+            ShipmentEvent::ShipmentDispatched { tracking, .. } => {
+                view.status = ShipmentStatus::Dispatched;
+                view.tracking = Some(tracking.clone());
+            }
+            ShipmentEvent::ShipmentCancelled { .. } => view.status = ShipmentStatus::Cancelled,
+        }
+        Ok(Some(view))
     }
 }
 
 /// The shipment of `order_id`, if the warehouse knows it.
 pub async fn shipment(
-    read_models: &ReadModels,
+    host: &ProjectionHost,
     order_id: OrderId,
 ) -> projections::Result<Option<ShipmentView>> {
-    read_models
-        .get(NAME, COLLECTION, &order_id.to_string())
-        .await
+    host.document::<Shipments>(&order_id.to_string()).await
 }
 
 /// Every shipment.
-pub async fn all(read_models: &ReadModels) -> projections::Result<Vec<ShipmentView>> {
-    read_models.list(NAME, COLLECTION).await
+pub async fn all(host: &ProjectionHost) -> projections::Result<Vec<ShipmentView>> {
+    host.documents::<Shipments>().await
 }
