@@ -49,7 +49,13 @@ pub trait DomainEvent:
     Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static
 {
     /// The stable name stored with the event. Renaming a Rust variant must not change it.
-    fn event_type(&self) -> &'static str;
+    ///
+    /// The default is the serde variant name of an externally tagged enum (so rename with
+    /// `#[serde(rename = "…")]`, not by hand); any other shape overrides it, with `encode`
+    /// and `decode`.
+    fn event_type(&self) -> &'static str {
+        crate::event_types::variant_name(self).unwrap_or("")
+    }
 
     /// The schema version of this event's current shape; bump it (and register an upcaster)
     /// when the payload changes shape.

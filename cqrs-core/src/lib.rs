@@ -5,13 +5,24 @@
 //! lives in `eventstore-postgres`, read models in `projections`.
 //!
 //! ```
-//! use cqrs_core::{InMemoryEventStore, EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
-//! use cqrs_core::conformance::TestEvent;
+//! use cqrs_core::{DomainEvent, InMemoryEventStore, EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Clone, Debug, Serialize, Deserialize)]
+//! enum CartEvent {
+//!     ItemAdded { sku: String },
+//! }
+//!
+//! impl DomainEvent for CartEvent {
+//!     fn event_type(&self) -> &'static str {
+//!         "ItemAdded"
+//!     }
+//! }
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let store = InMemoryEventStore::new();
-//! let stream = StreamId::new("counter-1").unwrap();
-//! let event = NewEvent::from_domain(&TestEvent::Added { amount: 3 }).unwrap();
+//! let stream = StreamId::for_aggregate("cart", "1").unwrap();
+//! let event = NewEvent::from_domain(&CartEvent::ItemAdded { sku: "MUG".into() }).unwrap();
 //! let written = store
 //!     .append(&stream, ExpectedVersion::NoStream, vec![event], &Metadata::new_request())
 //!     .await
@@ -19,7 +30,7 @@
 //! assert_eq!(written.stream_version, 1);
 //!
 //! // A second writer that believes the stream is new loses, and stores nothing.
-//! let late = NewEvent::from_domain(&TestEvent::Added { amount: 4 }).unwrap();
+//! let late = NewEvent::from_domain(&CartEvent::ItemAdded { sku: "TEE".into() }).unwrap();
 //! let refused = store.append(&stream, ExpectedVersion::NoStream, vec![late], &Metadata::default()).await;
 //! assert!(refused.unwrap_err().is_conflict());
 //! # });
@@ -39,13 +50,14 @@
 //! | [`snapshot`] | [`Snapshot`], [`SnapshotPolicy`] |
 //! | [`upcast`] | [`Upcasters`]: old event shapes to new |
 //! | [`in_memory`] | [`InMemoryEventStore`] |
-//! | [`testing`] | given / when / then for aggregates |
-//! | [`conformance`] | the test suite every store runs |
+//! | `testing` | given / when / then for aggregates (feature `testing`) |
+//! | `conformance` | the test suite every store runs (feature `testing`) |
 //! | [`error`] | [`Error`], [`CommandError`] |
 
 pub mod aggregate;
 pub mod command;
 pub mod command_handler;
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod error;
 pub mod event;
@@ -55,6 +67,7 @@ pub mod in_memory;
 pub mod snapshot;
 pub mod store;
 pub mod stream;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod upcast;
 

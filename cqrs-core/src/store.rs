@@ -87,7 +87,7 @@ pub struct ReadAllPage {
 
 /// An append-only store of event streams with one global, trustworthy order.
 ///
-/// Guarantees every implementation keeps (the [`conformance`](crate::conformance) suite checks them):
+/// Guarantees every implementation keeps (the `conformance` suite, feature `testing`, checks them):
 /// - an append stores all of its events or none, and only if the [`ExpectedVersion`] holds;
 ///   otherwise it returns [`Error::Conflict`] and stores nothing;
 /// - appending events whose ids are already stored by the same batch stores nothing again

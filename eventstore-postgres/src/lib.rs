@@ -4,17 +4,28 @@
 //! [`cqrs_core::EventStore`] contract over a `sqlx::PgPool`.
 //!
 //! ```no_run
-//! use cqrs_core::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, StreamId};
-//! use cqrs_core::conformance::TestEvent;
+//! use cqrs_core::{DomainEvent, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, StreamId};
 //! use eventstore_postgres::PgEventStore;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Clone, Debug, Serialize, Deserialize)]
+//! enum CartEvent {
+//!     ItemAdded { sku: String },
+//! }
+//!
+//! impl DomainEvent for CartEvent {
+//!     fn event_type(&self) -> &'static str {
+//!         "ItemAdded"
+//!     }
+//! }
 //!
 //! # async fn run() -> cqrs_core::Result<()> {
 //! let store = PgEventStore::connect("postgres://postgres@127.0.0.1/shop").await?;
 //! store.migrate().await?;
-//! let stream = StreamId::new("counter-1")?;
-//! let event = NewEvent::from_domain(&TestEvent::Added { amount: 3 })?;
+//! let stream = StreamId::for_aggregate("cart", "1")?;
+//! let event = NewEvent::from_domain(&CartEvent::ItemAdded { sku: "MUG".into() })?;
 //! store.append(&stream, ExpectedVersion::NoStream, vec![event], &Metadata::new_request()).await?;
-//! let page = store.read_all(Position::START, 1_000, &EventFilter::all().categories(["counter"])).await?;
+//! let page = store.read_all(Position::START, 1_000, &EventFilter::all().categories(["cart"])).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -78,10 +89,11 @@
 //! | `horizon` | what holds readers back ([`cqrs_core::Horizon`]) |
 //! | `log_order` | the start-up guard against a log copied from a cluster that was ahead |
 //! | `error` | mapping `sqlx` errors to [`cqrs_core::Error`] |
-//! | [`testing`] | [`testing::TestDatabase`]: a fresh database per test |
-//! | [`bench`](mod@bench) | the command line and medians of the benchmarks |
+//! | `testing` | `TestDatabase`: a fresh database per test (feature `testing`) |
+//! | `bench` | the command line and medians of the benchmarks (feature `testing`) |
 //! | `migrations/` | the schema and the `es_append` function |
 
+#[cfg(feature = "testing")]
 pub mod bench;
 mod error;
 mod group;
@@ -90,6 +102,7 @@ mod log_order;
 mod notify;
 mod row;
 mod store;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use cqrs_core::HorizonBlocker;

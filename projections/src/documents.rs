@@ -41,6 +41,7 @@ pub trait Documents: Send {
     /// also writes tables of its own: they commit with the documents and the checkpoint.
     /// Such tables should carry [`generation`](Documents::generation) in their rows, so that
     /// a rebuild does not disturb what queries read.
+    #[cfg(feature = "postgres")]
     fn postgres(&mut self) -> Option<&mut sqlx::PgConnection> {
         None
     }

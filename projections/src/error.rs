@@ -13,9 +13,14 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] cqrs_core::Error),
 
-    /// The read-model database failed (connection lost, query refused…).
+    /// The read-model database failed (a query refused, a constraint broken…).
     #[error("read-model storage error: {0}")]
     Storage(#[source] cqrs_core::BoxError),
+
+    /// The read-model database could not be reached (connection refused or lost, server
+    /// restarting, pool exhausted); trying again later may succeed.
+    #[error("read-model storage unavailable: {0}")]
+    Unavailable(#[source] cqrs_core::BoxError),
 
     /// A projection met a transient failure (its own or its storage's); trying again may succeed.
     #[error("transient failure: {0}")]
@@ -126,16 +131,8 @@ impl Error {
         match self {
             Self::Transient(_) => true,
             Self::Store(e) => e.is_retryable(),
-            Self::Storage(e) => e
-                .downcast_ref::<sqlx::Error>()
-                .is_some_and(eventstore_postgres::is_transient),
+            Self::Unavailable(_) => true,
             _ => false,
         }
-    }
-}
-
-impl From<sqlx::Error> for Error {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Storage(Box::new(error))
     }
 }

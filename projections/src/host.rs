@@ -114,6 +114,30 @@ impl ProjectionHost {
         }
     }
 
+    /// A host on PostgreSQL at `database_url`, events and read models in the same database
+    /// (both migrated, the event store's log order checked), or everything in memory when
+    /// there is no URL: how a service picks its storage from its configuration.
+    ///
+    /// ```no_run
+    /// # async fn run() -> projections::Result<()> {
+    /// let host = projections::ProjectionHost::open(std::env::var("DATABASE_URL").ok().as_deref()).await?;
+    /// let store = host.store().clone(); // for the repositories
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "postgres")]
+    pub async fn open(database_url: Option<&str>) -> Result<Self> {
+        let Some(url) = database_url else {
+            let store = Arc::new(cqrs_core::InMemoryEventStore::new());
+            return Ok(Self::new(store, crate::MemoryTarget::new()));
+        };
+        let store = eventstore_postgres::PgEventStore::connect(url).await?;
+        store.migrate().await?;
+        store.check_log_order().await?;
+        let target = crate::PgTarget::new(store.pool().clone());
+        target.migrate().await?;
+        Ok(Self::new(Arc::new(store), target))
+    }
+
     /// Runs every projection with `options`.
     pub fn with_options(mut self, options: RunnerOptions) -> Self {
         self.options = options;

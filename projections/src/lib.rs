@@ -27,35 +27,65 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use async_trait::async_trait;
-//! use cqrs_core::{EventStore, ExpectedVersion, InMemoryEventStore, Metadata, NewEvent, RecordedEvent, StreamId};
-//! use cqrs_core::conformance::TestEvent;
-//! use projections::{ApplyError, Documents, DocumentsExt, MemoryTarget, Projection, ProjectionRunner, Target};
+//! use cqrs_core::{Aggregate, DomainEvent, InMemoryEventStore, Metadata, Repository};
+//! use projections::{ApplyError, EventOf, Fold, MemoryTarget, ProjectionHost};
+//! use serde::{Deserialize, Serialize};
 //!
-//! struct Totals;
+//! // The write side: a cart that records the items put in it.
+//! #[derive(Default, Serialize, Deserialize)]
+//! struct Cart;
 //!
-//! #[async_trait]
-//! impl Projection for Totals {
-//!     fn name(&self) -> &str { "totals" }
-//!     async fn apply(&self, docs: &mut dyn Documents, event: &RecordedEvent) -> Result<(), ApplyError> {
-//!         let amount = event.event.payload["amount"].as_u64().ok_or_else(|| ApplyError::poison("no amount"))?;
-//!         let total: u64 = docs.load("totals", event.stream_id.as_str()).await?.unwrap_or(0);
-//!         docs.save("totals", event.stream_id.as_str(), &(total + amount)).await?;
-//!         Ok(())
+//! #[derive(Clone, Debug, Serialize, Deserialize)]
+//! enum CartEvent {
+//!     ItemAdded { sku: String },
+//! }
+//!
+//! impl DomainEvent for CartEvent {
+//!     fn event_type(&self) -> &'static str {
+//!         "ItemAdded"
+//!     }
+//! }
+//!
+//! impl Aggregate for Cart {
+//!     const TYPE: &'static str = "cart";
+//!     type Command = String;
+//!     type Event = CartEvent;
+//!     type Error = std::convert::Infallible;
+//!     type Services = ();
+//!
+//!     fn handle(&self, sku: String, _: &()) -> Result<Vec<CartEvent>, Self::Error> {
+//!         Ok(vec![CartEvent::ItemAdded { sku }])
+//!     }
+//!
+//!     fn apply(&mut self, _: &CartEvent) {}
+//! }
+//!
+//! // The read side: how many items each cart holds.
+//! struct CartSizes;
+//!
+//! impl Fold for CartSizes {
+//!     type Aggregate = Cart;
+//!     type Doc = u32;
+//!     const NAME: &'static str = "cart_sizes";
+//!
+//!     fn key(&self, event: &EventOf<Cart>) -> Option<String> {
+//!         Some(event.stream_id.aggregate_id().to_owned())
+//!     }
+//!
+//!     fn evolve(&self, size: Option<u32>, _: &EventOf<Cart>) -> Result<Option<u32>, ApplyError> {
+//!         Ok(Some(size.unwrap_or(0) + 1))
 //!     }
 //! }
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let store = Arc::new(InMemoryEventStore::new());
-//! let stream = StreamId::new("counter-1").unwrap();
-//! for amount in [2, 3] {
-//!     let event = NewEvent::from_domain(&TestEvent::Added { amount }).unwrap();
-//!     store.append(&stream, ExpectedVersion::Any, vec![event], &Metadata::default()).await.unwrap();
+//! let carts = Repository::<Cart>::new(store.clone(), ());
+//! let host = ProjectionHost::new(store, MemoryTarget::new()).with_typed(CartSizes);
+//! for sku in ["MUG", "TEE"] {
+//!     carts.execute("c1", sku.to_owned(), &Metadata::new_request()).await.unwrap();
 //! }
-//! let target = MemoryTarget::new();
-//! let runner = ProjectionRunner::new(store, target.clone(), Arc::new(Totals));
-//! runner.run_until_caught_up().await.unwrap();
-//! assert_eq!(target.get("totals", "totals", "counter-1").await.unwrap(), Some(serde_json::json!(5)));
+//! host.settle().await.unwrap(); // a service runs `host.run(shutdown)` instead
+//! assert_eq!(host.document::<CartSizes>("c1").await.unwrap(), Some(2));
 //! # });
 //! ```
 //!
@@ -78,7 +108,7 @@
 //! | [`process`] | process managers: per-instance state, retries, parking, deadlines |
 //! | [`postgres`] | [`PgTarget`] |
 //! | [`memory`] | [`MemoryTarget`] |
-//! | [`testing`] | scenarios every target passes; the `Tallies` test projection |
+//! | `testing` | `testing::given` / then for projections; scenarios every target passes (feature `testing`) |
 //! | [`error`] | [`Error`] |
 
 pub mod dead_letters;
@@ -88,6 +118,7 @@ pub mod host;
 pub mod lease;
 pub mod memory;
 pub mod policy;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod process;
 pub mod progress;
@@ -96,6 +127,7 @@ pub mod rebuild;
 pub mod runner;
 pub mod status;
 pub mod target;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod typed;
 
@@ -106,6 +138,7 @@ pub use host::{ProjectionHost, Shutdown, Worker};
 pub use lease::{Lease, LeaseInfo, LeaseOptions, LeaseToken};
 pub use memory::MemoryTarget;
 pub use policy::ErrorPolicy;
+#[cfg(feature = "postgres")]
 pub use postgres::PgTarget;
 pub use progress::{wait_for, Progress, ProgressBoard, WaitOutcome};
 pub use projection::{ApplyError, Projection};

@@ -96,7 +96,7 @@ pub enum Role {
 
 /// Storage for read models: documents, checkpoints, leases, failures and dead letters.
 ///
-/// The rules every implementation keeps (the scenarios of [`testing`](crate::testing) check
+/// The rules every implementation keeps (the scenarios of `testing`, feature `testing`, check
 /// them on each):
 /// - a batch's writes, its dead letters and its checkpoint commit together, by compare-and-set
 ///   on the position the batch started from, on its generation still playing its

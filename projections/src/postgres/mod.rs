@@ -23,6 +23,19 @@ use uuid::Uuid;
 
 pub use batch::PgBatch;
 
+/// How the PostgreSQL target reports a database error: one out of reach (refused, lost,
+/// restarting, pool exhausted) is [`Error::Unavailable`], which workers retry; anything else
+/// is [`Error::Storage`]. The `sqlx` error is kept as the cause.
+impl From<sqlx::Error> for Error {
+    fn from(error: sqlx::Error) -> Self {
+        if eventstore_postgres::is_transient(&error) {
+            Self::Unavailable(Box::new(error))
+        } else {
+            Self::Storage(Box::new(error))
+        }
+    }
+}
+
 use crate::dead_letters::{DeadLetter, DeadLetterStatus, Resolution};
 use crate::error::{Error, Result};
 use crate::lease::{LeaseInfo, LeaseToken};

@@ -67,6 +67,7 @@
 //! ```
 
 mod memory;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod runner;
 mod step;
@@ -78,6 +79,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use memory::MemoryInstances;
+#[cfg(feature = "postgres")]
 pub use postgres::PgInstances;
 pub use runner::{ProcessOptions, ProcessRunner, Settled};
 pub use step::{Deadline, DeadlineChanges, Step, CLAIM_EPOCH};

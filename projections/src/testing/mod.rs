@@ -2,6 +2,14 @@
 //! target and on PostgreSQL (`tests/memory.rs`, `tests/postgres.rs`), and the `Tallies`
 //! projection the fault tests of the workspace run in worker processes. Each scenario
 //! panics with a message on failure, like any test assertion.
+//!
+//! [`given`] is for a projection's own tests: events in, read model out, with a check that
+//! applying the same events twice changes nothing. This module is built only with the
+//! `testing` feature (a dev-dependency feature: `projections = { …, features = ["testing"] }`).
+
+mod given;
+
+pub use given::{given, Given, ReadModel};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,134 @@
+//! A bank-account service in one page; `docs/getting-started.md` walks through it.
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::{http::StatusCode, routing::post, Json, Router};
+use cqrs_core::{Aggregate, CommandError, DomainEvent, Metadata, Repository};
+use projections::{ApplyError, EventOf, Fold, ProjectionHost};
+use serde::{Deserialize, Serialize};
+
+/// The aggregate: what its rules need to know, nothing more.
+#[derive(Default, Serialize, Deserialize)]
+pub struct Account {
+    balance: u64,
+}
+
+/// What callers ask of an account: `{"deposit": {"amount": 5}}`.
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum AccountCommand {
+    Deposit { amount: u64 },
+    Withdraw { amount: u64 },
+}
+
+/// What an account records: the variant names are the stored event types.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum AccountEvent {
+    Deposited { amount: u64 },
+    Withdrew { amount: u64 },
+}
+
+impl DomainEvent for AccountEvent {}
+
+/// Why an account refuses a command.
+#[derive(Debug, thiserror::Error)]
+#[error("insufficient funds: the balance is {0}")]
+pub struct InsufficientFunds(u64);
+
+impl Aggregate for Account {
+    const TYPE: &'static str = "account";
+    type Command = AccountCommand;
+    type Event = AccountEvent;
+    type Error = InsufficientFunds;
+    type Services = ();
+
+    fn handle(&self, command: AccountCommand, _: &()) -> Result<Vec<AccountEvent>, Self::Error> {
+        match command {
+            AccountCommand::Deposit { amount } => Ok(vec![AccountEvent::Deposited { amount }]),
+            AccountCommand::Withdraw { amount } if amount > self.balance => {
+                Err(InsufficientFunds(self.balance))
+            }
+            AccountCommand::Withdraw { amount } => Ok(vec![AccountEvent::Withdrew { amount }]),
+        }
+    }
+
+    fn apply(&mut self, event: &AccountEvent) {
+        match event {
+            AccountEvent::Deposited { amount } => self.balance += amount,
+            AccountEvent::Withdrew { amount } => self.balance -= amount,
+        }
+    }
+}
+
+/// The read model: each account's balance.
+pub struct Balances;
+
+impl Fold for Balances {
+    type Aggregate = Account;
+    type Doc = u64;
+    const NAME: &'static str = "balances";
+
+    fn key(&self, event: &EventOf<Account>) -> Option<String> {
+        Some(event.stream_id.aggregate_id().to_owned())
+    }
+
+    fn evolve(&self, doc: Option<u64>, e: &EventOf<Account>) -> Result<Option<u64>, ApplyError> {
+        Ok(Some(match e.event {
+            AccountEvent::Deposited { amount } => doc.unwrap_or(0) + amount,
+            AccountEvent::Withdrew { amount } => doc.unwrap_or(0) - amount,
+        }))
+    }
+}
+
+/// The service: commands go through the repository, queries through the host.
+#[derive(Clone)]
+pub struct Service {
+    /// Loads accounts and carries out their commands.
+    pub accounts: Repository<Account>,
+    /// Runs the read model (`host.run(shutdown)`) and answers its queries.
+    pub host: ProjectionHost,
+}
+
+/// The service on PostgreSQL at `database_url` (migrated), in memory without one.
+pub async fn open(database_url: Option<&str>) -> projections::Result<Service> {
+    let host = ProjectionHost::open(database_url).await?.with_typed(Balances);
+    let accounts = Repository::new(host.store().clone(), ()).with_conflict_retries(5);
+    Ok(Service { accounts, host })
+}
+
+/// `POST /accounts/{id}` carries out a command and answers the new balance;
+/// `GET /accounts/{id}` reads it.
+pub fn router(service: Service) -> Router {
+    Router::new().route("/accounts/{id}", post(execute).get(balance)).with_state(service)
+}
+
+type Reply = Result<Json<u64>, (StatusCode, String)>;
+
+async fn execute(
+    State(s): State<Service>,
+    id: Path<String>,
+    command: Json<AccountCommand>,
+) -> Reply {
+    let events = s.accounts.execute(&id, command.0, &Metadata::new_request()).await;
+    let events = events.map_err(|e| match e {
+        CommandError::Rejected(e) => (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        e => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    })?;
+    // Read your own write: answer once the read model holds the new events.
+    let at = events.last().map(|e| e.position).unwrap_or_default();
+    let waited = s.host.wait_for(Balances::NAME, at, Duration::from_secs(5)).await;
+    if !waited.as_ref().is_ok_and(|w| w.is_reached()) {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, format!("read model behind: {waited:?}")));
+    }
+    balance(State(s), id).await
+}
+
+async fn balance(State(s): State<Service>, Path(id): Path<String>) -> Reply {
+    match s.host.document::<Balances>(&id).await {
+        Ok(Some(balance)) => Ok(Json(balance)),
+        Ok(None) => Err((StatusCode::NOT_FOUND, format!("no account {id}"))),
+        Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
