@@ -80,17 +80,6 @@ pub trait DomainEvent:
         }
     }
 
-    /// Every type name this event type can be stored under, or `None` when they cannot be
-    /// listed. The default reads the variant names of an externally tagged serde enum (see
-    /// [`variant_names`](crate::event_types::variant_names)); a typed projection filters the
-    /// log by them, so no type name is spelt twice.
-    fn event_types() -> Option<&'static [&'static str]>
-    where
-        Self: Sized,
-    {
-        crate::event_types::variant_names::<Self>()
-    }
-
     /// Decodes a payload stored under `event_type`; the inverse of [`DomainEvent::encode`].
     fn decode(event_type: &str, payload: Value) -> std::result::Result<Self, serde_json::Error> {
         let mut tagged = serde_json::Map::with_capacity(1);
@@ -186,6 +175,16 @@ impl NewEvent {
 
     /// Encodes a domain event with the given id.
     pub fn with_id<E: DomainEvent>(event_id: Uuid, event: &E) -> Result<Self> {
+        if event.event_type().is_empty() {
+            return Err(Error::Encode {
+                event_type: String::new(),
+                reason: format!(
+                    "{event:?} has no event type: the default `event_type` names the variant of \
+                     an externally tagged serde enum; other shapes implement `event_type`, \
+                     `encode` and `decode`"
+                ),
+            });
+        }
         let payload = event.encode().map_err(|e| Error::Encode {
             event_type: event.event_type().to_owned(),
             reason: e.to_string(),

@@ -75,10 +75,11 @@ impl Fold for Balances {
     }
 
     fn evolve(&self, doc: Option<u64>, e: &EventOf<Account>) -> Result<Option<u64>, ApplyError> {
-        Ok(Some(match e.event {
-            AccountEvent::Deposited { amount } => doc.unwrap_or(0) + amount,
-            AccountEvent::Withdrew { amount } => doc.unwrap_or(0) - amount,
-        }))
+        let balance = match e.event {
+            AccountEvent::Deposited { amount } => doc.unwrap_or(0).checked_add(amount),
+            AccountEvent::Withdrew { amount } => doc.unwrap_or(0).checked_sub(amount),
+        };
+        balance.map(Some).ok_or_else(|| ApplyError::poison("the balance would leave u64"))
     }
 }
 

@@ -43,7 +43,7 @@ use crate::rebuild::{RebuildProgress, RebuildReport};
 use crate::runner::{ProjectionRunner, RunnerOptions};
 use crate::status::ProjectionStatus;
 use crate::target::Target;
-use crate::typed::{folded, Collection, EventProjection, Fold, Typed};
+use crate::typed::{collection, Collection, EventProjection, Fold, Typed};
 
 /// A future that resolves when a worker should stop.
 pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -80,7 +80,9 @@ impl<P: ProcessManager> Worker for ProcessRunner<P> {
 
 /// The projections and workers of one service over one event store and one [`Target`].
 ///
-/// Cheap to clone: clones share everything.
+/// Cheap to clone. A clone shares the store, the target and what was registered so far;
+/// what is registered on it afterwards is its own (a service adds its projections to the
+/// bare host its storage gives it).
 #[derive(Clone)]
 pub struct ProjectionHost {
     store: Arc<dyn EventStore>,
@@ -223,19 +225,42 @@ impl ProjectionHost {
         tasks
     }
 
-    /// Runs every projection and worker until `shutdown` resolves, then waits for each to
-    /// stop. Returns the first error any of them ended with.
+    /// Runs every projection and worker until `shutdown` resolves, then stops them and
+    /// waits for each. One that ends with an error before then (a failure the runner does
+    /// not retry, a panic) stops the others too, and its error is returned at once, so a
+    /// supervisor sees a service whose read models no longer move.
     pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let (stop, stopping) = watch::channel(false);
-        let tasks = self.spawn(stopping);
-        shutdown.await;
-        let _ = stop.send(true);
+        let mut tasks: tokio::task::JoinSet<Result<()>> = tokio::task::JoinSet::new();
+        for task in self.spawn(stopping) {
+            tasks.spawn(async move {
+                task.await
+                    .unwrap_or_else(|e| Err(Error::Transient(format!("a worker panicked: {e}"))))
+            });
+        }
         let mut first_error = None;
-        for task in tasks {
-            let outcome = task
-                .await
-                .unwrap_or_else(|e| Err(Error::Transient(format!("a worker panicked: {e}"))));
-            if let Err(error) = outcome {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                ended = tasks.join_next() => match ended {
+                    None => break,
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(error))) => {
+                        tracing::error!(%error, "a projection or worker stopped; stopping the others");
+                        first_error = Some(error);
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        first_error = Some(Error::Transient(format!("a worker panicked: {e}")));
+                        break;
+                    }
+                },
+            }
+        }
+        let _ = stop.send(true);
+        while let Some(ended) = tasks.join_next().await {
+            if let Ok(Err(error)) = ended {
                 first_error.get_or_insert(error);
             }
         }
@@ -366,17 +391,12 @@ impl ProjectionHost {
 
     /// The document of fold `F` under `key`.
     pub async fn document<F: Fold>(&self, key: &str) -> Result<Option<F::Doc>> {
-        Ok(self.get(&folded::<F>(), key).await?.map(|f| f.doc))
+        self.get(&collection::<F>(), key).await
     }
 
     /// Every document of fold `F`, ordered by key.
     pub async fn documents<F: Fold>(&self) -> Result<Vec<F::Doc>> {
-        Ok(self
-            .list(&folded::<F>())
-            .await?
-            .into_iter()
-            .map(|f| f.doc)
-            .collect())
+        self.list(&collection::<F>()).await
     }
 }
 

@@ -146,4 +146,4 @@ pub use rebuild::{RebuildProgress, RebuildReport};
 pub use runner::{CaughtUp, ProjectionRunner, RunnerOptions};
 pub use status::{status, ProjectionState, ProjectionStatus};
 pub use target::{Checkpoint, Failure, StoredState, Target};
-pub use typed::{Collection, EventOf, EventProjection, Fold, Folded, Typed};
+pub use typed::{Collection, EventOf, EventProjection, Fold, Typed};

@@ -1,14 +1,15 @@
 //! Typed projections: a read model written against an aggregate's own event type.
 //!
 //! The aggregate names everything the untyped [`Projection`] asks for by hand: its
-//! [`TYPE`](Aggregate::TYPE) is the category followed, its event enum's variants are the event
-//! types (read from the serde derive, so a misspelt type cannot exist), and its
+//! [`TYPE`](Aggregate::TYPE) is the category followed (so every event type of its enum, and no
+//! type name is spelt anywhere), its event enum decodes the events, and its
 //! [`upcasters`](Aggregate::upcasters) bring old events to the current shape exactly as the
-//! [`Repository`](cqrs_core::Repository) does.
+//! [`Repository`](cqrs_core::Repository) does. An event of the category that the enum does
+//! not know (written by a newer release) stops the read model as poison, by the error
+//! policy, rather than being passed over unseen.
 //!
 //! - [`Fold`]: the usual read model, one typed document per key, written as
-//!   `evolve(document, event)`. It is idempotent by construction: each document remembers the
-//!   last event folded into it, and an event at or before that is skipped.
+//!   `evolve(document, event)`.
 //! - [`EventProjection`]: anything else (several collections, tables of its own through
 //!   [`Documents::postgres`]), handed each event decoded.
 //!
@@ -18,11 +19,9 @@
 use std::marker::PhantomData;
 
 use async_trait::async_trait;
-use cqrs_core::{
-    Aggregate, DomainEvent, EventEnvelope, EventFilter, Position, RecordedEvent, Upcasters,
-};
+use cqrs_core::{Aggregate, EventEnvelope, EventFilter, RecordedEvent, Upcasters};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::documents::{Documents, DocumentsExt};
 use crate::projection::{ApplyError, Projection};
@@ -135,12 +134,14 @@ pub trait EventProjection: Send + Sync + 'static {
 }
 
 /// A read model as a fold: each event changes at most one typed document, chosen by
-/// [`key`](Fold::key), by [`evolve`](Fold::evolve).
-///
-/// Folding the same event twice changes nothing: each document keeps the position of the last
-/// event folded into it (stored as `{"at": position, "doc": …}`) and skips any event at or
-/// before it. Queries read the documents with
+/// [`key`](Fold::key), by [`evolve`](Fold::evolve). The documents are the collection
+/// [`COLLECTION`](Fold::COLLECTION); queries read them with
 /// [`ProjectionHost::document`](crate::ProjectionHost::document).
+///
+/// The runner hands each event over once (exactly once, even across crashes), in log
+/// order, and a rebuild replays them all into an empty read model: `evolve` must depend on
+/// nothing but the document and the event (no clock, no random ids) for a rebuild to give
+/// the same read model. `projections::testing::given` (feature `testing`) checks that.
 ///
 /// ```
 /// use projections::{ApplyError, EventOf, Fold};
@@ -182,9 +183,11 @@ pub trait Fold: Send + Sync + 'static {
     /// The document type.
     type Doc: Serialize + DeserializeOwned + Send + Sync;
 
-    /// A stable name: the key of its checkpoint and read model; its documents are the
-    /// collection of the same name.
+    /// A stable name: the key of its checkpoint and read model.
     const NAME: &'static str;
+
+    /// The collection its documents are kept in; the projection's name unless set.
+    const COLLECTION: &'static str = Self::NAME;
 
     /// The version of its code; raising it rebuilds the read model.
     const VERSION: u32 = 1;
@@ -201,18 +204,9 @@ pub trait Fold: Send + Sync + 'static {
     ) -> Result<Option<Self::Doc>, ApplyError>;
 }
 
-/// A fold's document as stored: the document and the position of the last event folded into it.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Folded<D> {
-    /// The position of the last event folded into the document.
-    pub at: Position,
-    /// The document.
-    pub doc: D,
-}
-
 /// The collection holding the documents of fold `F`.
-pub fn folded<F: Fold>() -> Collection<Folded<F::Doc>> {
-    Collection::new(<F as Fold>::NAME, <F as Fold>::NAME)
+pub fn collection<F: Fold>() -> Collection<F::Doc> {
+    Collection::new(<F as Fold>::NAME, <F as Fold>::COLLECTION)
 }
 
 #[async_trait]
@@ -229,19 +223,10 @@ impl<F: Fold> EventProjection for F {
         let Some(key) = self.key(event) else {
             return Ok(());
         };
-        let collection = folded::<F>();
-        let stored = docs.read(&collection, &key).await?;
-        if stored.as_ref().is_some_and(|s| s.at >= event.position) {
-            return Ok(());
-        }
-        match self.evolve(stored.map(|s| s.doc), event)? {
-            Some(doc) => {
-                let folded = Folded {
-                    at: event.position,
-                    doc,
-                };
-                docs.write(&collection, &key, &folded).await?;
-            }
+        let collection = collection::<F>();
+        let doc = docs.read(&collection, &key).await?;
+        match self.evolve(doc, event)? {
+            Some(doc) => docs.write(&collection, &key, &doc).await?,
             None => docs.delete(collection.name(), &key).await?,
         }
         Ok(())
@@ -249,7 +234,7 @@ impl<F: Fold> EventProjection for F {
 }
 
 /// An [`EventProjection`] (or a [`Fold`]) as a [`Projection`]: it follows the aggregate's
-/// category and event types, and decodes each event with the aggregate's upcasters.
+/// category and decodes each event with the aggregate's upcasters.
 pub struct Typed<P> {
     projection: P,
     upcasters: Upcasters,
@@ -264,14 +249,9 @@ impl<P: EventProjection> Typed<P> {
         }
     }
 
-    /// The filter of `P`: its aggregate's category and, when the event enum lists them, its
-    /// event types.
+    /// The filter of `P`: its aggregate's category.
     pub fn event_filter() -> EventFilter {
-        let filter = EventFilter::all().categories([<P::Aggregate as Aggregate>::TYPE]);
-        match <<P::Aggregate as Aggregate>::Event as DomainEvent>::event_types() {
-            Some(types) => filter.event_types(types.iter().copied()),
-            None => filter,
-        }
+        EventFilter::all().categories([<P::Aggregate as Aggregate>::TYPE])
     }
 }
 

@@ -14,7 +14,8 @@ use crate::domain::order::{Order, OrderEvent, OrderStatus};
 pub const NAME: &str = <CustomerOrders as EventProjection>::NAME;
 
 /// Each customer's history, by customer id.
-const CUSTOMERS: Collection<CustomerHistory> = Collection::new(CustomerOrders::NAME, "customers");
+pub(crate) const CUSTOMERS: Collection<CustomerHistory> =
+    Collection::new(CustomerOrders::NAME, "customers");
 /// Which customer placed each order (the later events name only the order).
 const OWNERS: Collection<CustomerId> = Collection::new(CustomerOrders::NAME, "order_owners");
 
@@ -46,7 +47,6 @@ pub struct CustomerOrders;
 impl EventProjection for CustomerOrders {
     type Aggregate = Order;
     const NAME: &'static str = "customer_orders";
-    const VERSION: u32 = 2;
 
     async fn apply(
         &self,

@@ -27,7 +27,7 @@ impl Fold for DailySales {
     type Aggregate = Order;
     type Doc = DaySales;
     const NAME: &'static str = "daily_sales";
-    const VERSION: u32 = 2;
+    const COLLECTION: &'static str = "days";
 
     fn key(&self, event: &EventOf<Order>) -> Option<String> {
         matches!(event.event, OrderEvent::OrderConfirmed { .. })

@@ -38,7 +38,7 @@ impl Fold for OrderSummaries {
     type Aggregate = Order;
     type Doc = OrderSummary;
     const NAME: &'static str = "order_summaries";
-    const VERSION: u32 = 2;
+    const COLLECTION: &'static str = "orders";
 
     fn key(&self, event: &EventOf<Order>) -> Option<String> {
         Some(event.stream_id.aggregate_id().to_owned())

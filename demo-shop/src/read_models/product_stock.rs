@@ -33,7 +33,7 @@ impl Fold for ProductStock {
     type Aggregate = Inventory;
     type Doc = ProductStockRow;
     const NAME: &'static str = "product_stock";
-    const VERSION: u32 = 2;
+    const COLLECTION: &'static str = "products";
 
     fn key(&self, event: &EventOf<Inventory>) -> Option<String> {
         Some(event.stream_id.aggregate_id().to_owned())

@@ -26,7 +26,7 @@ impl Fold for Shipments {
     type Aggregate = Shipment;
     type Doc = ShipmentView;
     const NAME: &'static str = "shipments";
-    const VERSION: u32 = 2;
+    const COLLECTION: &'static str = "shipments";
 
     fn key(&self, event: &EventOf<Shipment>) -> Option<String> {
         Some(event.stream_id.aggregate_id().to_owned())

@@ -26,8 +26,9 @@ pub struct PgInstances {
     pool: PgPool,
 }
 
+/// A database error, classified as the target classifies them (out of reach: retried).
 fn storage(error: sqlx::Error) -> Error {
-    Error::Storage(Box::new(error))
+    Error::from(error)
 }
 
 fn millis(duration: Duration) -> i64 {

@@ -4,7 +4,7 @@
 //! panics with a message on failure, like any test assertion.
 //!
 //! [`given`] is for a projection's own tests: events in, read model out, with a check that
-//! applying the same events twice changes nothing. This module is built only with the
+//! a replay of the same events gives the same read model. This module is built only with the
 //! `testing` feature (a dev-dependency feature: `projections = { …, features = ["testing"] }`).
 
 mod given;
