@@ -45,7 +45,11 @@ pub enum IdempotencyKeys {
 }
 
 fn storage(error: sqlx::Error) -> ShopError {
-    ShopError::Unavailable(format!("idempotency keys: {error}"))
+    if eventstore_postgres::is_transient(&error) {
+        ShopError::Unavailable(Box::new(error))
+    } else {
+        ShopError::Storage(Box::new(error))
+    }
 }
 
 impl IdempotencyKeys {

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_core::{CommandError, EventEnvelope, Metadata, Position, Repository, SnapshotPolicy};
+use cqrs_core::{
+    BoxError, CommandError, EventEnvelope, Metadata, Position, Repository, SnapshotPolicy,
+};
 use projections::{ProjectionHost, Resolution, RunnerOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -54,13 +56,25 @@ pub enum ShopError {
     /// The event store or the read models could not be reached; trying again later may
     /// work, and is safe with the same command id.
     #[error("storage unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] BoxError),
     /// The event store or the read models failed.
     #[error("storage failure: {0}")]
-    Storage(String),
+    Storage(#[source] BoxError),
 }
 
-impl<E: std::error::Error> From<CommandError<E>> for ShopError {
+impl ShopError {
+    /// The failure of a store or a read model, classified: out of reach (`transient`) is
+    /// [`ShopError::Unavailable`], anything else [`ShopError::Storage`].
+    fn storage(error: impl std::error::Error + Send + Sync + 'static, transient: bool) -> Self {
+        if transient {
+            Self::Unavailable(Box::new(error))
+        } else {
+            Self::Storage(Box::new(error))
+        }
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<CommandError<E>> for ShopError {
     fn from(error: CommandError<E>) -> Self {
         match error {
             CommandError::Rejected(e) => Self::Rejected(e.to_string()),
@@ -70,18 +84,15 @@ impl<E: std::error::Error> From<CommandError<E>> for ShopError {
                 Self::Rejected(e.to_string())
             }
             CommandError::Store(e) => e.into(),
-            other => Self::Storage(other.to_string()),
+            other => Self::storage(other, false),
         }
     }
 }
 
 impl From<cqrs_core::Error> for ShopError {
     fn from(error: cqrs_core::Error) -> Self {
-        if error.is_retryable() {
-            Self::Unavailable(error.to_string())
-        } else {
-            Self::Storage(error.to_string())
-        }
+        let transient = error.is_retryable();
+        Self::storage(error, transient)
     }
 }
 
@@ -93,7 +104,10 @@ impl From<projections::Error> for ShopError {
                 Self::NotFound(format!("no projection named {name}"))
             }
             e @ projections::Error::NoDeadLetter { .. } => Self::NotFound(e.to_string()),
-            other => Self::Storage(other.to_string()),
+            other => {
+                let transient = other.is_transient();
+                Self::storage(other, transient)
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! [`ApiError`]: the one place errors become status codes and JSON bodies.
 //!
 //! A rule violation or a value out of range is 422, a conflict 409, something missing 404, malformed input 400;
-//! anything else is 500 with a generic message, logged once here.
+//! anything else is 500 with a generic message. A 5xx is logged once, with its cause chain,
+//! when the response is made (as axum's own examples do), never where an error is converted.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
@@ -19,6 +20,8 @@ pub struct ApiError {
     message: String,
     /// More fields of the JSON body, for errors a client acts on.
     details: Option<serde_json::Value>,
+    /// What caused a 5xx, logged with the response and never sent.
+    cause: Option<cqrs_core::BoxError>,
 }
 
 impl ApiError {
@@ -63,12 +66,38 @@ impl ApiError {
             kind,
             message: message.into(),
             details: None,
+            cause: None,
         }
     }
+
+    fn caused_by(mut self, cause: cqrs_core::BoxError) -> Self {
+        self.cause = Some(cause);
+        self
+    }
+}
+
+/// `error: its cause: its cause's cause…`
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Some(cause) = &self.cause {
+            let error = chain(cause.as_ref());
+            if self.status == StatusCode::SERVICE_UNAVAILABLE {
+                tracing::warn!(status = self.status.as_u16(), %error, "storage unavailable");
+            } else {
+                tracing::error!(status = self.status.as_u16(), %error, "request failed");
+            }
+        }
         let mut body = json!({ "error": self.message, "kind": self.kind });
         if let (Some(serde_json::Value::Object(details)), Some(fields)) =
             (self.details, body.as_object_mut())
@@ -94,22 +123,18 @@ impl From<ShopError> for ApiError {
             }
             ShopError::NotFound(message) => Self::not_found(message),
             ShopError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
-            ShopError::Unavailable(detail) => {
-                tracing::warn!(%detail, "storage unavailable");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "storage unavailable, try again",
-                )
-            }
-            ShopError::Storage(detail) => {
-                tracing::error!(%detail, "request failed");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
-            }
+            ShopError::Unavailable(cause) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "storage unavailable, try again",
+            )
+            .caused_by(cause),
+            ShopError::Storage(cause) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+            .caused_by(cause),
         }
     }
 }
