@@ -51,12 +51,18 @@ enum AccountError {
 
 impl Aggregate for Account {
     const TYPE: &'static str = "account";
+    type Id = str;
     type Command = AccountCommand;
     type Event = AccountEvent;
     type Error = AccountError;
     type Services = ();
 
-    fn handle(&self, command: AccountCommand, _: &()) -> Result<Vec<AccountEvent>, AccountError> {
+    fn handle(
+        &self,
+        _id: &str,
+        command: AccountCommand,
+        _: &(),
+    ) -> Result<Vec<AccountEvent>, AccountError> {
         match command {
             AccountCommand::Open if self.opened => Ok(vec![]),
             AccountCommand::Open => Ok(vec![AccountEvent::AccountOpened]),

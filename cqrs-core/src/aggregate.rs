@@ -56,12 +56,13 @@ use crate::upcast::Upcasters;
 ///
 /// impl Aggregate for Account {
 ///     const TYPE: &'static str = "account";
+///     type Id = str;
 ///     type Command = AccountCommand;
 ///     type Event = AccountEvent;
 ///     type Error = AccountError;
 ///     type Services = ();
 ///
-///     fn handle(&self, command: AccountCommand, _: &()) -> Result<Vec<AccountEvent>, AccountError> {
+///     fn handle(&self, _id: &str, command: AccountCommand, _: &()) -> Result<Vec<AccountEvent>, AccountError> {
 ///         match command {
 ///             AccountCommand::Open if self.opened => Ok(vec![]),
 ///             AccountCommand::Open => Ok(vec![AccountEvent::Opened]),
@@ -102,6 +103,11 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
     /// changes and old snapshots are ignored.
     const SNAPSHOT_VERSION: u32 = 1;
 
+    /// Its identity: what names one instance (and, after [`TYPE`](Aggregate::TYPE), its
+    /// stream: `"{TYPE}-{id}"`). `str` for plain string ids; a newtype such as an `OrderId`
+    /// otherwise. [`handle`](Aggregate::handle) is given it, so commands need not carry it.
+    type Id: ?Sized + std::fmt::Display + Send + Sync + 'static;
+
     /// What callers ask of it, named in the imperative (`PlaceOrder`). `Clone` so that a
     /// command that lost a race can be handled again on the fresh state.
     type Command: Clone + Send;
@@ -112,9 +118,11 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
     /// Outside capabilities the decision needs (a pricing table, a payment gateway); `()` if none.
     type Services: Send + Sync + 'static;
 
-    /// Decides what happens: the events to record, or why not. Never mutates `self`.
+    /// Decides what happens to the aggregate `id`: the events to record, or why not. Never
+    /// mutates `self`.
     fn handle(
         &self,
+        id: &Self::Id,
         command: Self::Command,
         services: &Self::Services,
     ) -> Result<Vec<Self::Event>, Self::Error>;

@@ -133,12 +133,12 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// The stream of the aggregate with this id.
-    pub fn stream_id(id: &str) -> Result<StreamId> {
-        StreamId::for_aggregate(A::TYPE, id)
+    pub fn stream_id(id: &A::Id) -> Result<StreamId> {
+        StreamId::for_aggregate(A::TYPE, &id.to_string())
     }
 
     /// Loads the aggregate with this id: its newest usable snapshot, then the events after it.
-    pub async fn load(&self, id: &str) -> Result<LoadedAggregate<A>> {
+    pub async fn load(&self, id: &A::Id) -> Result<LoadedAggregate<A>> {
         self.load_stream(&Self::stream_id(id)?).await
     }
 
@@ -195,7 +195,7 @@ impl<A: Aggregate> Repository<A> {
     /// not repeated.
     pub async fn execute(
         &self,
-        id: &str,
+        id: &A::Id,
         command: A::Command,
         metadata: &Metadata,
     ) -> Result<Vec<EventEnvelope<A::Event>>, CommandError<A::Error>> {
@@ -211,6 +211,7 @@ impl<A: Aggregate> Repository<A> {
         loop {
             let attempt = self
                 .attempt(
+                    id,
                     &stream,
                     command.clone(),
                     command_id,
@@ -248,6 +249,7 @@ impl<A: Aggregate> Repository<A> {
     /// original made is checked against it, so no lookup is spent on the common path.
     async fn attempt(
         &self,
+        id: &A::Id,
         stream: &StreamId,
         command: A::Command,
         command_id: CommandId,
@@ -255,7 +257,7 @@ impl<A: Aggregate> Repository<A> {
         maybe_stored: bool,
     ) -> Result<Vec<EventEnvelope<A::Event>>, CommandError<A::Error>> {
         match self
-            .try_execute(stream, command, command_id, metadata)
+            .try_execute(id, stream, command, command_id, metadata)
             .await
         {
             // Every id of the batch derives from the command id: another attempt at the same
@@ -322,6 +324,7 @@ impl<A: Aggregate> Repository<A> {
 
     async fn try_execute(
         &self,
+        id: &A::Id,
         stream: &StreamId,
         command: A::Command,
         command_id: CommandId,
@@ -331,7 +334,7 @@ impl<A: Aggregate> Repository<A> {
             mut state, version, ..
         } = self.load_stream(stream).await?;
         let events = state
-            .handle(command, &self.services)
+            .handle(id, command, &self.services)
             .map_err(CommandError::Rejected)?;
         if events.is_empty() {
             return Ok(Vec::new());

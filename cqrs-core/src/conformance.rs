@@ -120,12 +120,13 @@ pub struct Never;
 
 impl Aggregate for Counter {
     const TYPE: &'static str = "counter";
+    type Id = str;
     type Command = u64;
     type Event = TestEvent;
     type Error = Never;
     type Services = ();
 
-    fn handle(&self, amount: u64, _: &()) -> Result<Vec<TestEvent>, Never> {
+    fn handle(&self, _: &str, amount: u64, _: &()) -> Result<Vec<TestEvent>, Never> {
         Ok(vec![TestEvent::Added { amount }])
     }
 
@@ -909,12 +910,13 @@ pub struct AlreadyOn;
 
 impl Aggregate for Switch {
     const TYPE: &'static str = "switch";
+    type Id = str;
     type Command = ();
     type Event = TestEvent;
     type Error = AlreadyOn;
     type Services = ();
 
-    fn handle(&self, (): (), _: &()) -> Result<Vec<TestEvent>, AlreadyOn> {
+    fn handle(&self, _: &str, (): (), _: &()) -> Result<Vec<TestEvent>, AlreadyOn> {
         if self.on {
             Err(AlreadyOn)
         } else {

@@ -9,11 +9,12 @@
 //! # #[derive(Debug, PartialEq, thiserror::Error)] #[error("already on")] struct AlreadyOn;
 //! # impl Aggregate for Light {
 //! #     const TYPE: &'static str = "light";
+//! #     type Id = str;
 //! #     type Command = ();
 //! #     type Event = Switched;
 //! #     type Error = AlreadyOn;
 //! #     type Services = ();
-//! #     fn handle(&self, _: (), _: &()) -> Result<Vec<Switched>, AlreadyOn> {
+//! #     fn handle(&self, _: &str, _: (), _: &()) -> Result<Vec<Switched>, AlreadyOn> {
 //! #         if self.on { Err(AlreadyOn) } else { Ok(vec![Switched::On]) }
 //! #     }
 //! #     fn apply(&mut self, e: &Switched) { self.on = *e == Switched::On; }
@@ -67,13 +68,21 @@ impl<A: Aggregate> AggregateTest<A> {
         self
     }
 
-    /// The aggregate handles `command`.
-    pub fn when(self, command: A::Command) -> AggregateOutcome<A> {
-        let result = self.state.handle(command, &self.services);
+    /// The aggregate `id` handles `command`.
+    pub fn when_on(self, id: &A::Id, command: A::Command) -> AggregateOutcome<A> {
+        let result = self.state.handle(id, command, &self.services);
         AggregateOutcome {
             state: self.state,
             result,
         }
+    }
+}
+
+impl<A: Aggregate<Id = str>> AggregateTest<A> {
+    /// The aggregate handles `command`, as the aggregate `"test"` (for aggregates with plain
+    /// string ids; [`when_on`](AggregateTest::when_on) names the id).
+    pub fn when(self, command: A::Command) -> AggregateOutcome<A> {
+        self.when_on("test", command)
     }
 }
 

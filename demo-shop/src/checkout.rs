@@ -127,11 +127,7 @@ impl Checkout {
                 quantity: line.quantity,
             };
             let meta = r.meta(&format!("reserve:{}", line.sku));
-            match self
-                .inventory
-                .execute(line.sku.as_str(), (line.sku.clone(), reserve), &meta)
-                .await
-            {
+            match self.inventory.execute(&line.sku, reserve, &meta).await {
                 Ok(_) => {}
                 Err(CommandError::Rejected(
                     short @ (InventoryError::InsufficientStock { .. }
@@ -147,8 +143,8 @@ impl Checkout {
         match self
             .orders
             .execute(
-                &order_id.to_string(),
-                (order_id, OrderCommand::MarkStockReserved),
+                &order_id,
+                OrderCommand::MarkStockReserved,
                 &r.meta("stock-reserved"),
             )
             .await
@@ -161,7 +157,7 @@ impl Checkout {
             })) => return Ok(()),
             Err(other) => return Err(failed(other)),
         }
-        let payment = order_id.to_string();
+        let payment = order_id;
         let request = PaymentCommand::Request {
             order_id,
             amount: total,
@@ -192,12 +188,12 @@ impl Checkout {
         r: &mut Reaction<'_>,
         order_id: OrderId,
     ) -> Result<(), ApplyError> {
-        let id = order_id.to_string();
+        let id = order_id;
         let payment = self.payments.load(&id).await?.state;
         if payment.status == PaymentStatus::Requested {
             r.step.ensure_claimed()?;
             let request = AuthorizationRequest {
-                reference: id.clone(),
+                reference: id.to_string(),
                 card: payment.card.clone(),
                 amount_cents: payment.amount.0,
             };
@@ -263,11 +259,7 @@ impl Checkout {
         command: InventoryCommand,
         meta: &Metadata,
     ) -> Result<(), ApplyError> {
-        match self
-            .inventory
-            .execute(sku.as_str(), (sku.clone(), command), meta)
-            .await
-        {
+        match self.inventory.execute(sku, command, meta).await {
             Ok(_) | Err(CommandError::Rejected(InventoryError::NotRegistered(_))) => Ok(()),
             Err(other) => Err(failed(other)),
         }
@@ -284,7 +276,7 @@ impl Checkout {
         };
         match self
             .orders
-            .execute(&order_id.to_string(), (order_id, cancel), &r.meta("cancel"))
+            .execute(&order_id, cancel, &r.meta("cancel"))
             .await
         {
             Ok(_) | Err(CommandError::Rejected(OrderError::InvalidTransition { .. })) => Ok(()),
@@ -299,7 +291,7 @@ impl Checkout {
             reason: "order cancelled".into(),
         };
         self.payments
-            .execute(&order_id.to_string(), refund, &r.meta("refund"))
+            .execute(&order_id, refund, &r.meta("refund"))
             .await
             .map_err(failed)?;
         Ok(())
@@ -313,7 +305,7 @@ impl Checkout {
         r: &mut Reaction<'_>,
         order_id: OrderId,
     ) -> Result<(), ApplyError> {
-        let payment = order_id.to_string();
+        let payment = order_id;
         match self.payments.load(&payment).await?.state.status {
             PaymentStatus::Captured => self.refund(r, order_id).await,
             PaymentStatus::Declined | PaymentStatus::Refunded | PaymentStatus::Voided => Ok(()),
@@ -348,7 +340,7 @@ impl Checkout {
     }
 
     async fn lines_of(&self, order_id: OrderId) -> Result<Vec<OrderLine>, ApplyError> {
-        Ok(self.orders.load(&order_id.to_string()).await?.state.lines)
+        Ok(self.orders.load(&order_id).await?.state.lines)
     }
 
     async fn on_order_event(
@@ -401,16 +393,12 @@ impl Checkout {
         match event {
             PaymentEvent::PaymentCaptured { order_id, .. } => {
                 r.step.cancel(PAYMENT_DEADLINE);
-                let id = order_id.to_string();
+                let id = order_id;
                 for (name, command) in [
                     ("paid", OrderCommand::MarkPaid),
                     ("confirm", OrderCommand::Confirm),
                 ] {
-                    match self
-                        .orders
-                        .execute(&id, (order_id, command), &r.meta(name))
-                        .await
-                    {
+                    match self.orders.execute(&id, command, &r.meta(name)).await {
                         Ok(_) => {}
                         Err(CommandError::Rejected(OrderError::InvalidTransition {
                             status: OrderStatus::Cancelled,
@@ -438,7 +426,7 @@ impl Checkout {
         r: &mut Reaction<'_>,
         order_id: OrderId,
     ) -> Result<(), ApplyError> {
-        let id = order_id.to_string();
+        let id = order_id;
         let status = self.orders.load(&id).await?.state.status;
         let payment = self.payments.load(&id).await?.state.status;
         let unanswered = matches!(payment, PaymentStatus::New | PaymentStatus::Requested);

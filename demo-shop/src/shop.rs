@@ -364,10 +364,7 @@ impl Shop {
         command: InventoryCommand,
         meta: &Metadata,
     ) -> Result<Written, ShopError> {
-        let events = self
-            .inventory
-            .execute(sku.as_str(), (sku.clone(), command), meta)
-            .await?;
+        let events = self.inventory.execute(&sku, command, meta).await?;
         Ok(written(&events))
     }
 
@@ -381,7 +378,7 @@ impl Shop {
     ) -> Result<(OrderId, Written), ShopError> {
         let mut priced = Vec::with_capacity(lines.len());
         for (sku, quantity) in lines {
-            let product = self.inventory.load(sku.as_str()).await?;
+            let product = self.inventory.load(&sku).await?;
             if product.state.sku.is_none() {
                 return Err(ShopError::Rejected(format!(
                     "product {sku} is not registered"
@@ -403,10 +400,7 @@ impl Shop {
             lines: priced,
             card,
         };
-        let events = self
-            .orders
-            .execute(&order_id.to_string(), (order_id, command), meta)
-            .await?;
+        let events = self.orders.execute(&order_id, command, meta).await?;
         Ok((order_id, written(&events)))
     }
 
@@ -438,12 +432,11 @@ impl Shop {
         command: OrderCommand,
         meta: &Metadata,
     ) -> Result<Written, ShopError> {
-        let id = order_id.to_string();
-        if self.orders.load(&id).await?.version == 0 {
+        if self.orders.load(&order_id).await?.version == 0 {
             return Err(ShopError::NotFound(format!("no order {order_id}")));
         }
         Ok(written(
-            &self.orders.execute(&id, (order_id, command), meta).await?,
+            &self.orders.execute(&order_id, command, meta).await?,
         ))
     }
 }

@@ -39,12 +39,18 @@ pub struct InsufficientFunds(u64);
 
 impl Aggregate for Account {
     const TYPE: &'static str = "account";
+    type Id = str;
     type Command = AccountCommand;
     type Event = AccountEvent;
     type Error = InsufficientFunds;
     type Services = ();
 
-    fn handle(&self, command: AccountCommand, _: &()) -> Result<Vec<AccountEvent>, Self::Error> {
+    fn handle(
+        &self,
+        _: &str,
+        command: AccountCommand,
+        _: &(),
+    ) -> Result<Vec<AccountEvent>, Self::Error> {
         match command {
             AccountCommand::Deposit { amount } => Ok(vec![AccountEvent::Deposited { amount }]),
             AccountCommand::Withdraw { amount } if amount > self.balance => {

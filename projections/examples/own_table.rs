@@ -27,6 +27,7 @@ impl DomainEvent for CartEvent {}
 
 impl Aggregate for Cart {
     const TYPE: &'static str = "cart";
+    type Id = str;
     type Command = (String, u32);
     type Event = CartEvent;
     type Error = std::convert::Infallible;
@@ -34,6 +35,7 @@ impl Aggregate for Cart {
 
     fn handle(
         &self,
+        _cart: &str,
         (sku, quantity): (String, u32),
         _: &(),
     ) -> Result<Vec<CartEvent>, Self::Error> {

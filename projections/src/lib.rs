@@ -48,12 +48,13 @@
 //!
 //! impl Aggregate for Cart {
 //!     const TYPE: &'static str = "cart";
+//!     type Id = str;
 //!     type Command = String;
 //!     type Event = CartEvent;
 //!     type Error = std::convert::Infallible;
 //!     type Services = ();
 //!
-//!     fn handle(&self, sku: String, _: &()) -> Result<Vec<CartEvent>, Self::Error> {
+//!     fn handle(&self, _cart: &str, sku: String, _: &()) -> Result<Vec<CartEvent>, Self::Error> {
 //!         Ok(vec![CartEvent::ItemAdded { sku }])
 //!     }
 //!

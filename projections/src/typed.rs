@@ -91,8 +91,8 @@ impl<D> std::fmt::Debug for Collection<D> {
 /// # impl DomainEvent for CartEvent { fn event_type(&self) -> &'static str { "ItemAdded" } }
 /// # #[derive(Debug, thiserror::Error)] #[error("never")] struct Never;
 /// # impl Aggregate for Cart {
-/// #     const TYPE: &'static str = "cart"; type Command = (); type Event = CartEvent; type Error = Never; type Services = ();
-/// #     fn handle(&self, _: (), _: &()) -> Result<Vec<CartEvent>, Never> { Ok(vec![]) }
+/// #     const TYPE: &'static str = "cart"; type Id = str; type Command = (); type Event = CartEvent; type Error = Never; type Services = ();
+/// #     fn handle(&self, _: &str, _: (), _: &()) -> Result<Vec<CartEvent>, Never> { Ok(vec![]) }
 /// #     fn apply(&mut self, _: &CartEvent) {}
 /// # }
 ///
@@ -151,8 +151,8 @@ pub trait EventProjection: Send + Sync + 'static {
 /// # impl DomainEvent for CartEvent { fn event_type(&self) -> &'static str { "ItemAdded" } }
 /// # #[derive(Debug, thiserror::Error)] #[error("never")] struct Never;
 /// # impl Aggregate for Cart {
-/// #     const TYPE: &'static str = "cart"; type Command = (); type Event = CartEvent; type Error = Never; type Services = ();
-/// #     fn handle(&self, _: (), _: &()) -> Result<Vec<CartEvent>, Never> { Ok(vec![]) }
+/// #     const TYPE: &'static str = "cart"; type Id = str; type Command = (); type Event = CartEvent; type Error = Never; type Services = ();
+/// #     fn handle(&self, _: &str, _: (), _: &()) -> Result<Vec<CartEvent>, Never> { Ok(vec![]) }
 /// #     fn apply(&mut self, _: &CartEvent) {}
 /// # }
 ///

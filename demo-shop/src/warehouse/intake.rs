@@ -62,11 +62,7 @@ impl OrderIntake {
         let meta = message
             .metadata()
             .with_command_id(CommandId::caused_by(message.id, step));
-        match self
-            .shipments
-            .execute(&order_id.to_string(), command, &meta)
-            .await
-        {
+        match self.shipments.execute(&order_id, command, &meta).await {
             Ok(_) => Ok(()),
             Err(CommandError::Rejected(e)) => Err(ApplyError::poison(e)),
             Err(CommandError::Store(e)) if e.is_retryable() || e.is_conflict() => {

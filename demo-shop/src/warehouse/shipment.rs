@@ -117,6 +117,7 @@ pub struct Shipment {
 
 impl Aggregate for Shipment {
     const TYPE: &'static str = "shipment";
+    type Id = OrderId;
     type Command = ShipmentCommand;
     type Event = ShipmentEvent;
     type Error = ShipmentError;
@@ -124,6 +125,7 @@ impl Aggregate for Shipment {
 
     fn handle(
         &self,
+        _order: &OrderId,
         command: ShipmentCommand,
         _: &(),
     ) -> Result<Vec<ShipmentEvent>, ShipmentError> {
@@ -195,14 +197,14 @@ mod tests {
         let order_id = OrderId::new();
         AggregateTest::<Shipment>::default()
             .given(vec![expected(order_id)])
-            .when(ShipmentCommand::Pick)
+            .when_on(&order_id, ShipmentCommand::Pick)
             .then_expect(vec![ShipmentEvent::ShipmentPicked { order_id }]);
         AggregateTest::<Shipment>::default()
             .given(vec![
                 expected(order_id),
                 ShipmentEvent::ShipmentPicked { order_id },
             ])
-            .when(ShipmentCommand::Pick)
+            .when_on(&order_id, ShipmentCommand::Pick)
             .then_expect(vec![]);
     }
 
@@ -210,19 +212,22 @@ mod tests {
     fn a_shipment_cancelled_before_it_was_expected_stays_cancelled() {
         let order_id = OrderId::new();
         AggregateTest::<Shipment>::default()
-            .when(ShipmentCommand::Cancel { order_id })
+            .when_on(&order_id, ShipmentCommand::Cancel { order_id })
             .then_expect(vec![ShipmentEvent::ShipmentCancelled { order_id }]);
         let cancelled = vec![ShipmentEvent::ShipmentCancelled { order_id }];
         AggregateTest::<Shipment>::default()
             .given(cancelled.clone())
-            .when(ShipmentCommand::Expect {
-                order_id,
-                lines: vec![],
-            })
+            .when_on(
+                &order_id,
+                ShipmentCommand::Expect {
+                    order_id,
+                    lines: vec![],
+                },
+            )
             .then_expect(vec![]);
         AggregateTest::<Shipment>::default()
             .given(cancelled)
-            .when(ShipmentCommand::Pick)
+            .when_on(&order_id, ShipmentCommand::Pick)
             .then_expect_error(ShipmentError {
                 action: "pick",
                 status: ShipmentStatus::Cancelled,
@@ -234,7 +239,7 @@ mod tests {
         let order_id = OrderId::new();
         AggregateTest::<Shipment>::default()
             .given(vec![expected(order_id)])
-            .when(ShipmentCommand::Dispatch)
+            .when_on(&order_id, ShipmentCommand::Dispatch)
             .then_expect_error(ShipmentError {
                 action: "dispatch",
                 status: ShipmentStatus::Expected,
@@ -244,7 +249,7 @@ mod tests {
                 expected(order_id),
                 ShipmentEvent::ShipmentCancelled { order_id },
             ])
-            .when(ShipmentCommand::Pick)
+            .when_on(&order_id, ShipmentCommand::Pick)
             .then_expect_error(ShipmentError {
                 action: "pick",
                 status: ShipmentStatus::Cancelled,

@@ -12,8 +12,8 @@
 //! # impl DomainEvent for CartEvent { fn event_type(&self) -> &'static str { "ItemAdded" } }
 //! # #[derive(Debug, thiserror::Error)] #[error("never")] struct Never;
 //! # impl Aggregate for Cart {
-//! #     const TYPE: &'static str = "cart"; type Command = (); type Event = CartEvent; type Error = Never; type Services = ();
-//! #     fn handle(&self, _: (), _: &()) -> Result<Vec<CartEvent>, Never> { Ok(vec![]) }
+//! #     const TYPE: &'static str = "cart"; type Id = str; type Command = (); type Event = CartEvent; type Error = Never; type Services = ();
+//! #     fn handle(&self, _: &str, _: (), _: &()) -> Result<Vec<CartEvent>, Never> { Ok(vec![]) }
 //! #     fn apply(&mut self, _: &CartEvent) {}
 //! # }
 //! struct ItemCounts;

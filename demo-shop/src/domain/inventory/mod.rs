@@ -89,16 +89,19 @@ fn check_quantity(quantity: u32) -> Result<u32, InventoryError> {
 
 impl Aggregate for Inventory {
     const TYPE: &'static str = "inventory";
-    type Command = (Sku, InventoryCommand);
+    type Id = Sku;
+    type Command = InventoryCommand;
     type Event = InventoryEvent;
     type Error = InventoryError;
     type Services = ();
 
     fn handle(
         &self,
-        (sku, command): (Sku, InventoryCommand),
+        sku: &Sku,
+        command: InventoryCommand,
         _: &(),
     ) -> Result<Vec<InventoryEvent>, InventoryError> {
+        let sku = sku.clone();
         use InventoryCommand as C;
         use InventoryEvent as E;
         if let C::RegisterProduct { name, price } = command {
@@ -230,47 +233,47 @@ mod tests {
     #[test]
     fn registers_a_product_once() {
         test()
-            .when((
-                sku(),
+            .when_on(
+                &sku(),
                 InventoryCommand::RegisterProduct {
                     name: "Mug".into(),
                     price: Money(1200),
                 },
-            ))
+            )
             .then_expect([registered()]);
         test()
             .given([registered()])
-            .when((
-                sku(),
+            .when_on(
+                &sku(),
                 InventoryCommand::RegisterProduct {
                     name: "Mug".into(),
                     price: Money(1200),
                 },
-            ))
+            )
             .then_expect_error(InventoryError::AlreadyRegistered(sku()));
         test()
-            .when((
-                sku(),
+            .when_on(
+                &sku(),
                 InventoryCommand::RegisterProduct {
                     name: " ".into(),
                     price: Money(1),
                 },
-            ))
+            )
             .then_expect_error(InventoryError::InvalidName);
     }
 
     #[test]
     fn restocks_only_registered_products_with_positive_quantities() {
         test()
-            .when((sku(), InventoryCommand::Restock { quantity: 5 }))
+            .when_on(&sku(), InventoryCommand::Restock { quantity: 5 })
             .then_expect_error(InventoryError::NotRegistered(sku()));
         test()
             .given([registered()])
-            .when((sku(), InventoryCommand::Restock { quantity: 0 }))
+            .when_on(&sku(), InventoryCommand::Restock { quantity: 0 })
             .then_expect_error(InventoryError::InvalidQuantity(0));
         let state = test()
             .given([registered()])
-            .when((sku(), InventoryCommand::Restock { quantity: 5 }))
+            .when_on(&sku(), InventoryCommand::Restock { quantity: 5 })
             .then_expect([restocked(5)]);
         assert_eq!(state.available, 5);
     }
@@ -280,13 +283,13 @@ mod tests {
         let order_id = OrderId::new();
         let state = test()
             .given([registered(), restocked(3)])
-            .when((
-                sku(),
+            .when_on(
+                &sku(),
                 InventoryCommand::Reserve {
                     order_id,
                     quantity: 2,
                 },
-            ))
+            )
             .then_expect([InventoryEvent::StockReserved {
                 sku: sku(),
                 order_id,
@@ -295,13 +298,13 @@ mod tests {
         assert_eq!((state.available, state.reserved()), (1, 2));
         test()
             .given([registered(), restocked(3)])
-            .when((
-                sku(),
+            .when_on(
+                &sku(),
                 InventoryCommand::Reserve {
                     order_id,
                     quantity: 4,
                 },
-            ))
+            )
             .then_expect_error(InventoryError::InsufficientStock {
                 sku: sku(),
                 requested: 4,
@@ -322,13 +325,13 @@ mod tests {
                     quantity: 2,
                 },
             ])
-            .when((
-                sku(),
+            .when_on(
+                &sku(),
                 InventoryCommand::Reserve {
                     order_id,
                     quantity: 2,
                 },
-            ))
+            )
             .then_expect([]);
     }
 
@@ -342,7 +345,7 @@ mod tests {
         };
         let state = test()
             .given([registered(), restocked(3), reserved.clone()])
-            .when((sku(), InventoryCommand::Release { order_id }))
+            .when_on(&sku(), InventoryCommand::Release { order_id })
             .then_expect([InventoryEvent::ReservationReleased {
                 sku: sku(),
                 order_id,
@@ -351,11 +354,11 @@ mod tests {
         assert_eq!((state.available, state.reserved()), (3, 0));
         test()
             .given([registered(), restocked(3)])
-            .when((sku(), InventoryCommand::Release { order_id }))
+            .when_on(&sku(), InventoryCommand::Release { order_id })
             .then_expect([]);
         let state = test()
             .given([registered(), restocked(3), reserved.clone()])
-            .when((sku(), InventoryCommand::Commit { order_id }))
+            .when_on(&sku(), InventoryCommand::Commit { order_id })
             .then_expect([InventoryEvent::ReservationCommitted {
                 sku: sku(),
                 order_id,
@@ -373,11 +376,11 @@ mod tests {
                     quantity: 2,
                 },
             ])
-            .when((sku(), InventoryCommand::Commit { order_id }))
+            .when_on(&sku(), InventoryCommand::Commit { order_id })
             .then_expect([]);
         test()
             .given([registered()])
-            .when((sku(), InventoryCommand::Commit { order_id }))
+            .when_on(&sku(), InventoryCommand::Commit { order_id })
             .then_expect_error(InventoryError::NoReservation {
                 sku: sku(),
                 order_id,

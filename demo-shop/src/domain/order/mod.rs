@@ -120,16 +120,19 @@ pub struct Order {
 
 impl Aggregate for Order {
     const TYPE: &'static str = "order";
-    type Command = (OrderId, OrderCommand);
+    type Id = OrderId;
+    type Command = OrderCommand;
     type Event = OrderEvent;
     type Error = OrderError;
     type Services = ();
 
     fn handle(
         &self,
-        (order_id, command): (OrderId, OrderCommand),
+        order_id: &OrderId,
+        command: OrderCommand,
         _: &(),
     ) -> Result<Vec<OrderEvent>, OrderError> {
+        let order_id = *order_id;
         use OrderCommand as C;
         use OrderEvent as E;
         use OrderStatus as S;
@@ -285,51 +288,46 @@ mod tests {
     #[test]
     fn places_an_order_with_valid_lines() {
         let (id, customer) = (OrderId::new(), CustomerId::new());
-        let place = |lines| {
-            (
-                id,
-                OrderCommand::Place {
-                    customer_id: customer,
-                    lines,
-                    card: "card_ok".into(),
-                },
-            )
+        let place = |lines| OrderCommand::Place {
+            customer_id: customer,
+            lines,
+            card: "card_ok".into(),
         };
         let state = test()
-            .when(place(vec![line("MUG", 2)]))
+            .when_on(&id, place(vec![line("MUG", 2)]))
             .then_expect([placed(id, customer)]);
         assert_eq!(
             (state.status, state.total),
             (OrderStatus::Placed, Money(500))
         );
         test()
-            .when(place(vec![]))
+            .when_on(&id, place(vec![]))
             .then_expect_error(OrderError::NoLines);
         test()
-            .when(place(vec![line("MUG", 0)]))
+            .when_on(&id, place(vec![line("MUG", 0)]))
             .then_expect_error(OrderError::InvalidQuantity {
                 sku: "MUG".into(),
                 quantity: 0,
             });
         test()
-            .when(place(vec![line("MUG", 1), line("MUG", 2)]))
+            .when_on(&id, place(vec![line("MUG", 1), line("MUG", 2)]))
             .then_expect_error(OrderError::DuplicateSku("MUG".into()));
         test()
             .given([placed(id, customer)])
-            .when(place(vec![line("MUG", 1)]))
+            .when_on(&id, place(vec![line("MUG", 1)]))
             .then_expect_error(OrderError::InvalidTransition {
                 action: "place",
                 status: OrderStatus::Placed,
             });
         test()
-            .when((
-                id,
+            .when_on(
+                &id,
                 OrderCommand::Place {
                     customer_id: customer,
                     lines: vec![line("MUG", 1)],
                     card: " ".into(),
                 },
-            ))
+            )
             .then_expect_error(OrderError::NoCard);
     }
 
@@ -343,7 +341,7 @@ mod tests {
         ];
         test()
             .given(history.clone())
-            .when((id, OrderCommand::Confirm))
+            .when_on(&id, OrderCommand::Confirm)
             .then_expect([OrderEvent::OrderConfirmed {
                 order_id: id,
                 total: Money(500),
@@ -355,7 +353,7 @@ mod tests {
         });
         let state = test()
             .given(confirmed)
-            .when((id, OrderCommand::Ship))
+            .when_on(&id, OrderCommand::Ship)
             .then_expect([OrderEvent::OrderShipped { order_id: id }]);
         assert_eq!(state.status, OrderStatus::Shipped);
     }
@@ -365,20 +363,20 @@ mod tests {
         let (id, customer) = (OrderId::new(), CustomerId::new());
         test()
             .given([placed(id, customer)])
-            .when((id, OrderCommand::Ship))
+            .when_on(&id, OrderCommand::Ship)
             .then_expect_error(OrderError::InvalidTransition {
                 action: "ship",
                 status: OrderStatus::Placed,
             });
         test()
             .given([placed(id, customer)])
-            .when((id, OrderCommand::MarkPaid))
+            .when_on(&id, OrderCommand::MarkPaid)
             .then_expect_error(OrderError::InvalidTransition {
                 action: "mark paid",
                 status: OrderStatus::Placed,
             });
         test()
-            .when((id, OrderCommand::Confirm))
+            .when_on(&id, OrderCommand::Confirm)
             .then_expect_error(OrderError::InvalidTransition {
                 action: "confirm",
                 status: OrderStatus::New,
@@ -393,31 +391,26 @@ mod tests {
                 placed(id, customer),
                 OrderEvent::OrderStockReserved { order_id: id },
             ])
-            .when((id, OrderCommand::MarkStockReserved))
+            .when_on(&id, OrderCommand::MarkStockReserved)
             .then_expect([]);
     }
 
     #[test]
     fn cancels_before_shipping_only_and_needs_a_reason() {
         let (id, customer) = (OrderId::new(), CustomerId::new());
-        let cancel = |reason: &str| {
-            (
-                id,
-                OrderCommand::Cancel {
-                    reason: reason.into(),
-                },
-            )
+        let cancel = |reason: &str| OrderCommand::Cancel {
+            reason: reason.into(),
         };
         test()
             .given([placed(id, customer)])
-            .when(cancel("changed my mind"))
+            .when_on(&id, cancel("changed my mind"))
             .then_expect([OrderEvent::OrderCancelled {
                 order_id: id,
                 reason: "changed my mind".into(),
             }]);
         test()
             .given([placed(id, customer)])
-            .when(cancel(""))
+            .when_on(&id, cancel(""))
             .then_expect_error(OrderError::NoReason);
         let shipped = [
             placed(id, customer),
@@ -431,7 +424,7 @@ mod tests {
         ];
         test()
             .given(shipped)
-            .when(cancel("too late"))
+            .when_on(&id, cancel("too late"))
             .then_expect_error(OrderError::InvalidTransition {
                 action: "cancel",
                 status: OrderStatus::Shipped,
@@ -444,7 +437,7 @@ mod tests {
                     reason: "x".into(),
                 },
             ])
-            .when((id, OrderCommand::MarkStockReserved))
+            .when_on(&id, OrderCommand::MarkStockReserved)
             .then_expect_error(OrderError::InvalidTransition {
                 action: "reserve stock for",
                 status: OrderStatus::Cancelled,

@@ -68,12 +68,18 @@ pub struct Payment {
 
 impl Aggregate for Payment {
     const TYPE: &'static str = "payment";
+    type Id = OrderId;
     type Command = PaymentCommand;
     type Event = PaymentEvent;
     type Error = PaymentError;
     type Services = ();
 
-    fn handle(&self, command: PaymentCommand, _: &()) -> Result<Vec<PaymentEvent>, PaymentError> {
+    fn handle(
+        &self,
+        _order: &OrderId,
+        command: PaymentCommand,
+        _: &(),
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
         use PaymentCommand as C;
         use PaymentEvent as E;
         use PaymentStatus as S;
@@ -188,13 +194,15 @@ mod tests {
             amount: Money(amount),
             card: "card_approve".into(),
         };
-        test().when(request(900)).then_expect([requested(order_id)]);
+        test()
+            .when_on(&order_id, request(900))
+            .then_expect([requested(order_id)]);
         test()
             .given([requested(order_id)])
-            .when(request(900))
+            .when_on(&order_id, request(900))
             .then_expect([]);
         test()
-            .when(request(0))
+            .when_on(&order_id, request(0))
             .then_expect_error(PaymentError::ZeroAmount);
     }
 
@@ -207,15 +215,21 @@ mod tests {
         };
         test()
             .given([requested(order_id)])
-            .when(PaymentCommand::RecordApproval {
-                authorization: "a".into(),
-            })
+            .when_on(
+                &order_id,
+                PaymentCommand::RecordApproval {
+                    authorization: "a".into(),
+                },
+            )
             .then_expect([authorized.clone()]);
         test()
             .given([requested(order_id)])
-            .when(PaymentCommand::RecordDecline {
-                reason: "insufficient funds".into(),
-            })
+            .when_on(
+                &order_id,
+                PaymentCommand::RecordDecline {
+                    reason: "insufficient funds".into(),
+                },
+            )
             .then_expect([PaymentEvent::PaymentDeclined {
                 order_id,
                 reason: "insufficient funds".into(),
@@ -223,12 +237,18 @@ mod tests {
         // Decided already: a later answer changes nothing.
         test()
             .given([requested(order_id), authorized])
-            .when(PaymentCommand::RecordDecline { reason: "x".into() })
+            .when_on(
+                &order_id,
+                PaymentCommand::RecordDecline { reason: "x".into() },
+            )
             .then_expect([]);
         test()
-            .when(PaymentCommand::RecordApproval {
-                authorization: "a".into(),
-            })
+            .when_on(
+                &order_id,
+                PaymentCommand::RecordApproval {
+                    authorization: "a".into(),
+                },
+            )
             .then_expect_error(PaymentError::InvalidTransition {
                 action: "process",
                 status: PaymentStatus::New,
@@ -245,21 +265,24 @@ mod tests {
         let voided = PaymentEvent::PaymentVoided { order_id };
         test()
             .given([requested(order_id), authorized.clone()])
-            .when(PaymentCommand::Void)
+            .when_on(&order_id, PaymentCommand::Void)
             .then_expect([voided.clone()]);
         test()
             .given([requested(order_id)])
-            .when(PaymentCommand::Void)
+            .when_on(&order_id, PaymentCommand::Void)
             .then_expect([voided.clone()]);
         test()
             .given([requested(order_id), voided.clone()])
-            .when(PaymentCommand::RecordApproval {
-                authorization: "late".into(),
-            })
+            .when_on(
+                &order_id,
+                PaymentCommand::RecordApproval {
+                    authorization: "late".into(),
+                },
+            )
             .then_expect([]);
         test()
             .given([requested(order_id), voided])
-            .when(PaymentCommand::Capture)
+            .when_on(&order_id, PaymentCommand::Capture)
             .then_expect_error(PaymentError::InvalidTransition {
                 action: "capture",
                 status: PaymentStatus::Voided,
@@ -270,7 +293,7 @@ mod tests {
         };
         test()
             .given([requested(order_id), authorized, captured])
-            .when(PaymentCommand::Void)
+            .when_on(&order_id, PaymentCommand::Void)
             .then_expect_error(PaymentError::InvalidTransition {
                 action: "void",
                 status: PaymentStatus::Captured,
@@ -286,14 +309,14 @@ mod tests {
         };
         test()
             .given([requested(order_id), authorized.clone()])
-            .when(PaymentCommand::Capture)
+            .when_on(&order_id, PaymentCommand::Capture)
             .then_expect([PaymentEvent::PaymentCaptured {
                 order_id,
                 amount: Money(900),
             }]);
         test()
             .given([requested(order_id)])
-            .when(PaymentCommand::Capture)
+            .when_on(&order_id, PaymentCommand::Capture)
             .then_expect_error(PaymentError::InvalidTransition {
                 action: "capture",
                 status: PaymentStatus::Requested,
@@ -304,9 +327,12 @@ mod tests {
         };
         test()
             .given([requested(order_id), authorized.clone(), captured])
-            .when(PaymentCommand::Refund {
-                reason: "cancelled".into(),
-            })
+            .when_on(
+                &order_id,
+                PaymentCommand::Refund {
+                    reason: "cancelled".into(),
+                },
+            )
             .then_expect([PaymentEvent::PaymentRefunded {
                 order_id,
                 amount: Money(900),
@@ -314,7 +340,7 @@ mod tests {
             }]);
         test()
             .given([requested(order_id), authorized])
-            .when(PaymentCommand::Refund { reason: "x".into() })
+            .when_on(&order_id, PaymentCommand::Refund { reason: "x".into() })
             .then_expect_error(PaymentError::InvalidTransition {
                 action: "refund",
                 status: PaymentStatus::Authorized,
