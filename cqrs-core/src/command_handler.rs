@@ -159,7 +159,8 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// The snapshot's state and version, or the default state at 0 when there is no usable
-    /// snapshot (missing, of another shape, unreadable: a snapshot is only a cache).
+    /// snapshot (missing, of another shape, unreadable: a snapshot is only a cache, so the
+    /// aggregate is loaded from its events instead, and the reason logged).
     async fn load_snapshot(&self, stream: &StreamId) -> (A, u64) {
         if self.snapshots == SnapshotPolicy::Never {
             return (A::default(), 0);
@@ -167,12 +168,24 @@ impl<A: Aggregate> Repository<A> {
         match self.store.load_snapshot(stream).await {
             Ok(Some(snapshot)) if snapshot.schema_version == A::SNAPSHOT_VERSION => {
                 match serde_json::from_value::<A>(snapshot.state) {
-                    Ok(state) => (state, snapshot.version),
-                    Err(_) => (A::default(), 0),
+                    Ok(state) => return (state, snapshot.version),
+                    Err(error) => {
+                        tracing::warn!(%stream, %error, "a snapshot does not decode; loading from the events");
+                    }
                 }
             }
-            _ => (A::default(), 0),
+            Ok(Some(snapshot)) => tracing::debug!(
+                %stream,
+                stored = snapshot.schema_version,
+                current = A::SNAPSHOT_VERSION,
+                "a snapshot of another shape; loading from the events"
+            ),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%stream, %error, "cannot read a snapshot; loading from the events");
+            }
         }
+        (A::default(), 0)
     }
 
     /// Carries out `command` on the aggregate with this id and returns the stored events
@@ -391,11 +404,15 @@ impl<A: Aggregate> Repository<A> {
         Ok(envelopes)
     }
 
-    /// Saves a snapshot; a failure is ignored on purpose, since a snapshot is only a cache
-    /// and the events are already stored.
+    /// Saves a snapshot. A failure is logged and goes no further: a snapshot is only a
+    /// cache, and the events are already stored.
     async fn save_snapshot(&self, stream: &StreamId, state: &A, version: u64) {
-        let Ok(state) = serde_json::to_value(state) else {
-            return;
+        let state = match serde_json::to_value(state) {
+            Ok(state) => state,
+            Err(error) => {
+                tracing::warn!(%stream, %error, "the state does not serialise; no snapshot taken");
+                return;
+            }
         };
         let snapshot = Snapshot {
             stream_id: stream.clone(),
@@ -404,7 +421,9 @@ impl<A: Aggregate> Repository<A> {
             state,
             taken_at: Utc::now(),
         };
-        let _ = self.store.save_snapshot(&snapshot).await;
+        if let Err(error) = self.store.save_snapshot(&snapshot).await {
+            tracing::warn!(%stream, %error, "a snapshot was not saved (the events are)");
+        }
     }
 }
 

@@ -83,38 +83,11 @@ impl Inner {
         stream: &StreamId,
         events: &[NewEvent],
     ) -> Result<Option<AppendResult>> {
-        let stored: Vec<Option<&RecordedEvent>> = events
+        let stored: Vec<&RecordedEvent> = events
             .iter()
-            .map(|e| self.event_ids.get(&e.event_id).map(|&i| &self.log[i]))
+            .filter_map(|e| self.event_ids.get(&e.event_id).map(|&i| &self.log[i]))
             .collect();
-        if stored.iter().all(Option::is_none) {
-            return Ok(None);
-        }
-        let same_batch = stored.iter().all(Option::is_some)
-            && stored.windows(2).all(|w| match (w[0], w[1]) {
-                (Some(a), Some(b)) => b.stream_version == a.stream_version + 1,
-                _ => false,
-            })
-            && stored.iter().flatten().all(|e| &e.stream_id == stream);
-        if !same_batch {
-            let clash = stored
-                .iter()
-                .flatten()
-                .next()
-                .ok_or_else(|| Error::InvalidInput("empty batch".into()))?;
-            return Err(Error::DuplicateEventId {
-                event_id: clash.event_id,
-                stored_in: clash.stream_id.clone(),
-            });
-        }
-        let events: Vec<&RecordedEvent> = stored.into_iter().flatten().collect();
-        let (first, last) = (events[0], events[events.len() - 1]);
-        Ok(Some(AppendResult {
-            stream_version: last.stream_version,
-            positions: events.iter().map(|e| e.position).collect(),
-            recorded_at: first.recorded_at,
-            already_stored: true,
-        }))
+        AppendResult::of_earlier_append(stream, events.len(), &stored)
     }
 }
 

@@ -27,6 +27,49 @@ pub struct AppendResult {
     pub already_stored: bool,
 }
 
+impl AppendResult {
+    /// The one rule every store uses to tell a retried append from a clash of ids, given
+    /// `stored`: the events of a batch of `batch_len` events for `stream` that the log holds
+    /// already, in the batch's order.
+    ///
+    /// - none stored: a new append (`Ok(None)`);
+    /// - the whole batch stored, in `stream`, as one run of consecutive versions: a retry
+    ///   after a lost reply, answered with what the earlier append stored;
+    /// - anything else: [`Error::DuplicateEventId`], naming a stored event of another stream
+    ///   if there is one.
+    pub fn of_earlier_append<E: std::borrow::Borrow<RecordedEvent>>(
+        stream: &StreamId,
+        batch_len: usize,
+        stored: &[E],
+    ) -> Result<Option<Self>> {
+        let stored: Vec<&RecordedEvent> = stored.iter().map(|e| e.borrow()).collect();
+        let (Some(first), Some(last)) = (stored.first(), stored.last()) else {
+            return Ok(None);
+        };
+        let same_batch = stored.len() == batch_len
+            && stored.iter().all(|e| &e.stream_id == stream)
+            && stored
+                .windows(2)
+                .all(|w| w[1].stream_version == w[0].stream_version + 1);
+        if !same_batch {
+            let clash = stored
+                .iter()
+                .find(|e| &e.stream_id != stream)
+                .unwrap_or(first);
+            return Err(Error::DuplicateEventId {
+                event_id: clash.event_id,
+                stored_in: clash.stream_id.clone(),
+            });
+        }
+        Ok(Some(Self {
+            stream_version: last.stream_version,
+            positions: stored.iter().map(|e| e.position).collect(),
+            recorded_at: first.recorded_at,
+            already_stored: true,
+        }))
+    }
+}
+
 /// Which events of the global log a reader wants. Empty lists mean "all".
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventFilter {

@@ -158,7 +158,8 @@ impl fmt::Display for ExpectedVersion {
 /// (The PostgreSQL store uses the writing transaction's id; the in-memory store a commit
 /// counter.) A reader's checkpoint is a `Position`; [`Position::START`] is before every event.
 ///
-/// Its text form is `"{commit}/{sequence}"`:
+/// Its one text form is `"{commit}/{sequence}"`: `Display`, `FromStr` and serde all use it
+/// (serde also reads the older `{"commit": …, "sequence": …}` form):
 ///
 /// ```
 /// use cqrs_core::Position;
@@ -167,10 +168,11 @@ impl fmt::Display for ExpectedVersion {
 /// assert_eq!(p, Position::new(812, 40));
 /// assert!(Position::START < p);
 /// assert_eq!(p.to_string(), "812/40");
+/// assert_eq!(serde_json::to_value(p).unwrap(), serde_json::json!("812/40"));
+/// let old: Position = serde_json::from_str(r#"{"commit": 812, "sequence": 40}"#).unwrap();
+/// assert_eq!(old, p);
 /// ```
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Position {
     /// Orders the transactions (commits) that wrote events.
     pub commit: u64,
@@ -194,6 +196,28 @@ impl Position {
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.commit, self.sequence)
+    }
+}
+
+impl Serialize for Position {
+    fn serialize<S: serde::Serializer>(&self, to: S) -> std::result::Result<S::Ok, S::Error> {
+        to.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Position {
+    fn deserialize<D: serde::Deserializer<'de>>(from: D) -> std::result::Result<Self, D::Error> {
+        /// The two forms a position has been stored in.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Text(String),
+            Parts { commit: u64, sequence: u64 },
+        }
+        match Stored::deserialize(from)? {
+            Stored::Text(text) => text.parse().map_err(serde::de::Error::custom),
+            Stored::Parts { commit, sequence } => Ok(Self::new(commit, sequence)),
+        }
     }
 }
 

@@ -304,30 +304,7 @@ impl PgEventStore {
         .await
         .map_err(from_sqlx)?;
         let stored = rows.iter().map(decode_event).collect::<Result<Vec<_>>>()?;
-        let Some(first) = stored.first() else {
-            return Ok(None);
-        };
-        let same_batch = stored.len() == events.len()
-            && stored.iter().all(|e| &e.stream_id == stream)
-            && stored
-                .windows(2)
-                .all(|w| w[1].stream_version == w[0].stream_version + 1);
-        if !same_batch {
-            let clash = stored
-                .iter()
-                .find(|e| &e.stream_id != stream)
-                .unwrap_or(first);
-            return Err(Error::DuplicateEventId {
-                event_id: clash.event_id,
-                stored_in: clash.stream_id.clone(),
-            });
-        }
-        Ok(Some(AppendResult {
-            stream_version: stored[stored.len() - 1].stream_version,
-            positions: stored.iter().map(|e| e.position).collect(),
-            recorded_at: first.recorded_at,
-            already_stored: true,
-        }))
+        AppendResult::of_earlier_append(stream, events.len(), &stored)
     }
 
     /// Turns a failed `es_append` into what the caller should see. The unique constraints
@@ -518,7 +495,11 @@ impl EventStore for PgEventStore {
             Some(row) => {
                 let commit: i64 = row.try_get("commit").map_err(from_sqlx)?;
                 let sequence: i64 = row.try_get("position").map_err(from_sqlx)?;
-                Ok(Position::new(commit.max(0) as u64, sequence.max(0) as u64))
+                let at = Position::new(commit.max(0) as u64, sequence.max(0) as u64);
+                Ok(Position::new(
+                    unsigned(commit, "transaction id", at)?,
+                    unsigned(sequence, "position", at)?,
+                ))
             }
         }
     }
@@ -586,7 +567,10 @@ impl EventStore for PgEventStore {
         Ok(Some(Snapshot {
             stream_id: stream.clone(),
             version: unsigned(version, "snapshot version", Position::START)?,
-            schema_version: schema_version.max(0) as u32,
+            schema_version: u32::try_from(schema_version).map_err(|_| Error::Corrupt {
+                position: Position::START,
+                reason: format!("snapshot of `{stream}`: schema version {schema_version}"),
+            })?,
             state: row.try_get("state").map_err(from_sqlx)?,
             taken_at,
         }))

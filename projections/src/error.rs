@@ -113,6 +113,11 @@ pub enum Error {
     #[error("unknown projection `{0}`")]
     UnknownProjection(String),
 
+    /// A number does not fit where it goes (a stored negative where only naturals are
+    /// written, or a value past a `bigint`): refused rather than clamped.
+    #[error("number out of range: {0}")]
+    OutOfRange(String),
+
     /// A document could not be (de)serialised.
     #[error("document `{collection}/{key}`: {reason}")]
     Document {

@@ -50,7 +50,7 @@ async fn register(
         .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "sku": sku, "position": written.position.map(|p| p.to_string()) })),
+        Json(json!({ "sku": sku, "position": written.position })),
     ))
 }
 
@@ -64,7 +64,7 @@ async fn restock(
     let written = shop.restock(sku.clone(), body.quantity, &meta).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "sku": sku, "position": written.position.map(|p| p.to_string()) })),
+        Json(json!({ "sku": sku, "position": written.position })),
     ))
 }
 

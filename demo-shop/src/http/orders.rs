@@ -51,7 +51,7 @@ pub struct CancelOrder {
 fn accepted(order_id: OrderId, position: Option<cqrs_core::Position>) -> (StatusCode, Json<Value>) {
     (
         StatusCode::ACCEPTED,
-        Json(json!({ "order_id": order_id, "position": position.map(|p| p.to_string()) })),
+        Json(json!({ "order_id": order_id, "position": position })),
     )
 }
 

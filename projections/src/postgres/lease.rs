@@ -38,7 +38,7 @@ pub(crate) async fn acquire(
     .bind(ttl.as_secs_f64())
     .fetch_optional(pool)
     .await?;
-    Ok(epoch.map(u64_of))
+    epoch.map(u64_of).transpose()
 }
 
 pub(crate) async fn renew(pool: &PgPool, name: &str, epoch: u64, ttl: Duration) -> Result<bool> {
@@ -47,7 +47,7 @@ pub(crate) async fn renew(pool: &PgPool, name: &str, epoch: u64, ttl: Duration) 
          WHERE name = $1 AND epoch = $2",
     )
     .bind(name)
-    .bind(i64_of(epoch))
+    .bind(i64_of(epoch)?)
     .bind(ttl.as_secs_f64())
     .execute(pool)
     .await?
@@ -61,7 +61,7 @@ pub(crate) async fn release(pool: &PgPool, name: &str, epoch: u64) -> Result<()>
          WHERE name = $1 AND epoch = $2",
     )
     .bind(name)
-    .bind(i64_of(epoch))
+    .bind(i64_of(epoch)?)
     .execute(pool)
     .await?;
     Ok(())

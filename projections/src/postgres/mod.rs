@@ -112,16 +112,24 @@ impl PgTarget {
     }
 }
 
-pub(crate) fn i64_of(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
+/// A number as a PostgreSQL `bigint`; one past it (never met in practice: positions, epochs
+/// and generations all come from `bigint` columns) is refused, not clamped.
+pub(crate) fn i64_of(value: u64) -> Result<i64> {
+    i64::try_from(value).map_err(|_| Error::OutOfRange(format!("{value} does not fit a bigint")))
 }
 
-pub(crate) fn u64_of(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
+/// A PostgreSQL `bigint` that must not be negative; a negative one is refused, not clamped.
+pub(crate) fn u64_of(value: i64) -> Result<u64> {
+    u64::try_from(value).map_err(|_| Error::OutOfRange(format!("a stored {value} is negative")))
 }
 
-fn position(commit: i64, sequence: i64) -> Position {
-    Position::new(u64_of(commit), u64_of(sequence))
+/// A PostgreSQL `integer` that must not be negative (a version, a count of attempts).
+fn u32_of(value: i32) -> Result<u32> {
+    u32::try_from(value).map_err(|_| Error::OutOfRange(format!("a stored {value} is negative")))
+}
+
+fn position(commit: i64, sequence: i64) -> Result<Position> {
+    Ok(Position::new(u64_of(commit)?, u64_of(sequence)?))
 }
 
 fn failure_of(json: Option<Value>) -> Result<Option<Failure>> {
@@ -150,8 +158,8 @@ fn checkpoint_of(row: &PgRow, prefix: &str) -> Result<Checkpoint> {
         position: position(
             row.try_get(column("commit").as_str())?,
             row.try_get(column("sequence").as_str())?,
-        ),
-        version: u32::try_from(version).unwrap_or(0),
+        )?,
+        version: u32_of(version)?,
         last_recorded_at: row.try_get(column("last_recorded_at").as_str())?,
         failure: failure_of(row.try_get(column("failure").as_str())?)?,
     })
@@ -160,13 +168,13 @@ fn checkpoint_of(row: &PgRow, prefix: &str) -> Result<Checkpoint> {
 fn state_of(row: &PgRow) -> Result<StoredState> {
     let rebuilding = match row.try_get::<Option<i64>, _>("r_generation")? {
         None => None,
-        Some(generation) => Some((u64_of(generation), checkpoint_of(row, "r_")?)),
+        Some(generation) => Some((u64_of(generation)?, checkpoint_of(row, "r_")?)),
     };
     let lease = match row.try_get::<Option<String>, _>("holder")? {
         None => None,
         Some(holder) => Some(LeaseInfo {
             holder,
-            epoch: u64_of(row.try_get("epoch")?),
+            epoch: u64_of(row.try_get("epoch")?)?,
             live: row
                 .try_get::<Option<bool>, _>("lease_live")?
                 .unwrap_or(false),
@@ -174,7 +182,7 @@ fn state_of(row: &PgRow) -> Result<StoredState> {
     };
     Ok(StoredState {
         name: row.try_get("name")?,
-        active_generation: u64_of(row.try_get("active_generation")?),
+        active_generation: u64_of(row.try_get("active_generation")?)?,
         checkpoint: checkpoint_of(row, "")?,
         rebuilding,
         lease,
@@ -184,9 +192,9 @@ fn state_of(row: &PgRow) -> Result<StoredState> {
 fn dead_letter_of(row: &PgRow) -> Result<DeadLetter> {
     Ok(DeadLetter {
         projection: row.try_get("projection")?,
-        generation: u64_of(row.try_get("generation")?),
+        generation: u64_of(row.try_get("generation")?)?,
         failure: Failure {
-            position: position(row.try_get("commit")?, row.try_get("sequence")?),
+            position: position(row.try_get("commit")?, row.try_get("sequence")?)?,
             event_id: row.try_get("event_id")?,
             event_type: row.try_get("event_type")?,
             stream_id: row.try_get("stream_id")?,
@@ -194,7 +202,7 @@ fn dead_letter_of(row: &PgRow) -> Result<DeadLetter> {
         },
         blocking: row.try_get("blocking")?,
         status: DeadLetterStatus::parse(row.try_get("status")?)?,
-        attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
+        attempts: u32_of(row.try_get::<i32, _>("attempts")?)?,
         failed_at: row.try_get("failed_at")?,
     })
 }
@@ -249,7 +257,7 @@ impl Target for PgTarget {
              FROM projection_checkpoints WHERE name = $1 AND generation = $2",
         )
         .bind(name)
-        .bind(i64_of(generation))
+        .bind(i64_of(generation)?)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(|r| checkpoint_of(r, "")).transpose()
@@ -263,7 +271,7 @@ impl Target for PgTarget {
              ON CONFLICT DO NOTHING",
         )
         .bind(name)
-        .bind(i64_of(generation))
+        .bind(i64_of(generation)?)
         .bind(i32::try_from(version).unwrap_or(i32::MAX))
         .execute(&self.pool)
         .await?
@@ -310,7 +318,7 @@ impl Target for PgTarget {
                 .bind(name)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let active = u64_of(active.ok_or_else(|| Error::UnknownProjection(name.to_owned()))?);
+        let active = u64_of(active.ok_or_else(|| Error::UnknownProjection(name.to_owned()))?)?;
         let plays_its_role = match role {
             Role::Live => active == generation,
             Role::Rebuild | Role::Switch => generation > active,
@@ -323,7 +331,7 @@ impl Target for PgTarget {
                 active,
             });
         }
-        Ok(PgBatch::new(tx, name, i64_of(generation), role, lease))
+        Ok(PgBatch::new(tx, name, i64_of(generation)?, role, lease))
     }
 
     async fn dead_letter(
@@ -343,8 +351,8 @@ impl Target for PgTarget {
         )
         .bind(&batch.name)
         .bind(batch.generation)
-        .bind(i64_of(failure.position.commit))
-        .bind(i64_of(failure.position.sequence))
+        .bind(i64_of(failure.position.commit)?)
+        .bind(i64_of(failure.position.sequence)?)
         .bind(failure.event_id)
         .bind(&failure.event_type)
         .bind(&failure.stream_id)
@@ -391,12 +399,18 @@ impl Target for PgTarget {
         )
         .bind(&batch.name)
         .bind(batch.generation)
-        .bind(i64_of(from.commit))
-        .bind(i64_of(from.sequence))
-        .bind(i64_of(to.commit))
-        .bind(i64_of(to.sequence))
+        .bind(i64_of(from.commit)?)
+        .bind(i64_of(from.sequence)?)
+        .bind(i64_of(to.commit)?)
+        .bind(i64_of(to.sequence)?)
         .bind(last_recorded_at)
-        .bind(batch.lease.as_ref().map(|l| i64_of(l.epoch())))
+        .bind(
+            batch
+                .lease
+                .as_ref()
+                .map(|l| i64_of(l.epoch()))
+                .transpose()?,
+        )
         .bind(batch.failure.take())
         .execute(&mut *batch.tx)
         .await?
@@ -421,9 +435,9 @@ impl Target for PgTarget {
             .bind(batch.generation)
             .fetch_one(&mut *batch.tx)
             .await?;
-            let active_at = position(row.try_get("commit")?, row.try_get("sequence")?);
-            let active_version = u32::try_from(row.try_get::<i32, _>("version")?).unwrap_or(0);
-            let version = u32::try_from(row.try_get::<i32, _>("new_version")?).unwrap_or(0);
+            let active_at = position(row.try_get("commit")?, row.try_get("sequence")?)?;
+            let active_version = u32_of(row.try_get::<i32, _>("version")?)?;
+            let version = u32_of(row.try_get::<i32, _>("new_version")?)?;
             let refused = if version < active_version {
                 Some(Error::Superseded {
                     projection: batch.name.clone(),
@@ -433,7 +447,7 @@ impl Target for PgTarget {
             } else if to < active_at {
                 Some(Error::RebuildBehind {
                     projection: batch.name.clone(),
-                    generation: u64_of(batch.generation),
+                    generation: u64_of(batch.generation)?,
                     rebuilt: to,
                     active: active_at,
                 })
@@ -543,9 +557,9 @@ impl Target for PgTarget {
                  WHERE name = $1 AND generation = $2 AND failure->>'event_id' = $5",
             )
             .bind(name)
-            .bind(i64_of(letter.generation))
-            .bind(skip_to.map(|p| i64_of(p.commit)))
-            .bind(skip_to.map(|p| i64_of(p.sequence)))
+            .bind(i64_of(letter.generation)?)
+            .bind(skip_to.map(|p| i64_of(p.commit)).transpose()?)
+            .bind(skip_to.map(|p| i64_of(p.sequence)).transpose()?)
             .bind(event_id.to_string())
             .execute(&mut *tx)
             .await?

@@ -96,9 +96,7 @@ pub struct InstanceStatus {
 /// A process manager at a glance.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ProcessSummary {
-    /// Where its intake has read the log to (`commit/sequence` in JSON, like every position
-    /// an operator reads).
-    #[serde(serialize_with = "as_text")]
+    /// Where its intake has read the log to.
     pub intake_position: Position,
     /// Instances it knows.
     pub instances: u64,
@@ -110,10 +108,6 @@ pub struct ProcessSummary {
     pub due_inputs: u64,
     /// Deadlines not due yet.
     pub scheduled_deadlines: u64,
-}
-
-fn as_text<S: serde::Serializer>(position: &Position, to: S) -> Result<S::Ok, S::Error> {
-    to.collect_str(position)
 }
 
 /// Storage of a process manager's instances. Every write under a claim checks the claim's
