@@ -76,10 +76,6 @@ impl Fold for Balances {
     type Doc = u64;
     const NAME: &'static str = "balances";
 
-    fn key(&self, event: &EventOf<Account>) -> Option<String> {
-        Some(event.stream_id.aggregate_id().to_owned())
-    }
-
     fn evolve(&self, doc: Option<u64>, e: &EventOf<Account>) -> Result<Option<u64>, ApplyError> {
         let balance = match e.event {
             AccountEvent::Deposited { amount } => doc.unwrap_or(0).checked_add(amount),
@@ -89,51 +85,40 @@ impl Fold for Balances {
     }
 }
 
-/// The service: commands go through the repository, queries through the host.
-#[derive(Clone)]
-pub struct Service {
-    /// Loads accounts and carries out their commands.
-    pub accounts: Repository<Account>,
-    /// Runs the read model (`host.run(shutdown)`) and answers its queries.
-    pub host: ProjectionHost,
-}
-
-/// The service on PostgreSQL at `database_url` (migrated), in memory without one.
-pub async fn open(database_url: Option<&str>) -> projections::Result<Service> {
+/// The service on PostgreSQL at `database_url` (migrated), in memory without one: its HTTP
+/// API, and the host that runs its read model (`host.run(shutdown)`).
+pub async fn open(database_url: Option<&str>) -> projections::Result<(Router, ProjectionHost)> {
     let host = ProjectionHost::open(database_url).await?.with_typed(Balances);
     let accounts = Repository::new(host.store().clone(), ()).with_conflict_retries(5);
-    Ok(Service { accounts, host })
+    let routes = Router::new().route("/accounts/{id}", post(execute).get(balance));
+    Ok((routes.with_state(App(accounts, host.clone())), host))
 }
 
-/// `POST /accounts/{id}` carries out a command and answers the new balance;
-/// `GET /accounts/{id}` reads it.
-pub fn router(service: Service) -> Router {
-    Router::new().route("/accounts/{id}", post(execute).get(balance)).with_state(service)
-}
+/// What the routes share: commands go through the repository, queries through the host.
+#[derive(Clone)]
+struct App(Repository<Account>, ProjectionHost);
 
 type Reply = Result<Json<u64>, (StatusCode, String)>;
 
-async fn execute(
-    State(s): State<Service>,
-    id: Path<String>,
-    command: Json<AccountCommand>,
-) -> Reply {
-    let events = s.accounts.execute(&id, command.0, &Metadata::new_request()).await;
-    let events = events.map_err(|e| match e {
-        CommandError::Rejected(e) => (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
-        e => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    })?;
+/// `POST /accounts/{id}`: carries out a command, answers the new balance.
+async fn execute(State(app): State<App>, id: Path<String>, cmd: Json<AccountCommand>) -> Reply {
+    let events =
+        app.0.execute(&id, cmd.0, &Metadata::new_request()).await.map_err(|e| match e {
+            CommandError::Rejected(e) => (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+            e => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        })?;
     // Read your own write: answer once the read model holds the new events.
     let at = events.last().map(|e| e.position).unwrap_or_default();
-    let waited = s.host.wait_for(Balances::NAME, at, Duration::from_secs(5)).await;
+    let waited = app.1.wait_for(Balances::NAME, at, Duration::from_secs(5)).await;
     if !waited.as_ref().is_ok_and(|w| w.is_reached()) {
         return Err((StatusCode::SERVICE_UNAVAILABLE, format!("read model behind: {waited:?}")));
     }
-    balance(State(s), id).await
+    balance(State(app), id).await
 }
 
-async fn balance(State(s): State<Service>, Path(id): Path<String>) -> Reply {
-    match s.host.document::<Balances>(&id).await {
+/// `GET /accounts/{id}`: the balance, as the read model has it.
+async fn balance(State(app): State<App>, Path(id): Path<String>) -> Reply {
+    match app.1.document::<Balances>(&id).await {
         Ok(Some(balance)) => Ok(Json(balance)),
         Ok(None) => Err((StatusCode::NOT_FOUND, format!("no account {id}"))),
         Err(e) => Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string())),

@@ -2,17 +2,17 @@
 //! otherwise. Ctrl-C stops the HTTP server, then the read model's workers.
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let service = getting_started::open(std::env::var("DATABASE_URL").ok().as_deref()).await?;
+    let (routes, host) =
+        getting_started::open(std::env::var("DATABASE_URL").ok().as_deref()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let host = service.host.clone();
     let workers = tokio::spawn(async move {
         host.run(async {
             stopped.await.ok();
         })
         .await
     });
-    axum::serve(listener, getting_started::router(service))
+    axum::serve(listener, routes)
         .with_graceful_shutdown(async {
             tokio::signal::ctrl_c().await.ok();
         })

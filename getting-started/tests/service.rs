@@ -4,7 +4,7 @@
 use axum::body::{to_bytes, Body};
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use getting_started::{open, router, Account, AccountEvent, Balances, Service};
+use getting_started::{open, Account, AccountEvent, Balances};
 use projections::testing::given;
 use projections::Typed;
 use tower::ServiceExt;
@@ -22,16 +22,14 @@ async fn call(app: &Router, method: &str, uri: &str, body: &str) -> (StatusCode,
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-async fn scenario(service: Service) {
+async fn scenario((app, host): (Router, projections::ProjectionHost)) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let host = service.host.clone();
     let workers = tokio::spawn(async move {
         host.run(async {
             stopped.await.ok();
         })
         .await
     });
-    let app = router(service);
     let deposit = r#"{"deposit": {"amount": 100}}"#;
     let withdraw = |amount: u64| format!(r#"{{"withdraw": {{"amount": {amount}}}}}"#);
 

@@ -69,10 +69,6 @@
 //!     type Doc = u32;
 //!     const NAME: &'static str = "cart_sizes";
 //!
-//!     fn key(&self, event: &EventOf<Cart>) -> Option<String> {
-//!         Some(event.stream_id.aggregate_id().to_owned())
-//!     }
-//!
 //!     fn evolve(&self, size: Option<u32>, _: &EventOf<Cart>) -> Result<Option<u32>, ApplyError> {
 //!         Ok(Some(size.unwrap_or(0) + 1))
 //!     }

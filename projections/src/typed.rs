@@ -192,8 +192,11 @@ pub trait Fold: Send + Sync + 'static {
     /// The version of its code; raising it rebuilds the read model.
     const VERSION: u32 = 1;
 
-    /// The key of the document `event` changes, `None` if it changes none.
-    fn key(&self, event: &EventOf<Self::Aggregate>) -> Option<String>;
+    /// The key of the document `event` changes, `None` if it changes none. By default one
+    /// document per aggregate, under its id.
+    fn key(&self, event: &EventOf<Self::Aggregate>) -> Option<String> {
+        Some(event.stream_id.aggregate_id().to_owned())
+    }
 
     /// The document after `event` (`None` before the first event of its key). Returning
     /// `None` deletes it.

@@ -40,10 +40,6 @@ impl Fold for OrderSummaries {
     const NAME: &'static str = "order_summaries";
     const COLLECTION: &'static str = "orders";
 
-    fn key(&self, event: &EventOf<Order>) -> Option<String> {
-        Some(event.stream_id.aggregate_id().to_owned())
-    }
-
     fn evolve(
         &self,
         summary: Option<OrderSummary>,

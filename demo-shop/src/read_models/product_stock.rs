@@ -35,10 +35,6 @@ impl Fold for ProductStock {
     const NAME: &'static str = "product_stock";
     const COLLECTION: &'static str = "products";
 
-    fn key(&self, event: &EventOf<Inventory>) -> Option<String> {
-        Some(event.stream_id.aggregate_id().to_owned())
-    }
-
     fn evolve(
         &self,
         row: Option<ProductStockRow>,

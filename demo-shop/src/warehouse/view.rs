@@ -28,10 +28,6 @@ impl Fold for Shipments {
     const NAME: &'static str = "shipments";
     const COLLECTION: &'static str = "shipments";
 
-    fn key(&self, event: &EventOf<Shipment>) -> Option<String> {
-        Some(event.stream_id.aggregate_id().to_owned())
-    }
-
     fn evolve(
         &self,
         view: Option<ShipmentView>,

@@ -22,9 +22,6 @@
 //!     type Aggregate = Cart;
 //!     type Doc = u32;
 //!     const NAME: &'static str = "item_counts";
-//!     fn key(&self, event: &EventOf<Cart>) -> Option<String> {
-//!         Some(event.stream_id.aggregate_id().to_owned())
-//!     }
 //!     fn evolve(&self, count: Option<u32>, _: &EventOf<Cart>) -> Result<Option<u32>, ApplyError> {
 //!         Ok(Some(count.unwrap_or(0) + 1))
 //!     }
