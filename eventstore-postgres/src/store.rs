@@ -587,7 +587,12 @@ impl EventStore for PgEventStore {
         )
         .bind(snapshot.stream_id.as_str())
         .bind(signed(snapshot.version, "snapshot version")?)
-        .bind(i32::try_from(snapshot.schema_version).unwrap_or(i32::MAX))
+        .bind(i32::try_from(snapshot.schema_version).map_err(|_| {
+            Error::InvalidInput(format!(
+                "snapshot schema version {} is out of range",
+                snapshot.schema_version
+            ))
+        })?)
         .bind(&snapshot.state)
         .bind(snapshot.taken_at)
         .execute(&self.pool)

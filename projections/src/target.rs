@@ -68,7 +68,9 @@ impl StoredState {
 /// An event a projection could not apply.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
-    /// The event's position.
+    /// The event's position. Stored as `{"commit": …, "sequence": …}`, the form workers of
+    /// earlier releases read during a rolling deploy; either form is read.
+    #[serde(with = "position_parts")]
     pub position: Position,
     /// The event's id.
     pub event_id: Uuid,
@@ -231,4 +233,48 @@ pub trait Target: Clone + Send + Sync + 'static {
 
     /// Every document of a collection of the active generation, ordered by key.
     async fn list(&self, projection: &str, collection: &str) -> Result<Vec<(String, Value)>>;
+}
+
+/// A position as its two parts, the stored form of a [`Failure`]'s.
+mod position_parts {
+    use cqrs_core::Position;
+    use serde::ser::SerializeStruct;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(position: &Position, to: S) -> Result<S::Ok, S::Error> {
+        let mut parts = to.serialize_struct("Position", 2)?;
+        parts.serialize_field("commit", &position.commit)?;
+        parts.serialize_field("sequence", &position.sequence)?;
+        parts.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Position, D::Error> {
+        Position::deserialize(from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_failure_is_stored_in_the_form_earlier_releases_read() {
+        let failure = Failure {
+            position: Position::new(7, 3),
+            event_id: Uuid::nil(),
+            event_type: "OrderPlaced".into(),
+            stream_id: "order-1".into(),
+            error: "bad".into(),
+        };
+        let stored = serde_json::to_value(&failure).expect("serialise");
+        assert_eq!(stored["position"], json!({ "commit": 7, "sequence": 3 }));
+        let mut text_form = stored.clone();
+        text_form["position"] = json!("7/3");
+        for form in [stored, text_form] {
+            let read: Failure = serde_json::from_value(form).expect("read");
+            assert_eq!(read, failure);
+        }
+    }
 }

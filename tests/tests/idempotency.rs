@@ -201,7 +201,7 @@ async fn the_largest_orders_the_shop_accepts_keep_daily_sales_running() {
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|s| !s["failure"].is_null())
+            .filter(|s| !s["last_error"].is_null())
             .collect();
         assert!(failed.is_empty(), "a projection stopped: {failed:?}");
         assert!(Instant::now() < deadline, "sales: {sales}, orders: {ids:?}");

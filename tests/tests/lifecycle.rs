@@ -111,14 +111,6 @@ async fn a_frozen_lease_holder_is_replaced_and_commits_and_sends_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     tests::until_tallies_equal(&target, &expected, Duration::from_secs(1)).await;
 
-    let sent_late: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM sent WHERE epoch = ANY($1) AND sent_at > $2")
-            .bind(&a_epochs)
-            .bind(woke)
-            .fetch_one(&db.pool)
-            .await
-            .expect("sent");
-    assert_eq!(sent_late, 0, "the deposed holder sent after it woke");
     // The sender follows the same log as the tallies, a batch or two behind under load.
     let deadline = Instant::now() + Duration::from_secs(30);
     let unsent = loop {
@@ -134,6 +126,14 @@ async fn a_frozen_lease_holder_is_replaced_and_commits_and_sends_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(unsent, 0, "every event was sent");
+    let sent_late: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sent WHERE epoch = ANY($1) AND sent_at > $2")
+            .bind(&a_epochs)
+            .bind(woke)
+            .fetch_one(&db.pool)
+            .await
+            .expect("sent");
+    assert_eq!(sent_late, 0, "the deposed holder sent after it woke");
     for mut worker in [a, b] {
         worker.kill().expect("kill");
         worker.wait().expect("reap");

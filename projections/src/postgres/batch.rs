@@ -143,7 +143,8 @@ impl Documents for PgBatch {
     }
 
     fn generation(&self) -> u64 {
-        u64::try_from(self.generation).unwrap_or(0)
+        // Made from a `u64` (`PgTarget::begin`): never negative.
+        self.generation.unsigned_abs()
     }
 
     fn postgres(&mut self) -> Option<&mut PgConnection> {

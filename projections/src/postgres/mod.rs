@@ -123,8 +123,13 @@ pub(crate) fn u64_of(value: i64) -> Result<u64> {
     u64::try_from(value).map_err(|_| Error::OutOfRange(format!("a stored {value} is negative")))
 }
 
+/// A version as a PostgreSQL `integer`; one past it is refused, not clamped.
+fn i32_of(value: u32) -> Result<i32> {
+    i32::try_from(value).map_err(|_| Error::OutOfRange(format!("{value} does not fit an integer")))
+}
+
 /// A PostgreSQL `integer` that must not be negative (a version, a count of attempts).
-fn u32_of(value: i32) -> Result<u32> {
+pub(crate) fn u32_of(value: i32) -> Result<u32> {
     u32::try_from(value).map_err(|_| Error::OutOfRange(format!("a stored {value} is negative")))
 }
 
@@ -227,7 +232,7 @@ impl Target for PgTarget {
              SELECT name, 1, $2, 0, 0 FROM state ON CONFLICT DO NOTHING",
         )
         .bind(name)
-        .bind(i32::try_from(version).unwrap_or(i32::MAX))
+        .bind(i32_of(version)?)
         .execute(&self.pool)
         .await?;
         self.state(name)
@@ -272,7 +277,7 @@ impl Target for PgTarget {
         )
         .bind(name)
         .bind(i64_of(generation)?)
-        .bind(i32::try_from(version).unwrap_or(i32::MAX))
+        .bind(i32_of(version)?)
         .execute(&self.pool)
         .await?
         .rows_affected();

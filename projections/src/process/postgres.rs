@@ -18,6 +18,7 @@ use super::store::{
 };
 use crate::dead_letters::Resolution;
 use crate::error::{Error, Result};
+use crate::postgres::{i64_of, u32_of, u64_of};
 
 /// Instances in PostgreSQL. Apply the projections' migrations first
 /// ([`PgTarget::migrate`](crate::PgTarget::migrate)).
@@ -108,7 +109,7 @@ impl PgInstances {
         )
         .bind(process)
         .bind(&claimed.instance)
-        .bind(epoch(claimed.epoch))
+        .bind(epoch(claimed.epoch)?)
         .fetch_optional(&mut *tx)
         .await
         .map_err(storage)?;
@@ -207,8 +208,8 @@ impl PgInstances {
     }
 }
 
-fn epoch(epoch: u64) -> i64 {
-    i64::try_from(epoch).unwrap_or(i64::MAX)
+fn epoch(epoch: u64) -> Result<i64> {
+    i64_of(epoch)
 }
 
 fn status_of(row: &PgRow) -> Result<InstanceStatus> {
@@ -225,11 +226,11 @@ fn status_of(row: &PgRow) -> Result<InstanceStatus> {
         } else {
             InstanceState::Active
         },
-        attempts: u32::try_from(attempts).unwrap_or(0),
+        attempts: u32_of(attempts)?,
         last_error: row.try_get("last_error").map_err(storage)?,
         // A parked instance runs when an operator says so.
         next_at: next_at.filter(|_| parked.is_none()),
-        pending: u64::try_from(pending).unwrap_or(0),
+        pending: u64_of(pending)?,
         data: row.try_get("state").map_err(storage)?,
     })
 }
@@ -258,7 +259,7 @@ impl InstanceStore for PgInstances {
             Some(row) => {
                 let commit: i64 = row.try_get("commit").map_err(storage)?;
                 let sequence: i64 = row.try_get("sequence").map_err(storage)?;
-                Position::new(commit as u64, sequence as u64)
+                Position::new(u64_of(commit)?, u64_of(sequence)?)
             }
         })
     }
@@ -316,8 +317,8 @@ impl InstanceStore for PgInstances {
              WHERE (p.commit, p.sequence) < (excluded.commit, excluded.sequence)",
         )
         .bind(process)
-        .bind(scanned_to.commit as i64)
-        .bind(scanned_to.sequence as i64)
+        .bind(i64_of(scanned_to.commit)?)
+        .bind(i64_of(scanned_to.sequence)?)
         .execute(&mut *tx)
         .await
         .map_err(storage)?;
@@ -367,7 +368,7 @@ impl InstanceStore for PgInstances {
                 instance,
                 state: row.try_get::<Value, _>("state").map_err(storage)?,
                 epoch: claimed_epoch as u64,
-                attempts: u32::try_from(attempts).unwrap_or(0),
+                attempts: u32_of(attempts)?,
                 input: PendingInput {
                     id: input.try_get("input_id").map_err(storage)?,
                     kind: match deadline {
@@ -529,7 +530,7 @@ impl InstanceStore for PgInstances {
         .map_err(storage)?;
         let count = |name: &str| -> Result<u64> {
             let n: i64 = row.try_get(name).map_err(storage)?;
-            Ok(u64::try_from(n).unwrap_or(0))
+            u64_of(n)
         };
         Ok(ProcessSummary {
             intake_position: self.intake_position(process).await?,
