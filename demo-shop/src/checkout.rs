@@ -159,7 +159,6 @@ impl Checkout {
         }
         let payment = order_id;
         let request = PaymentCommand::Request {
-            order_id,
             amount: total,
             card: card.to_owned(),
         };

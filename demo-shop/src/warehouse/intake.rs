@@ -92,7 +92,7 @@ impl MessageHandler for OrderIntake {
         }
         match message.decode::<ShopOrder>().map_err(ApplyError::poison)? {
             ShopOrder::OrderPlaced { order_id, lines } => {
-                let expect = ShipmentCommand::Expect { order_id, lines };
+                let expect = ShipmentCommand::Expect { lines };
                 self.carry_out(message, order_id, "expect", expect).await
             }
             ShopOrder::OrderConfirmed { order_id } => {
@@ -102,13 +102,8 @@ impl MessageHandler for OrderIntake {
                     .await
             }
             ShopOrder::OrderCancelled { order_id } => {
-                self.carry_out(
-                    message,
-                    order_id,
-                    "cancel",
-                    ShipmentCommand::Cancel { order_id },
-                )
-                .await
+                self.carry_out(message, order_id, "cancel", ShipmentCommand::Cancel)
+                    .await
             }
         }
     }

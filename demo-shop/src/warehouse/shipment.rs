@@ -37,8 +37,6 @@ pub enum ShipmentStatus {
 pub enum ShipmentCommand {
     /// Expect an order's goods.
     Expect {
-        /// The order.
-        order_id: OrderId,
         /// Its lines.
         lines: Vec<PickLine>,
     },
@@ -48,10 +46,7 @@ pub enum ShipmentCommand {
     Dispatch,
     /// Drop it: the order was cancelled. Cancelled before anything is known of it, it stays
     /// cancelled: a late "expect" is ignored and a "pick" refused.
-    Cancel {
-        /// The order.
-        order_id: OrderId,
-    },
+    Cancel,
 }
 
 /// What happened to a shipment.
@@ -125,7 +120,7 @@ impl Aggregate for Shipment {
 
     fn handle(
         &self,
-        _order: &OrderId,
+        order: &OrderId,
         command: ShipmentCommand,
         _: &(),
     ) -> Result<Vec<ShipmentEvent>, ShipmentError> {
@@ -134,9 +129,9 @@ impl Aggregate for Shipment {
             action,
             status: self.status,
         };
-        let order_id = self.order_id.unwrap_or_default();
+        let order_id = *order;
         match command {
-            ShipmentCommand::Expect { order_id, lines } => Ok(match self.status {
+            ShipmentCommand::Expect { lines } => Ok(match self.status {
                 S::Unknown => vec![ShipmentEvent::ShipmentExpected { order_id, lines }],
                 _ => vec![],
             }),
@@ -153,7 +148,7 @@ impl Aggregate for Shipment {
                 S::Dispatched => Ok(vec![]),
                 S::Unknown | S::Expected | S::Cancelled => Err(refuse("dispatch")),
             },
-            ShipmentCommand::Cancel { order_id } => Ok(match self.status {
+            ShipmentCommand::Cancel => Ok(match self.status {
                 S::Unknown | S::Expected => vec![ShipmentEvent::ShipmentCancelled { order_id }],
                 S::Picked | S::Dispatched | S::Cancelled => vec![],
             }),
@@ -212,18 +207,12 @@ mod tests {
     fn a_shipment_cancelled_before_it_was_expected_stays_cancelled() {
         let order_id = OrderId::new();
         AggregateTest::<Shipment>::default()
-            .when_on(&order_id, ShipmentCommand::Cancel { order_id })
+            .when_on(&order_id, ShipmentCommand::Cancel)
             .then_expect(vec![ShipmentEvent::ShipmentCancelled { order_id }]);
         let cancelled = vec![ShipmentEvent::ShipmentCancelled { order_id }];
         AggregateTest::<Shipment>::default()
             .given(cancelled.clone())
-            .when_on(
-                &order_id,
-                ShipmentCommand::Expect {
-                    order_id,
-                    lines: vec![],
-                },
-            )
+            .when_on(&order_id, ShipmentCommand::Expect { lines: vec![] })
             .then_expect(vec![]);
         AggregateTest::<Shipment>::default()
             .given(cancelled)

@@ -1,14 +1,12 @@
 //! What a payment can be asked.
 
-use crate::domain::money::{Money, OrderId};
+use crate::domain::money::Money;
 
 /// A command to the payment of one order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PaymentCommand {
     /// Asks for the order's payment (a no-op if it was asked already).
     Request {
-        /// The order.
-        order_id: OrderId,
         /// How much.
         amount: Money,
         /// The card token.

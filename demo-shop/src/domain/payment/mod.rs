@@ -76,7 +76,7 @@ impl Aggregate for Payment {
 
     fn handle(
         &self,
-        _order: &OrderId,
+        order: &OrderId,
         command: PaymentCommand,
         _: &(),
     ) -> Result<Vec<PaymentEvent>, PaymentError> {
@@ -90,19 +90,12 @@ impl Aggregate for Payment {
             })
         };
         match (command, self.order_id) {
-            (
-                C::Request {
-                    order_id,
-                    amount,
-                    card,
-                },
-                None,
-            ) => {
+            (C::Request { amount, card }, None) => {
                 if amount == Money(0) {
                     return Err(PaymentError::ZeroAmount);
                 }
                 Ok(vec![E::PaymentRequested {
-                    order_id,
+                    order_id: *order,
                     amount,
                     card,
                 }])
@@ -190,7 +183,6 @@ mod tests {
     fn requests_once_and_needs_an_amount() {
         let order_id = OrderId::new();
         let request = |amount| PaymentCommand::Request {
-            order_id,
             amount: Money(amount),
             card: "card_approve".into(),
         };
