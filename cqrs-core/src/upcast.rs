@@ -28,9 +28,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::error::BoxError;
 use crate::event::RawEvent;
 
-type Step = Arc<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
+type Step = Arc<dyn Fn(Value) -> Result<Value, BoxError> + Send + Sync>;
 
 /// A registry of upcasting steps, keyed by event type and the schema version they upgrade from.
 #[derive(Clone, Default)]
@@ -49,11 +50,11 @@ impl Upcasters {
 
     /// Registers the step that turns `event_type` at `from_version` into `from_version + 1`.
     ///
-    /// A step that cannot upgrade a payload returns an error text; decoding then fails with
-    /// it, naming the event's position.
+    /// A step that cannot upgrade a payload returns an error (any error, or a text with
+    /// `?`); decoding then fails with it and its causes, naming the event's position.
     pub fn register<F>(mut self, event_type: impl Into<String>, from_version: u32, step: F) -> Self
     where
-        F: Fn(Value) -> Result<Value, String> + Send + Sync + 'static,
+        F: Fn(Value) -> Result<Value, BoxError> + Send + Sync + 'static,
     {
         self.steps
             .insert((event_type.into(), from_version), Arc::new(step));
@@ -72,7 +73,13 @@ impl Upcasters {
             else {
                 return Ok(event);
             };
-            event.payload = step(event.payload).map_err(|reason| {
+            event.payload = step(event.payload).map_err(|error| {
+                let mut reason = error.to_string();
+                let mut cause = error.source();
+                while let Some(c) = cause {
+                    reason = format!("{reason}: {c}");
+                    cause = c.source();
+                }
                 format!(
                     "upcasting from schema v{} failed: {reason}",
                     event.schema_version

@@ -69,9 +69,7 @@ pub struct CheckoutState {
 /// retried; anything else parks the order.
 fn failed<E: std::fmt::Display>(error: CommandError<E>) -> ApplyError {
     match error {
-        CommandError::Store(e) if e.is_retryable() || e.is_conflict() => {
-            ApplyError::Transient(e.to_string())
-        }
+        CommandError::Store(e) if e.is_retryable() || e.is_conflict() => ApplyError::transient(e),
         other => ApplyError::poison(other),
     }
 }
@@ -202,9 +200,7 @@ impl Checkout {
                     PaymentCommand::RecordApproval { authorization }
                 }
                 Ok(Authorization::Declined { reason }) => PaymentCommand::RecordDecline { reason },
-                Err(e @ GatewayError::Unavailable(_)) => {
-                    return Err(ApplyError::Transient(e.to_string()))
-                }
+                Err(e @ GatewayError::Unavailable(_)) => return Err(ApplyError::transient(e)),
                 Err(e @ GatewayError::Refused(_)) => return Err(ApplyError::poison(e)),
             };
             self.payments
@@ -313,9 +309,7 @@ impl Checkout {
                 r.step.ensure_claimed()?;
                 match self.gateway.void(&authorization_key(order_id)).await {
                     Ok(_) => {}
-                    Err(e @ GatewayError::Unavailable(_)) => {
-                        return Err(ApplyError::Transient(e.to_string()))
-                    }
+                    Err(e @ GatewayError::Unavailable(_)) => return Err(ApplyError::transient(e)),
                     Err(e @ GatewayError::Refused(_)) => return Err(ApplyError::poison(e)),
                 }
                 if status == PaymentStatus::New {

@@ -73,7 +73,7 @@ impl MessageHandler for DispatchIntake {
         match self.shop.ship_order(order_id, &meta).await {
             Ok(_) => Ok(()),
             Err(e @ (ShopError::Unavailable(_) | ShopError::Conflict(_))) => {
-                Err(ApplyError::Transient(e.to_string()))
+                Err(ApplyError::transient(e))
             }
             Err(e) => Err(ApplyError::poison(e)),
         }
@@ -160,7 +160,7 @@ pub fn spawn_consumer(
         consumer
             .run(stopped(shutdown))
             .await
-            .map_err(|e| projections::Error::Transient(e.to_string()))
+            .map_err(|e| projections::Error::Transient(Box::new(e)))
     }
     match storage.inbox.clone() {
         Inboxes::Memory(inbox) => {

@@ -46,7 +46,7 @@ use crate::inbox::{lease_name, Inbox, InboxTx};
 ///             .bind(customer)
 ///             .execute(db)
 ///             .await
-///             .map_err(|e| ApplyError::Transient(e.to_string()))?;
+///             .map_err(ApplyError::transient)?;
 ///         Ok(())
 ///     }
 /// }
@@ -333,7 +333,8 @@ impl<I: Inbox> Consumer<I> {
                 if let Some(id) = id {
                     tx.first_time(id).await?;
                 }
-                tx.dead_letter(id, &delivery.body, &reason).await?;
+                tx.dead_letter(id, &delivery.body, &reason.to_string())
+                    .await?;
                 if let Some((source, next)) = &delivery.cursor {
                     tx.set_cursor(source, *next).await?;
                 }

@@ -128,9 +128,9 @@ impl Projection for Relay {
             .collect();
         self.publisher.publish(&wire).await.map_err(|(i, error)| {
             let error = if error.is_transient() {
-                ApplyError::Transient(error.to_string())
+                ApplyError::transient(error)
             } else {
-                ApplyError::poison(error)
+                ApplyError::poison_from(error)
             };
             (i, error)
         })

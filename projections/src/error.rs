@@ -24,7 +24,7 @@ pub enum Error {
 
     /// A projection met a transient failure (its own or its storage's); trying again may succeed.
     #[error("transient failure: {0}")]
-    Transient(String),
+    Transient(#[source] cqrs_core::BoxError),
 
     /// Another worker took the lease or moved the checkpoint on since this worker read it:
     /// this worker must stand down; its batch was rolled back.

@@ -234,8 +234,9 @@ impl ProjectionHost {
         let mut tasks: tokio::task::JoinSet<Result<()>> = tokio::task::JoinSet::new();
         for task in self.spawn(stopping) {
             tasks.spawn(async move {
-                task.await
-                    .unwrap_or_else(|e| Err(Error::Transient(format!("a worker panicked: {e}"))))
+                task.await.unwrap_or_else(|e| {
+                    Err(Error::Transient(format!("a worker panicked: {e}").into()))
+                })
             });
         }
         let mut first_error = None;
@@ -252,7 +253,7 @@ impl ProjectionHost {
                         break;
                     }
                     Some(Err(e)) => {
-                        first_error = Some(Error::Transient(format!("a worker panicked: {e}")));
+                        first_error = Some(Error::Transient(format!("a worker panicked: {e}").into()));
                         break;
                     }
                 },

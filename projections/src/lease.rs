@@ -112,7 +112,7 @@ impl LeaseToken {
         if self.is_live() {
             Ok(self.epoch)
         } else {
-            Err(crate::ApplyError::Transient(format!(
+            Err(crate::ApplyError::transient(format!(
                 "the lease of {} (epoch {}) ran out",
                 self.projection, self.epoch
             )))

@@ -12,11 +12,11 @@ pub enum ApplyError {
     /// This event cannot be handled (malformed, unknown, against the model's rules). Trying
     /// again will not help; the error policy decides: stop, or dead-letter and go on.
     #[error("{0}")]
-    Poison(String),
+    Poison(#[source] cqrs_core::BoxError),
 
     /// Something outside failed (a database, a broker); the runner retries with backoff.
     #[error("transient: {0}")]
-    Transient(String),
+    Transient(#[source] cqrs_core::BoxError),
 
     /// The read model's storage failed.
     #[error(transparent)]
@@ -24,17 +24,28 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
-    /// A poison error from anything printable.
+    /// A poison error from anything printable (an error keeps only its text: use
+    /// [`ApplyError::poison_from`] to keep it as the cause).
     pub fn poison(reason: impl std::fmt::Display) -> Self {
-        Self::Poison(reason.to_string())
+        Self::Poison(reason.to_string().into())
+    }
+
+    /// A poison error caused by `error`, kept as the source.
+    pub fn poison_from(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Poison(Box::new(error))
+    }
+
+    /// A transient error caused by `error` (a `String` or `&str` will do), kept as the source.
+    pub fn transient(error: impl Into<cqrs_core::BoxError>) -> Self {
+        Self::Transient(error.into())
     }
 }
 
 impl From<cqrs_core::Error> for ApplyError {
     fn from(error: cqrs_core::Error) -> Self {
         match error {
-            e @ cqrs_core::Error::Decode { .. } => Self::Poison(e.to_string()),
-            e if e.is_retryable() => Self::Transient(e.to_string()),
+            e @ cqrs_core::Error::Decode { .. } => Self::Poison(Box::new(e)),
+            e if e.is_retryable() => Self::Transient(Box::new(e)),
             e => Self::Storage(crate::Error::Store(e)),
         }
     }

@@ -635,10 +635,9 @@ impl<T: Target> ProjectionRunner<T> {
                 return Box::pin(self.handle_failure(generation, role, lease, from, page, i, e))
                     .await;
             }
-            return Err(Error::Transient(format!(
-                "re-applying {}: {e}",
-                page.events[i].position
-            )));
+            return Err(Error::Transient(
+                format!("re-applying {}: {e}", page.events[i].position).into(),
+            ));
         }
         match self.options.error_policy {
             ErrorPolicy::DeadLetter => {

@@ -56,7 +56,7 @@ async fn a_projection_can_write_its_own_tables_in_the_batch_transaction() {
                 .bind(event.event_id)
                 .execute(conn)
                 .await
-                .map_err(|e| ApplyError::Transient(e.to_string()))?;
+                .map_err(ApplyError::transient)?;
             Ok(())
         }
     }

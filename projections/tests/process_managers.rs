@@ -96,7 +96,7 @@ impl ProcessManager for Errands {
             match note.as_str() {
                 "flaky" if *failures < 3 => {
                     *failures += 1;
-                    return Err(ApplyError::Transient("flaky".into()));
+                    return Err(ApplyError::transient("flaky"));
                 }
                 "poison" if !healed => {
                     *failures += 1;

@@ -72,7 +72,7 @@ impl Projection for Sender {
             .lease()
             .ok_or_else(|| ApplyError::poison("a sender needs a lease"))?
             .ensure_live()?;
-        let transient = |e: sqlx::Error| ApplyError::Transient(e.to_string());
+        let transient = |e: sqlx::Error| ApplyError::transient(e);
         sqlx::query(
             "INSERT INTO sent (event_id, epoch) SELECT $1, $2 WHERE projection_fence('sender', $2)",
         )

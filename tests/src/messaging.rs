@@ -109,7 +109,7 @@ impl MessageHandler for RecordEffects {
         .bind(event.time)
         .execute(db)
         .await
-        .map_err(|e| ApplyError::Transient(e.to_string()))?;
+        .map_err(ApplyError::transient)?;
         Ok(())
     }
 }

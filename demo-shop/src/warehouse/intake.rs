@@ -66,7 +66,7 @@ impl OrderIntake {
             Ok(_) => Ok(()),
             Err(CommandError::Rejected(e)) => Err(ApplyError::poison(e)),
             Err(CommandError::Store(e)) if e.is_retryable() || e.is_conflict() => {
-                Err(ApplyError::Transient(e.to_string()))
+                Err(ApplyError::transient(e))
             }
             Err(e) => Err(ApplyError::poison(e)),
         }

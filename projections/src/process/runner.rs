@@ -472,15 +472,15 @@ impl<P: ProcessManager> ProcessRunner<P> {
                 Ok(Ok((outcome, state))) => (outcome, Some(state)),
                 Ok(Err(failed)) if failed.is_panic() => {
                     let reason = format!("the reaction panicked: {}", panic_message(failed));
-                    (Err(ApplyError::Poison(reason)), None)
+                    (Err(ApplyError::poison(reason)), None)
                 }
                 Ok(Err(failed)) => {
                     let reason = format!("the reaction was cancelled: {failed}");
-                    (Err(ApplyError::Transient(reason)), None)
+                    (Err(ApplyError::transient(reason)), None)
                 }
                 Err(_) => {
                     task.0.abort();
-                    let late = ApplyError::Transient(format!(
+                    let late = ApplyError::transient(format!(
                         "the reaction took longer than {:?}",
                         self.options.reaction_timeout
                     ));
@@ -506,7 +506,9 @@ impl<P: ProcessManager> ProcessRunner<P> {
             },
             Err(ApplyError::Poison(reason)) => {
                 tracing::warn!(process = name, instance = %claimed.instance, %reason, "instance parked");
-                self.instances.park(name, &claimed, &reason).await?
+                self.instances
+                    .park(name, &claimed, &reason.to_string())
+                    .await?
             }
             Err(error) => {
                 let delay = self.options.backoff(claimed.attempts);

@@ -106,7 +106,7 @@ impl Step {
         if Instant::now() < self.claimed_until {
             Ok(())
         } else {
-            Err(ApplyError::Transient(format!(
+            Err(ApplyError::transient(format!(
                 "the claim of instance {} (epoch {}) ran out",
                 self.instance, self.epoch
             )))
