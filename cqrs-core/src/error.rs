@@ -12,6 +12,28 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A boxed error from a store's backend, kept as the cause.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// An error and its causes in one line, `error: cause: cause's cause`, each said once (most
+/// messages already end with their cause's).
+///
+/// ```
+/// let io = std::io::Error::other("connection reset");
+/// let error = cqrs_core::Error::Unavailable(Box::new(io));
+/// assert_eq!(cqrs_core::error::chain(&error), error.to_string());
+/// ```
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// What can go wrong when writing to or reading from an event store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -74,15 +74,10 @@ impl Upcasters {
                 return Ok(event);
             };
             event.payload = step(event.payload).map_err(|error| {
-                let mut reason = error.to_string();
-                let mut cause = error.source();
-                while let Some(c) = cause {
-                    reason = format!("{reason}: {c}");
-                    cause = c.source();
-                }
                 format!(
-                    "upcasting from schema v{} failed: {reason}",
-                    event.schema_version
+                    "upcasting from schema v{} failed: {}",
+                    event.schema_version,
+                    crate::error::chain(error.as_ref())
                 )
             })?;
             event.schema_version += 1;

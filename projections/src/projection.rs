@@ -11,8 +11,8 @@ use crate::documents::Documents;
 pub enum ApplyError {
     /// This event cannot be handled (malformed, unknown, against the model's rules). Trying
     /// again will not help; the error policy decides: stop, or dead-letter and go on.
-    #[error("{0}")]
-    Poison(#[source] cqrs_core::BoxError),
+    #[error(transparent)]
+    Poison(cqrs_core::BoxError),
 
     /// Something outside failed (a database, a broker); the runner retries with backoff.
     #[error("transient: {0}")]

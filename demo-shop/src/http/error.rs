@@ -76,26 +76,10 @@ impl ApiError {
     }
 }
 
-/// `error: its cause: its cause's cause…`
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        // Most messages already end with their cause's: say each once.
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Some(cause) = &self.cause {
-            let error = chain(cause.as_ref());
+            let error = cqrs_core::error::chain(cause.as_ref());
             if self.status == StatusCode::SERVICE_UNAVAILABLE {
                 tracing::warn!(status = self.status.as_u16(), %error, "storage unavailable");
             } else {
