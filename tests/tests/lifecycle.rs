@@ -4,7 +4,7 @@
 //! read models are rebuilt again and again while orders flow, and always equal a replay.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,21 +12,24 @@ use std::time::{Duration, Instant};
 use eventstore_postgres::testing::TestDatabase;
 use serde_json::json;
 use sqlx::Row;
+use tests::KilledOnDrop;
 
-fn start_worker(url: &str, ttl: Duration) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_projection_worker"))
+fn start_worker(url: &str, ttl: Duration) -> KilledOnDrop {
+    let child = Command::new(env!("CARGO_BIN_EXE_projection_worker"))
         .arg(url)
         .env("LEASE_TTL_MS", ttl.as_millis().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start a worker process")
+        .expect("start a worker process");
+    // A failing assertion must not leave the worker running against its database.
+    KilledOnDrop(child)
 }
 
-fn signal(worker: &Child, name: &str) {
+fn signal(worker: &KilledOnDrop, name: &str) {
     let status = Command::new("kill")
-        .args([format!("-{name}"), worker.id().to_string()])
+        .args([format!("-{name}"), worker.0.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success(), "kill -{name}");
@@ -52,13 +55,13 @@ async fn holder(pool: &sqlx::PgPool, name: &str) -> Option<(u32, i64)> {
     })
 }
 
-async fn until_held_by(pool: &sqlx::PgPool, worker: &Child, within: Duration) -> Vec<i64> {
+async fn until_held_by(pool: &sqlx::PgPool, worker: &KilledOnDrop, within: Duration) -> Vec<i64> {
     let started = Instant::now();
     loop {
         let mut epochs = Vec::new();
         for name in ["tallies", "sender"] {
             if let Some((pid, epoch)) = holder(pool, name).await {
-                if pid == worker.id() {
+                if pid == worker.0.id() {
                     epochs.push(epoch);
                 }
             }
@@ -69,7 +72,7 @@ async fn until_held_by(pool: &sqlx::PgPool, worker: &Child, within: Duration) ->
         assert!(
             started.elapsed() < within,
             "worker {} did not take both leases in {within:?}",
-            worker.id()
+            worker.0.id()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -135,8 +138,7 @@ async fn a_frozen_lease_holder_is_replaced_and_commits_and_sends_nothing() {
             .expect("sent");
     assert_eq!(sent_late, 0, "the deposed holder sent after it woke");
     for mut worker in [a, b] {
-        worker.kill().expect("kill");
-        worker.wait().expect("reap");
+        worker.kill();
     }
     db.drop_database().await;
 }

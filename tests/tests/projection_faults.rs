@@ -1,7 +1,7 @@
 //! Projection workers in real processes, killed with SIGKILL (ARCHITECTURE.md invariants 6
 //! and 7): nothing is lost, nothing is applied twice, and a standby takes over.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,20 +9,22 @@ use cqrs_core::EventStore;
 use eventstore_postgres::testing::TestDatabase;
 use projections::testing::{runner, tallies};
 use projections::{ErrorPolicy, PgTarget};
+use tests::KilledOnDrop;
 
-fn start_worker(url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_projection_worker"))
+/// A worker process, killed when dropped: a failing assertion leaves none behind.
+fn start_worker(url: &str) -> KilledOnDrop {
+    let child = Command::new(env!("CARGO_BIN_EXE_projection_worker"))
         .arg(url)
         .env("LEASE_TTL_MS", "3000")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
-        .expect("start a worker process")
+        .expect("start a worker process");
+    KilledOnDrop(child)
 }
 
-fn kill(mut worker: Child) {
-    worker.kill().expect("SIGKILL");
-    worker.wait().expect("reap");
+fn kill(mut worker: KilledOnDrop) {
+    worker.kill();
 }
 
 async fn setup() -> (TestDatabase, Arc<dyn EventStore>, PgTarget) {
@@ -91,7 +93,7 @@ async fn a_standby_process_takes_over_when_the_active_one_dies() {
     .await
     .expect("lease");
     assert!(
-        holder.starts_with(&format!("{}@", first.id())),
+        holder.starts_with(&format!("{}@", first.0.id())),
         "one active worker: {holder}"
     );
 
