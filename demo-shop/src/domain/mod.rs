@@ -4,3 +4,4 @@ pub mod inventory;
 pub mod money;
 pub mod order;
 pub mod payment;
+pub mod text;

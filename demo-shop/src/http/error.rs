@@ -40,6 +40,15 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// A route that exists, asked with a method it does not take (405).
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not take that method",
+        )
+    }
+
     /// A read model that has not reached the position asked for in time (503, retry soon).
     pub fn behind(message: impl Into<String>, details: serde_json::Value) -> Self {
         Self {
@@ -135,11 +144,22 @@ impl From<projections::Error> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     /// Well-formed JSON with a value out of its field's range (a negative or overflowing
-    /// price, say) is 422; anything else malformed is 400.
+    /// price, say) is 422; a body that is not `application/json` is 415, one over the size
+    /// limit 413; anything else malformed is 400.
     fn from(rejection: JsonRejection) -> Self {
-        match rejection {
-            JsonRejection::JsonDataError(e) => Self::unprocessable(e.body_text()),
-            other => Self::bad_request(other.body_text()),
+        match rejection.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => Self::unprocessable(rejection.body_text()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be JSON, sent with Content-Type: application/json",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                rejection.body_text(),
+            ),
+            _ => Self::bad_request(rejection.body_text()),
         }
     }
 }

@@ -42,6 +42,8 @@ pub fn router(shop: Arc<Shop>) -> Router {
         .merge(inventory::router())
         .merge(orders::router())
         .merge(status::router())
+        .fallback(|| async { error::ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shop),
             idempotency::layer,

@@ -13,6 +13,7 @@ pub use command::InventoryCommand;
 pub use event::InventoryEvent;
 
 use crate::domain::money::{Money, OrderId, Sku};
+use crate::domain::text;
 
 /// The most units one restock or reservation may move.
 pub const MAX_QUANTITY: u32 = 1_000_000;
@@ -27,7 +28,10 @@ pub enum InventoryError {
     #[error("product {0} is already registered")]
     AlreadyRegistered(Sku),
     /// A product needs a name.
-    #[error("a product needs a name of 1 to 100 characters")]
+    #[error(
+        "a product needs a name of 1 to {} characters, without control characters",
+        text::MAX_NAME
+    )]
     InvalidName,
     /// A price must be between [`Money::MIN_PRICE`] and [`Money::MAX_PRICE`].
     #[error("the price {0} is not between {min} and {max}", min = Money::MIN_PRICE, max = Money::MAX_PRICE)]
@@ -108,7 +112,7 @@ impl Aggregate for Inventory {
             if self.sku.is_some() {
                 return Err(InventoryError::AlreadyRegistered(sku));
             }
-            if name.trim().is_empty() || name.chars().count() > 100 {
+            if !text::is_valid(&name, text::MAX_NAME) {
                 return Err(InventoryError::InvalidName);
             }
             if !price.is_valid_price() {

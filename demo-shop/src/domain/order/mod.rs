@@ -15,6 +15,7 @@ pub use event::OrderEvent;
 
 use crate::domain::inventory::MAX_QUANTITY;
 use crate::domain::money::{CustomerId, Money, OrderId};
+use crate::domain::text;
 
 /// The most lines one order may have.
 pub const MAX_LINES: usize = 50;
@@ -87,8 +88,11 @@ pub enum OrderError {
     /// The total does not fit.
     #[error("the order's total is too large")]
     TotalTooLarge,
-    /// A card token is needed.
-    #[error("a payment card is needed")]
+    /// A card token is needed: 1 to 64 characters, no control characters.
+    #[error(
+        "a payment card token of 1 to {} characters, without control characters, is needed",
+        text::MAX_CARD
+    )]
     NoCard,
     /// The command does not fit the order's state.
     #[error("cannot {action} an order that is {status}")]
@@ -98,8 +102,11 @@ pub enum OrderError {
         /// Where the order is.
         status: OrderStatus,
     },
-    /// A reason is needed to cancel.
-    #[error("a cancellation needs a reason")]
+    /// A reason is needed to cancel: 1 to 500 characters, no control characters.
+    #[error(
+        "a cancellation needs a reason of 1 to {} characters, without control characters",
+        text::MAX_REASON
+    )]
     NoReason,
 }
 
@@ -152,7 +159,7 @@ impl Aggregate for Order {
                     return refuse("place");
                 }
                 let total = check_lines(&lines)?;
-                if card.trim().is_empty() {
+                if !text::is_valid(&card, text::MAX_CARD) {
                     return Err(OrderError::NoCard);
                 }
                 Ok(vec![E::OrderPlaced {
@@ -187,7 +194,7 @@ impl Aggregate for Order {
                 _ => refuse("ship"),
             },
             C::Cancel { reason } => match self.status {
-                _ if reason.trim().is_empty() => Err(OrderError::NoReason),
+                _ if !text::is_valid(&reason, text::MAX_REASON) => Err(OrderError::NoReason),
                 S::Placed | S::StockReserved | S::Paid | S::Confirmed => {
                     Ok(vec![E::OrderCancelled { order_id, reason }])
                 }

@@ -1,0 +1,25 @@
+//! The one rule for free text the shop stores (a product's name, a card token, a reason):
+//! not blank, not longer than its limit, and no control characters (a NUL cannot even be
+//! stored in PostgreSQL's `jsonb`).
+
+/// Whether `text` is acceptable free text of at most `max_chars` characters.
+///
+/// ```
+/// use demo_shop::domain::text::is_valid;
+/// assert!(is_valid("Mug, blue", 100));
+/// assert!(!is_valid("  ", 100));
+/// assert!(!is_valid("a\0b", 100));
+/// assert!(!is_valid(&"x".repeat(101), 100));
+/// ```
+pub fn is_valid(text: &str, max_chars: usize) -> bool {
+    !text.trim().is_empty()
+        && text.chars().count() <= max_chars
+        && !text.chars().any(char::is_control)
+}
+
+/// The longest product name.
+pub const MAX_NAME: usize = 100;
+/// The longest card token.
+pub const MAX_CARD: usize = 64;
+/// The longest cancellation reason.
+pub const MAX_REASON: usize = 500;
