@@ -9,8 +9,8 @@ use eventstore_postgres::PgEventStore;
 use messaging::{MemoryInbox, PgInbox};
 use projections::process::{InstanceStore, MemoryInstances, PgInstances};
 use projections::{MemoryTarget, PgTarget, ProjectionHost};
-use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
 
 /// Where a service's consumers record the messages they applied.
 #[derive(Clone)]
@@ -54,14 +54,27 @@ impl Storage {
     }
 
     /// Connects to PostgreSQL at `url` and applies the store's, the projections' and the
-    /// shop's own migrations.
+    /// shop's own migrations. A server that cannot be reached is reported at once (one
+    /// connection is tried before the pool, which would wait out its timeout), and never with
+    /// the URL's password.
     pub async fn postgres(url: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let shown = redacted(url);
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e| format!("{shown} is not a PostgreSQL URL: {e}"))?;
+        let unreachable = |e: sqlx::Error| format!("cannot connect to PostgreSQL at {shown}: {e}");
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(unreachable)?
+            .close()
+            .await
+            .map_err(unreachable)?;
         let pool = PgPoolOptions::new()
             .max_connections(24)
             .acquire_timeout(std::time::Duration::from_secs(10))
-            .connect(url)
+            .connect_with(options)
             .await
-            .map_err(|e| format!("cannot connect to PostgreSQL at {url}: {e}"))?;
+            .map_err(unreachable)?;
         Self::from_pool(pool).await
     }
 
@@ -86,5 +99,26 @@ impl Storage {
             inbox: Inboxes::Postgres(inbox),
             kind: "PostgreSQL",
         })
+    }
+}
+
+/// `url` with its password, if any, replaced by `***`: what may be printed or logged.
+///
+/// ```
+/// use demo_shop::storage::redacted;
+/// assert_eq!(redacted("postgres://shop:s3cret@db:5432/shop"), "postgres://shop:***@db:5432/shop");
+/// assert_eq!(redacted("postgres://shop@db/shop"), "postgres://shop@db/shop");
+/// ```
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        _ => url.to_owned(),
     }
 }
