@@ -136,6 +136,8 @@ pub struct Shop {
     payments: Repository<Payment>,
     checkout: Arc<Checkout>,
     checkout_options: ProcessOptions,
+    /// Whether the workers started by [`Shop::spawn_workers`] all run (for `/readyz`).
+    workers_running: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Shop {
@@ -157,6 +159,7 @@ impl Shop {
             payment_timeout: PAYMENT_TIMEOUT,
         });
         let mut shop = Self {
+            workers_running: Arc::default(),
             host: storage.host.clone(),
             inventory,
             orders,
@@ -230,8 +233,35 @@ impl Shop {
         shutdown: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<projections::Result<()>>> {
         let mut workers = self.host.spawn(shutdown.clone());
-        workers.push(self.spawn_housekeeping(shutdown));
+        workers.push(self.spawn_housekeeping(shutdown.clone()));
+        let running = &self.workers_running;
+        running.store(true, std::sync::atomic::Ordering::SeqCst);
+        // A worker that ends before shutdown was asked for makes the shop not ready.
         workers
+            .into_iter()
+            .map(|worker| {
+                let (running, shutdown) = (Arc::clone(running), shutdown.clone());
+                tokio::spawn(async move {
+                    let ended = worker.await.unwrap_or_else(|e| {
+                        Err(projections::Error::Transient(
+                            format!("a worker panicked: {e}").into(),
+                        ))
+                    });
+                    if !*shutdown.borrow() {
+                        running.store(false, std::sync::atomic::Ordering::SeqCst);
+                        tracing::error!(outcome = ?ended, "a worker stopped while the shop runs");
+                    }
+                    ended
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the workers started by [`Shop::spawn_workers`] all run: read models move and
+    /// orders are checked out.
+    pub fn workers_running(&self) -> bool {
+        self.workers_running
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Starts one worker per read-model projection (not the checkout).

@@ -14,6 +14,8 @@
 //! | `GET /sales/daily` | sales per day |
 //! | `GET /status` | projections with lag |
 //! | `GET /status/checkout` | the checkout: counts, and orders retrying or parked |
+//! | `GET /healthz` | 200 while the process answers |
+//! | `GET /readyz` | 200 when the database answers and the workers run, 503 otherwise |
 //!
 //! Every `POST` may carry an `Idempotency-Key` header: the same request sent again with it
 //! gets the first answer again, and nothing is carried out twice ([`idempotency`]).

@@ -1,6 +1,9 @@
 //! Projection status with lag, and the checkout's orders in trouble.
 
+use std::time::Duration;
+
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use projections::ProjectionStatus;
@@ -20,9 +23,35 @@ async fn checkout(State(shop): AppState) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "summary": summary, "troubled": troubled })))
 }
 
-/// The routes of the projections' and the checkout's status.
+/// `/healthz`: the process answers.
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `/readyz`: 200 when the database answers (within a second) and the workers run, 503
+/// otherwise, with what is wrong.
+async fn readyz(State(shop): AppState) -> (StatusCode, Json<Value>) {
+    let store = shop.storage().store.as_ref();
+    let database = match tokio::time::timeout(Duration::from_secs(1), store.head()).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(error)) => Some(format!("the database does not answer: {error}")),
+        Err(_) => Some("the database does not answer within a second".to_owned()),
+    };
+    let workers = (!shop.workers_running()).then(|| "the workers are not running".to_owned());
+    let problems: Vec<String> = database.into_iter().chain(workers).collect();
+    if problems.is_empty() {
+        (StatusCode::OK, Json(json!({ "ready": true })))
+    } else {
+        let body = json!({ "ready": false, "problems": problems });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+    }
+}
+
+/// The routes of the projections' and the checkout's status, and the health checks.
 pub fn router() -> Router<std::sync::Arc<crate::shop::Shop>> {
     Router::new()
         .route("/status", get(status))
         .route("/status/checkout", get(checkout))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
 }
