@@ -53,7 +53,13 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Runs the HTTP API and the projection workers until Ctrl-C.
+    /// Creates or updates the shop's tables in `DATABASE_URL` (the event store, the read
+    /// models, the checkout, the inbox). `serve` and `warehouse` do it at start; the commands
+    /// that only read or operate (`status`, `rebuild`, …) never do: they refuse a database
+    /// that was not migrated.
+    Migrate,
+    /// Runs the HTTP API and the projection workers until Ctrl-C (migrating the database
+    /// first).
     Serve {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:3000")]
@@ -180,11 +186,15 @@ async fn shop(setup: &Setup<'_>) -> Result<Shop> {
         Some(url) => Storage::postgres(url).await?,
         None => Storage::in_memory(),
     };
+    Ok(shop_on(setup, storage))
+}
+
+fn shop_on(setup: &Setup<'_>, storage: Storage) -> Shop {
     let gateway: Arc<dyn PaymentGateway> = match setup.gateway {
         Some(addr) => Arc::new(HttpGateway::new(addr)),
         None => Arc::new(SimulatedGateway::new()),
     };
-    Ok(Shop::new(storage, gateway).with_payment_timeout(setup.payment_timeout))
+    Shop::new(storage, gateway).with_payment_timeout(setup.payment_timeout)
 }
 
 /// Runs the command line.
@@ -197,6 +207,14 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut out = std::io::stdout();
     match cli.command {
         None => crate::scenario::run(&shop(url).await?, &mut out).await,
+        Some(Command::Migrate) => {
+            let db = url
+                .database_url
+                .ok_or("`migrate` needs DATABASE_URL (or --database-url)")?;
+            Storage::postgres(db).await?;
+            println!("migrated {}", crate::storage::redacted(db));
+            Ok(())
+        }
         Some(Command::Serve { addr }) => {
             let broker = cli
                 .broker
@@ -461,9 +479,11 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The shop on an existing, migrated database, for a command that only reads or operates:
+/// it changes no schema.
 async fn needs_database(setup: &Setup<'_>, what: &str) -> Result<Shop> {
     match setup.database_url {
-        Some(_) => shop(setup).await,
+        Some(url) => Ok(shop_on(setup, Storage::postgres_migrated(url).await?)),
         None => Err(format!("`{what}` works on a shop's stored events: set DATABASE_URL (or --database-url); in memory nothing outlives the process").into()),
     }
 }

@@ -58,6 +58,37 @@ impl Storage {
     /// connection is tried before the pool, which would wait out its timeout), and never with
     /// the URL's password.
     pub async fn postgres(url: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Self::from_pool(Self::connect(url).await?).await
+    }
+
+    /// Connects to PostgreSQL at `url`, whose tables `demo-shop migrate` (or `serve`) made,
+    /// changing nothing: a database without them is refused with what to run.
+    pub async fn postgres_migrated(
+        url: &str,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let pool = Self::connect(url).await?;
+        let missing: Vec<String> = sqlx::query_scalar(
+            "SELECT t FROM unnest(ARRAY['es_events', 'projection_state', 'process_instances', \
+             'http_idempotency_keys', 'inbox_messages']) AS t WHERE to_regclass(t) IS NULL",
+        )
+        .fetch_all(&pool)
+        .await?;
+        if !missing.is_empty() {
+            return Err(format!(
+                "{} holds no shop (missing: {}): run `demo-shop migrate` first",
+                redacted(url),
+                missing.join(", ")
+            )
+            .into());
+        }
+        let store = PgEventStore::new(pool.clone());
+        store.check_log_order().await?;
+        Ok(Self::on(pool, store))
+    }
+
+    /// A pool on PostgreSQL at `url`; an unreachable server is reported at once, without
+    /// the URL's password.
+    async fn connect(url: &str) -> Result<PgPool, Box<dyn std::error::Error + Send + Sync>> {
         let shown = redacted(url);
         let options: PgConnectOptions = url
             .parse()
@@ -75,7 +106,7 @@ impl Storage {
             .connect_with(options)
             .await
             .map_err(unreachable)?;
-        Self::from_pool(pool).await
+        Ok(pool)
     }
 
     /// Uses `pool` for both events and read models, after applying the migrations.
@@ -88,17 +119,21 @@ impl Storage {
         let mut migrator = sqlx::migrate!("./migrations");
         migrator.set_ignore_missing(true);
         migrator.run(&pool).await?;
-        let inbox = PgInbox::new(pool.clone());
-        inbox.migrate().await?;
+        PgInbox::new(pool.clone()).migrate().await?;
+        Ok(Self::on(pool, store))
+    }
+
+    /// Everything on `pool`, whose tables exist.
+    fn on(pool: PgPool, store: PgEventStore) -> Self {
         let store: Arc<dyn EventStore> = Arc::new(store);
-        Ok(Self {
-            host: ProjectionHost::new(Arc::clone(&store), target),
+        Self {
+            host: ProjectionHost::new(Arc::clone(&store), PgTarget::new(pool.clone())),
             store,
             idempotency_keys: IdempotencyKeys::Postgres(pool.clone()),
-            instances: Arc::new(PgInstances::new(pool)),
-            inbox: Inboxes::Postgres(inbox),
+            instances: Arc::new(PgInstances::new(pool.clone())),
+            inbox: Inboxes::Postgres(PgInbox::new(pool)),
             kind: "PostgreSQL",
-        })
+        }
     }
 }
 

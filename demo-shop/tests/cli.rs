@@ -54,3 +54,46 @@ fn piped_output_has_no_colour_codes_and_logs_go_to_stderr() {
         "colour codes when piped"
     );
 }
+
+#[tokio::test]
+async fn only_migrate_and_serve_change_the_schema() {
+    let db = eventstore_postgres::testing::TestDatabase::create(2).await;
+    let tables = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("count tables")
+    };
+    for command in [["status"], ["rebuild"]].map(|c| c.to_vec()) {
+        let mut args = vec!["--database-url", db.url.as_str()];
+        args.extend(command);
+        if args.last() == Some(&"rebuild") {
+            args.push("order_summaries");
+        }
+        let out = demo_shop().args(&args).output().expect("run demo-shop");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(stderr.contains("run `demo-shop migrate` first"), "{stderr}");
+        assert_eq!(tables().await, 0, "{args:?} created tables");
+    }
+    let migrate = demo_shop()
+        .args(["--database-url", &db.url, "migrate"])
+        .output()
+        .expect("run");
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    assert!(tables().await > 0);
+    let status = demo_shop()
+        .args(["--database-url", &db.url, "status"])
+        .output()
+        .expect("run");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    db.drop_database().await;
+}
