@@ -266,8 +266,10 @@ impl Checkout {
         order_id: OrderId,
         reason: &str,
     ) -> Result<(), ApplyError> {
+        // The reason may quote another service (a gateway's decline): made to fit the
+        // rule for reasons, so that a long or multi-line one cannot park the order.
         let cancel = OrderCommand::Cancel {
-            reason: reason.to_owned(),
+            reason: crate::domain::text::fitted(reason, crate::domain::text::MAX_REASON),
         };
         match self
             .orders

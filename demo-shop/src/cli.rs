@@ -19,7 +19,7 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>
 #[command(version, about)]
 pub struct Cli {
     /// PostgreSQL to run on; without it, everything runs in memory.
-    #[arg(long, env = "DATABASE_URL", global = true)]
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
 
     /// The payment gateway service to call (host:port of a `demo-shop gateway`); without it,
@@ -37,7 +37,7 @@ pub struct Cli {
     /// JetStream, `kafka://…` Kafka): `serve` publishes the shop's order events to it and
     /// ships the orders the warehouse dispatches; `warehouse` needs it. Without it, `serve`
     /// runs the shop alone.
-    #[arg(long, env = "BROKER_URL", global = true)]
+    #[arg(long, env = "BROKER_URL", global = true, hide_env_values = true)]
     pub broker: Option<String>,
 
     /// The exchange (RabbitMQ), stream and subject prefix (NATS) or topic (Kafka) the

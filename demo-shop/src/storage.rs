@@ -12,6 +12,9 @@ use projections::{MemoryTarget, PgTarget, ProjectionHost};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
+/// How long the first connection to PostgreSQL may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where a service's consumers record the messages they applied.
 #[derive(Clone)]
 pub enum Inboxes {
@@ -94,12 +97,15 @@ impl Storage {
             .parse()
             .map_err(|e| format!("{shown} is not a PostgreSQL URL: {e}"))?;
         let unreachable = |e: sqlx::Error| format!("cannot connect to PostgreSQL at {shown}: {e}");
-        PgConnection::connect_with(&options)
+        // One connection first, within 10 s: a refused or unknown host is said at once rather
+        // than after the pool's own timeout, and a silent one does not hang the start.
+        let first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
             .await
-            .map_err(unreachable)?
-            .close()
-            .await
+            .map_err(|_| {
+                format!("PostgreSQL at {shown} did not answer within {CONNECT_TIMEOUT:?}")
+            })?
             .map_err(unreachable)?;
+        first.close().await.map_err(unreachable)?;
         let pool = PgPoolOptions::new()
             .max_connections(24)
             .acquire_timeout(std::time::Duration::from_secs(10))
@@ -137,23 +143,47 @@ impl Storage {
     }
 }
 
-/// `url` with its password, if any, replaced by `***`: what may be printed or logged.
+/// `url` with its password, if any, replaced by `***`: what may be printed or logged. It
+/// covers the password of the user part, a `password=` query parameter, and a `password=`
+/// key of a `key=value` connection string.
 ///
 /// ```
 /// use demo_shop::storage::redacted;
 /// assert_eq!(redacted("postgres://shop:s3cret@db:5432/shop"), "postgres://shop:***@db:5432/shop");
+/// assert_eq!(redacted("postgres://shop:p@ss@db/shop"), "postgres://shop:***@db/shop");
+/// assert_eq!(redacted("postgres://shop@db/shop?password=x&sslmode=off"), "postgres://shop@db/shop?password=***&sslmode=off");
+/// assert_eq!(redacted("host=db password=x user=shop"), "host=db password=*** user=shop");
 /// assert_eq!(redacted("postgres://shop@db/shop"), "postgres://shop@db/shop");
 /// ```
 pub fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (main, query) = match url.split_once('?') {
+        Some((main, query)) => (main, Some(query)),
+        None => (url, None),
     };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((user_info, host)) if user_info.contains(':') => {
-            let user = user_info.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        _ => url.to_owned(),
+    let main = match main.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((user_info, host)) if user_info.contains(':') => {
+                let user = user_info.split(':').next().unwrap_or_default();
+                format!("{scheme}://{user}:***@{host}")
+            }
+            _ => main.to_owned(),
+        },
+        None => mask_pairs(main, ' '),
+    };
+    match query {
+        Some(query) => format!("{main}?{}", mask_pairs(query, '&')),
+        None => main,
     }
+}
+
+/// `key=value` pairs split by `separator`, with the value of `password` masked.
+fn mask_pairs(pairs: &str, separator: char) -> String {
+    pairs
+        .split(separator)
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.trim().eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(&separator.to_string())
 }

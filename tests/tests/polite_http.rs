@@ -67,6 +67,9 @@ async fn bad_requests_are_answered_politely_and_change_nothing() {
     )
     .await;
     assert_eq!(status, 413, "{body}");
+    let keyed = "POST /orders HTTP/1.1\r\nContent-Type: application/json\r\nIdempotency-Key: k1";
+    let (status, body) = raw(app.addr, keyed, &huge).await;
+    assert_eq!(status, 413, "with an idempotency key too: {body}");
 
     let with_card = |card: String| json!({ "customer_id": Uuid::new_v4(), "lines": [{ "sku": "MUG", "quantity": 1 }], "card": card });
     for card in ["tok\u{0}en".to_owned(), "x".repeat(10_000)] {

@@ -17,6 +17,29 @@ pub fn is_valid(text: &str, max_chars: usize) -> bool {
         && !text.chars().any(char::is_control)
 }
 
+/// `text` made acceptable: control characters become spaces, and it is cut to `max_chars`
+/// characters (with `…`); for text the shop writes itself from what another service said.
+///
+/// ```
+/// use demo_shop::domain::text::{fitted, is_valid};
+/// assert_eq!(fitted("declined:\ncard expired", 100), "declined: card expired");
+/// let long = fitted(&"x".repeat(600), 500);
+/// assert!(is_valid(&long, 500) && long.ends_with('…'));
+/// ```
+pub fn fitted(text: &str, max_chars: usize) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let clean = clean.trim();
+    if clean.chars().count() <= max_chars {
+        return clean.to_owned();
+    }
+    let mut cut: String = clean.chars().take(max_chars.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 /// The longest product name.
 pub const MAX_NAME: usize = 100;
 /// The longest card token.

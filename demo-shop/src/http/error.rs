@@ -40,6 +40,16 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// A body over the size limit (413).
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    }
+
+    /// A fault of the server's own (500).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
     /// A route that exists, asked with a method it does not take (405).
     pub fn method_not_allowed() -> Self {
         Self::new(
@@ -154,11 +164,7 @@ impl From<JsonRejection> for ApiError {
                 "unsupported_media_type",
                 "the body must be JSON, sent with Content-Type: application/json",
             ),
-            StatusCode::PAYLOAD_TOO_LARGE => Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                rejection.body_text(),
-            ),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::too_large(rejection.body_text()),
             _ => Self::bad_request(rejection.body_text()),
         }
     }

@@ -28,8 +28,8 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const REPLAYED: &str = "idempotent-replayed";
 /// The longest key accepted.
 pub const MAX_KEY_LEN: usize = 200;
-/// The largest request body accepted.
-const MAX_BODY: usize = 1 << 20;
+/// The largest request body accepted: axum's default limit, as without a key.
+const MAX_BODY: usize = 2 << 20;
 /// The namespace of request fingerprints.
 const FINGERPRINTS: Uuid = Uuid::from_u128(0x3d0c_6f0e_2b8a_4f51_9e64_7c1d_a5b2_0e93);
 
@@ -48,7 +48,7 @@ pub async fn layer(State(shop): AppState, request: Request, next: Next) -> Respo
     };
     let (mut parts, body) = request.into_parts();
     let Ok(body) = to_bytes(body, MAX_BODY).await else {
-        return ApiError::bad_request(format!("the body is larger than {MAX_BODY} bytes"))
+        return ApiError::too_large(format!("the body is larger than {MAX_BODY} bytes"))
             .into_response();
     };
     let target = parts.uri.path_and_query().map_or("", |p| p.as_str());
@@ -87,7 +87,7 @@ pub async fn layer(State(shop): AppState, request: Request, next: Next) -> Respo
     }
     let status = response.status().as_u16();
     let Ok(body) = to_bytes(response.into_body(), usize::MAX).await else {
-        return ApiError::bad_request("the answer could not be read").into_response();
+        return ApiError::internal("the answer to keep could not be read").into_response();
     };
     let answer = Answer {
         status,
