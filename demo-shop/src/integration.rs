@@ -88,7 +88,7 @@ impl Shop {
         broker: Arc<dyn Broker>,
         shutdown: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<projections::Result<()>>> {
-        vec![
+        let workers = vec![
             spawn_relay(
                 self.host(),
                 Arc::clone(&broker),
@@ -101,9 +101,11 @@ impl Shop {
                 self.storage(),
                 broker,
                 DispatchIntake::new(self.clone()),
-                shutdown,
+                shutdown.clone(),
             ),
-        ]
+        ];
+        // Watched like the other workers: one that dies makes the shop not ready.
+        self.watched(workers, shutdown)
     }
 }
 

@@ -234,9 +234,27 @@ impl Shop {
     ) -> Vec<JoinHandle<projections::Result<()>>> {
         let mut workers = self.host.spawn(shutdown.clone());
         workers.push(self.spawn_housekeeping(shutdown.clone()));
+        self.workers_running
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Not ready from the moment shutdown is asked for: a load balancer stops sending
+        // requests while the server drains.
+        let (running, mut stopping) = (Arc::clone(&self.workers_running), shutdown.clone());
+        tokio::spawn(async move {
+            if stopping.wait_for(|stop| *stop).await.is_ok() {
+                running.store(false, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        self.watched(workers, shutdown)
+    }
+
+    /// `workers`, each of which makes the shop not ready if it ends before `shutdown` is
+    /// asked for (and says so in the log).
+    pub(crate) fn watched(
+        &self,
+        workers: Vec<JoinHandle<projections::Result<()>>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<JoinHandle<projections::Result<()>>> {
         let running = &self.workers_running;
-        running.store(true, std::sync::atomic::Ordering::SeqCst);
-        // A worker that ends before shutdown was asked for makes the shop not ready.
         workers
             .into_iter()
             .map(|worker| {

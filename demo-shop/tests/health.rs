@@ -39,6 +39,19 @@ async fn ready_only_while_the_workers_run() {
     assert_eq!(status, 200, "{body}");
 
     stop.send_replace(true);
+    // Draining: no longer ready, though the process still answers.
+    let started = std::time::Instant::now();
+    loop {
+        let (status, _) = request(addr, "GET", "/readyz", None).await.expect("readyz");
+        if status == 503 {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 5,
+            "still ready after shutdown was asked for"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     for worker in workers {
         worker.await.expect("join").expect("a worker stops cleanly");
     }
