@@ -30,8 +30,8 @@ async fn scenario((app, host): (Router, projections::ProjectionHost)) {
         })
         .await
     });
-    let deposit = r#"{"deposit": {"amount": 100}}"#;
-    let withdraw = |amount: u64| format!(r#"{{"withdraw": {{"amount": {amount}}}}}"#);
+    let deposit = r#"{"Deposit": 100}"#;
+    let withdraw = |amount: u64| format!(r#"{{"Withdraw": {amount}}}"#);
 
     assert_eq!(call(&app, "GET", "/accounts/alice", "").await.0, StatusCode::NOT_FOUND);
     // Each command answers the balance as the read model has it: its own write included.
@@ -45,8 +45,13 @@ async fn scenario((app, host): (Router, projections::ProjectionHost)) {
     );
     let refused = call(&app, "POST", "/accounts/alice", &withdraw(500)).await;
     assert_eq!(refused.0, StatusCode::UNPROCESSABLE_ENTITY, "{refused:?}");
-    assert!(refused.1.contains("insufficient funds"), "{refused:?}");
+    assert!(refused.1.contains("Withdraw(500) refused: the balance is 70"), "{refused:?}");
     assert_eq!(call(&app, "GET", "/accounts/alice", "").await, (StatusCode::OK, "70".into()));
+    let too_much = format!(r#"{{"Deposit": {}}}"#, u64::MAX);
+    assert_eq!(
+        call(&app, "POST", "/accounts/alice", &too_much).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
     // Bad input changes nothing.
     assert!(call(&app, "POST", "/accounts/alice", r#"{"steal": {}}"#).await.0.is_client_error());
     assert!(call(&app, "POST", "/accounts/alice", "not json").await.0.is_client_error());
@@ -70,9 +75,9 @@ async fn on_postgres() {
 
 #[tokio::test]
 async fn the_read_model_folds_each_event_once() {
-    let events = [AccountEvent::Deposited { amount: 100 }, AccountEvent::Withdrew { amount: 30 }];
+    let events = [AccountEvent::Deposited(100), AccountEvent::Withdrew(30)];
     let model = given::<Account>("alice", events)
-        .and::<Account>("bob", [AccountEvent::Deposited { amount: 5 }])
+        .and::<Account>("bob", [AccountEvent::Deposited(5)])
         .project(Typed::new(Balances))
         .await
         .expect("applies");
