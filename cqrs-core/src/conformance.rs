@@ -500,7 +500,8 @@ pub async fn global_order_and_paging(store: Arc<dyn EventStore>) {
     );
 }
 
-/// Filters by event type and by stream category.
+/// Filters by event type and by stream category: a category is the stream id before the
+/// first `-` (the whole id without one), matched literally (`_` and `%` are no wildcards).
 pub async fn read_all_filters(store: Arc<dyn EventStore>) {
     let m = Metadata::default();
     let note = |t: &str| NewEvent::from_domain(&TestEvent::Noted { text: t.into() }).expect("enc");
@@ -509,6 +510,10 @@ pub async fn read_all_filters(store: Arc<dyn EventStore>) {
         ("stock-1", vec![added(2), note("b")]),
         ("order-2", vec![note("c")]),
         ("orderline-1", vec![added(3)]),
+        ("order", vec![added(4)]),
+        ("or_er-1", vec![added(5)]),
+        ("a%b-1", vec![added(6)]),
+        ("axb-1", vec![added(7)]),
     ] {
         store
             .append(&stream(name), ExpectedVersion::Any, events, &m)
@@ -531,7 +536,22 @@ pub async fn read_all_filters(store: Arc<dyn EventStore>) {
     );
     assert_eq!(
         read(EventFilter::all().categories(["order"])).await,
-        ["order-1:Added", "order-1:Noted", "order-2:Noted"]
+        [
+            "order-1:Added",
+            "order-1:Noted",
+            "order-2:Noted",
+            "order:Added"
+        ]
+    );
+    assert_eq!(
+        read(EventFilter::all().categories(["or_er", "a%b"])).await,
+        ["or_er-1:Added", "a%b-1:Added"]
+    );
+    assert!(
+        read(EventFilter::all().categories(["order-1", "orde", "a%"]))
+            .await
+            .is_empty(),
+        "no category holds a separator, and a category is matched whole"
     );
     assert_eq!(
         read(
@@ -540,7 +560,7 @@ pub async fn read_all_filters(store: Arc<dyn EventStore>) {
                 .event_types(["Added"])
         )
         .await,
-        ["order-1:Added", "orderline-1:Added"]
+        ["order-1:Added", "orderline-1:Added", "order:Added"]
     );
     assert!(read(EventFilter::all().event_types(["Nothing"]))
         .await

@@ -61,9 +61,31 @@ impl StreamId {
         Self::new(format!("{aggregate_type}-{id}"))
     }
 
+    /// What separates a stream's category from the rest of its id.
+    pub const CATEGORY_SEPARATOR: char = '-';
+
     /// The stream's category: everything before the first `-` (the whole id if there is none).
     pub fn category(&self) -> &str {
-        self.0.split('-').next().unwrap_or(&self.0)
+        self.0
+            .split(Self::CATEGORY_SEPARATOR)
+            .next()
+            .unwrap_or(&self.0)
+    }
+
+    /// The ids of the streams in `category`, for a store that matches ids instead of
+    /// computing [`category`](Self::category) for each: an id is in it when it equals the
+    /// first string or starts with the second. `None` when no stream can be in it (it holds
+    /// the separator).
+    ///
+    /// ```
+    /// use cqrs_core::StreamId;
+    ///
+    /// assert_eq!(StreamId::category_ids("order"), Some(("order", "order-".to_owned())));
+    /// assert_eq!(StreamId::category_ids("order-42"), None);
+    /// ```
+    pub fn category_ids(category: &str) -> Option<(&str, String)> {
+        (!category.contains(Self::CATEGORY_SEPARATOR))
+            .then(|| (category, format!("{category}{}", Self::CATEGORY_SEPARATOR)))
     }
 
     /// The aggregate's own id: everything after the first `-` (the whole id if there is
@@ -128,14 +150,30 @@ pub enum ExpectedVersion {
 }
 
 impl ExpectedVersion {
+    /// The stream versions this expectation accepts: from the first, up to and including the
+    /// second (`None`: no upper bound). The one statement of the rule: the stores check
+    /// against this range (the PostgreSQL store passes it to its append function).
+    ///
+    /// ```
+    /// use cqrs_core::ExpectedVersion;
+    ///
+    /// assert_eq!(ExpectedVersion::NoStream.accepted_versions(), (0, Some(0)));
+    /// assert_eq!(ExpectedVersion::StreamExists.accepted_versions(), (1, None));
+    /// assert!(ExpectedVersion::Exact(3).is_satisfied_by(3));
+    /// ```
+    pub fn accepted_versions(self) -> (u64, Option<u64>) {
+        match self {
+            Self::Any => (0, None),
+            Self::NoStream => (0, Some(0)),
+            Self::StreamExists => (1, None),
+            Self::Exact(expected) => (expected, Some(expected)),
+        }
+    }
+
     /// Whether a stream currently at `actual` satisfies this expectation.
     pub fn is_satisfied_by(self, actual: u64) -> bool {
-        match self {
-            Self::Any => true,
-            Self::NoStream => actual == 0,
-            Self::StreamExists => actual > 0,
-            Self::Exact(expected) => actual == expected,
-        }
+        let (min, max) = self.accepted_versions();
+        min <= actual && max.is_none_or(|max| actual <= max)
     }
 }
 
@@ -231,5 +269,38 @@ impl FromStr for Position {
             commit: commit.trim().parse().map_err(|_| bad())?,
             sequence: sequence.trim().parse().map_err(|_| bad())?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StreamId;
+
+    #[test]
+    fn category_ids_match_exactly_the_streams_of_the_category() {
+        let ids = [
+            "order",
+            "order-1",
+            "order-1-2",
+            "orders-1",
+            "order_1",
+            "-x",
+            "-",
+            "a%b-1",
+            "o",
+        ];
+        let categories = ["order", "orders", "", "order-1", "a%b", "o", "%", "_rder"];
+        for id in ids {
+            let stream = StreamId::new(id).expect("valid id");
+            for category in categories {
+                let by_ids = StreamId::category_ids(category)
+                    .is_some_and(|(exact, prefix)| id == exact || id.starts_with(&prefix));
+                assert_eq!(
+                    by_ids,
+                    stream.category() == category,
+                    "{id:?} in {category:?}"
+                );
+            }
+        }
     }
 }

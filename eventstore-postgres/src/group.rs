@@ -1,5 +1,5 @@
 //! Group commit: appends that arrive while another is being written go to PostgreSQL
-//! together, in one statement, one transaction and one WAL flush (`es_append_group`).
+//! together, in one statement, one transaction and one WAL flush (`es_append_group_v2`).
 //!
 //! Each append keeps its own expected-version check and its own outcome: a conflict, a clash
 //! of ids or an error of one undoes only that one (the group runs again with each append in
@@ -11,7 +11,7 @@
 //!
 //! Who writes: every append joins the queue, then either its answer arrives or it takes the
 //! writer's turn and writes everything queued so far, itself included. Alone, it writes
-//! through the single-append path (`es_append_try`), keeping the turn meanwhile, so that a
+//! through the single-append path (`es_append_v2`, only trying the lock), keeping the turn meanwhile, so that a
 //! lone writer pays nothing for grouping and the appends arriving meanwhile form the next
 //! group. A group is written in a task of its own holding the turn, so that a caller that
 //! stops waiting never strands the others; an append whose caller stopped waiting before it
@@ -46,8 +46,10 @@ const GROUP_RETRIES: u32 = 3;
 pub(crate) struct Request {
     pub stream: StreamId,
     pub expected: ExpectedVersion,
-    pub kind: i16,
-    pub version: i64,
+    /// The stream versions the append accepts ([`ExpectedVersion::accepted_versions`]).
+    pub min_version: i64,
+    /// `None`: no upper bound.
+    pub max_version: Option<i64>,
     pub events: Vec<NewEvent>,
     pub schema_versions: Vec<i32>,
     pub metadata: serde_json::Value,
@@ -120,9 +122,9 @@ impl Grouper {
     }
 
     /// Queues `request` and returns what became of it. [`Reply::Alone`] asks the caller to
-    /// write it on its own: with the writer's turn (it was alone: `es_append_try`, so that
+    /// write it on its own: with the writer's turn (it was alone: `es_append_v2` trying the lock, so that
     /// the appends arriving meanwhile form the next group, and a busy stream is handed
-    /// back), or without (`es_append`, waiting for its stream's lock).
+    /// back), or without (`es_append_v2`, waiting for its stream's lock).
     pub(crate) async fn submit(
         self: &Arc<Self>,
         pool: &PgPool,
@@ -195,7 +197,7 @@ fn lost(_: oneshot::error::RecvError) -> Reply {
     ))
 }
 
-/// Writes `batch` in one `es_append_group` statement and answers each append; whether any
+/// Writes `batch` in one `es_append_group_v2` statement and answers each append; whether any
 /// was stored.
 async fn write_group(pool: &PgPool, batch: Vec<Queued>) -> bool {
     let mut tries = 0;
@@ -305,11 +307,11 @@ fn group_statement(
     let requests = || batch.iter().map(|q| &q.request);
     sqlx::query(
         "SELECT i, outcome, stream_version, transaction_id, positions, recorded_at \
-         FROM es_append_group($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         FROM es_append_group_v2($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(requests().map(|r| r.stream.as_str()).collect::<Vec<_>>())
-    .bind(requests().map(|r| r.kind).collect::<Vec<_>>())
-    .bind(requests().map(|r| r.version).collect::<Vec<_>>())
+    .bind(requests().map(|r| r.min_version).collect::<Vec<_>>())
+    .bind(requests().map(|r| r.max_version).collect::<Vec<_>>())
     .bind(
         requests()
             .map(|r| i32::try_from(r.events.len()).unwrap_or(i32::MAX))

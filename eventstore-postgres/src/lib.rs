@@ -31,7 +31,7 @@
 //!
 //! ## How appends work
 //!
-//! One append is one call of the `es_append` SQL function: one round trip, one transaction.
+//! One append is one call of the `es_append_v2` SQL function: one round trip, one transaction.
 //! It takes a transaction-level advisory lock on the stream (writers of one stream queue,
 //! other streams run in parallel, and the lock writes nothing), reads the stream's version
 //! from the `(stream_id, stream_version)` index, checks the
@@ -91,7 +91,7 @@
 //! | `error` | mapping `sqlx` errors to [`cqrs_core::Error`] |
 //! | `testing` | `TestDatabase`: a fresh database per test (feature `testing`) |
 //! | `bench` | the command line and medians of the benchmarks (feature `testing`) |
-//! | `migrations/` | the schema and the `es_append` function |
+//! | `migrations/` | the schema and the `es_append_v2` function (older functions kept for a rolling deploy) |
 
 #[cfg(feature = "testing")]
 pub mod bench;

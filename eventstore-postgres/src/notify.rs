@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-/// The channel `es_append` notifies once per appending transaction.
+/// The channel `es_append_v2` notifies once per appending transaction.
 pub const CHANNEL: &str = "es_events";
 
 /// How long the listener waits before connecting again after losing its connection.

@@ -24,13 +24,10 @@ use crate::row::{
     STREAM_EVENT_COLUMNS,
 };
 
-/// The single-append statement: waits for the stream's lock.
+/// The single-append statement; `$10` says whether to wait for the stream's lock or only
+/// try it ('busy' when taken).
 const APPEND: &str = "SELECT outcome, stream_version, transaction_id, positions, recorded_at \
-     FROM es_append($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-
-/// The single-append statement that only tries the stream's lock ('busy' when taken).
-const TRY_APPEND: &str = "SELECT outcome, stream_version, transaction_id, positions, recorded_at \
-     FROM es_append_try($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+     FROM es_append_v2($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 /// The result of an append stored at `commit` with `positions`, its stream now at
 /// `stream_version`.
@@ -157,12 +154,9 @@ impl PgEventStore {
         events: Vec<NewEvent>,
         metadata: &Metadata,
     ) -> Result<Request> {
-        let (kind, version) = match expected {
-            ExpectedVersion::Any => (0i16, 0),
-            ExpectedVersion::NoStream => (1, 0),
-            ExpectedVersion::StreamExists => (2, 0),
-            ExpectedVersion::Exact(v) => (3, signed(v, "expected version")?),
-        };
+        let (min, max) = expected.accepted_versions();
+        let min_version = signed(min, "expected version")?;
+        let max_version = max.map(|v| signed(v, "expected version")).transpose()?;
         let metadata = serde_json::to_value(metadata).map_err(|e| Error::Encode {
             event_type: "metadata".into(),
             reason: e.to_string(),
@@ -181,8 +175,8 @@ impl PgEventStore {
         Ok(Request {
             stream: stream.clone(),
             expected,
-            kind,
-            version,
+            min_version,
+            max_version,
             events,
             schema_versions,
             metadata,
@@ -198,35 +192,35 @@ impl PgEventStore {
     where
         X: sqlx::Executor<'c, Database = Postgres>,
     {
-        self.append_via(executor, request, in_transaction, APPEND)
+        self.append_via(executor, request, in_transaction, true)
             .await?
-            .ok_or_else(|| Error::Backend("es_append answered \"busy\"".into()))
+            .ok_or_else(|| Error::Backend("es_append_v2 answered \"busy\"".into()))
     }
 
-    /// One append written on its own through `es_append`, waiting for its stream's lock; one
+    /// One append written on its own through `es_append_v2`, waiting for its stream's lock; one
     /// such waiter per stream at a time.
     async fn append_alone(&self, request: &Request) -> Result<AppendResult> {
         let _gate = self.grouper.wait_turn_of(request.stream.as_str()).await;
         self.append_with(&self.pool, request, false).await
     }
 
-    /// One append through `statement` ([`APPEND`] or [`TRY_APPEND`]); `None` when its
-    /// stream was busy (only [`TRY_APPEND`] says so).
+    /// One append, waiting for its stream's lock or (`wait` false) only trying it; `None`
+    /// when its stream was busy (only without `wait`).
     async fn append_via<'c, X>(
         &self,
         executor: X,
         request: &Request,
         in_transaction: bool,
-        statement: &str,
+        wait: bool,
     ) -> Result<Option<AppendResult>>
     where
         X: sqlx::Executor<'c, Database = Postgres>,
     {
         let (stream, expected, events) = (&request.stream, request.expected, &request.events);
-        let row = sqlx::query(statement)
+        let row = sqlx::query(APPEND)
             .bind(stream.as_str())
-            .bind(request.kind)
-            .bind(request.version)
+            .bind(request.min_version)
+            .bind(request.max_version)
             .bind(events.iter().map(|e| e.event_id).collect::<Vec<Uuid>>())
             .bind(
                 events
@@ -238,6 +232,7 @@ impl PgEventStore {
             .bind(events.iter().map(|e| &e.data.payload).collect::<Vec<_>>())
             .bind(&request.metadata)
             .bind(in_transaction)
+            .bind(wait)
             .fetch_one(executor)
             .await;
 
@@ -265,7 +260,7 @@ impl PgEventStore {
             .map(Some),
             "conflict" => self.conflict(request, current).await.map(Some),
             other => Err(Error::Backend(
-                format!("es_append answered {other:?}").into(),
+                format!("es_append_v2 answered {other:?}").into(),
             )),
         }
     }
@@ -307,7 +302,7 @@ impl PgEventStore {
         AppendResult::of_earlier_append(stream, events.len(), &stored)
     }
 
-    /// Turns a failed `es_append` into what the caller should see. The unique constraints
+    /// Turns a failed `es_append_v2` into what the caller should see. The unique constraints
     /// are the last line of defence behind the stream lock.
     async fn explain_append_error(
         &self,
@@ -357,10 +352,7 @@ impl EventStore for PgEventStore {
         let request = Self::encode(stream, expected, events, metadata)?;
         let appended = match self.grouper.submit(&self.pool, request).await {
             (Reply::Alone(request), Some(turn)) => {
-                match self
-                    .append_via(&self.pool, &request, false, TRY_APPEND)
-                    .await?
-                {
+                match self.append_via(&self.pool, &request, false, false).await? {
                     Some(appended) => appended,
                     None => {
                         // Its stream is locked by another transaction: wait for it without
@@ -450,18 +442,18 @@ impl EventStore for PgEventStore {
         let limit_i64 = page_limit(limit)?;
         self.check_log_order().await?;
         let types = (!filter.event_types.is_empty()).then_some(&filter.event_types);
-        let categories = (!filter.categories.is_empty()).then_some(&filter.categories);
+        let stream_patterns = (!filter.categories.is_empty()).then(|| category_patterns(filter));
         // One statement, so the rows and the horizon come from the same snapshot.
         let rows = sqlx::query(
             "SELECT horizon, commit, position, event_id, stream_id, stream_version, event_type, \
                     schema_version, payload, metadata, recorded_at \
-             FROM es_read_all($1, $2, $3, $4, $5)",
+             FROM es_read_all_v2($1, $2, $3, $4, $5)",
         )
         .bind(signed(after.commit, "position")?)
         .bind(signed(after.sequence, "position")?)
         .bind(i32::try_from(limit_i64).unwrap_or(i32::MAX))
         .bind(types)
-        .bind(categories)
+        .bind(stream_patterns)
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
@@ -608,4 +600,20 @@ fn page_limit(limit: usize) -> Result<i64> {
         return Err(Error::InvalidInput("limit must be at least 1".into()));
     }
     Ok(i64::try_from(limit).unwrap_or(i64::MAX))
+}
+
+/// The `LIKE` patterns of the stream ids in `filter`'s categories, from
+/// [`StreamId::category_ids`] (a category no stream can be in adds none).
+fn category_patterns(filter: &EventFilter) -> Vec<String> {
+    let escaped = |s: &str| {
+        s.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    };
+    filter
+        .categories
+        .iter()
+        .filter_map(|c| StreamId::category_ids(c))
+        .flat_map(|(exact, prefix)| [escaped(exact), format!("{}%", escaped(&prefix))])
+        .collect()
 }
