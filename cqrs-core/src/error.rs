@@ -75,7 +75,7 @@ pub enum Error {
     InvalidInput(String),
 
     /// A stored event could not be turned into the caller's event type.
-    #[error("cannot decode event `{event_type}` (schema v{schema_version}) at position {position}: {reason}")]
+    #[error("cannot decode event `{event_type}` (schema v{schema_version}) at position {position}: {source}")]
     Decode {
         /// Where the event stands in the global log.
         position: Position,
@@ -83,17 +83,19 @@ pub enum Error {
         event_type: String,
         /// Its stored schema version.
         schema_version: u32,
-        /// Why decoding failed.
-        reason: String,
+        /// Why decoding failed: an [`UpcastError`](crate::UpcastError) or the decoder's error.
+        #[source]
+        source: BoxError,
     },
 
     /// An event could not be encoded to JSON; nothing was stored.
-    #[error("cannot encode event `{event_type}`: {reason}")]
+    #[error("cannot encode event `{event_type}`: {source}")]
     Encode {
         /// The event's type name.
         event_type: String,
         /// Why encoding failed.
-        reason: String,
+        #[source]
+        source: BoxError,
     },
 
     /// A row in the store is not what the toolkit writes (for example a negative version).

@@ -10,7 +10,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::command::CommandId;
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::stream::{Position, StreamId};
 use crate::upcast::Upcasters;
 
@@ -178,16 +178,17 @@ impl NewEvent {
         if event.event_type().is_empty() {
             return Err(Error::Encode {
                 event_type: String::new(),
-                reason: format!(
+                source: format!(
                     "{event:?} has no event type: the default `event_type` names the variant of \
                      an externally tagged serde enum; other shapes implement `event_type`, \
                      `encode` and `decode`"
-                ),
+                )
+                .into(),
             });
         }
         let payload = event.encode().map_err(|e| Error::Encode {
             event_type: event.event_type().to_owned(),
-            reason: e.to_string(),
+            source: Box::new(e),
         })?;
         Ok(Self {
             event_id,
@@ -268,12 +269,92 @@ fn decode_raw<E: DomainEvent>(
     upcasters: &Upcasters,
 ) -> Result<E> {
     let (event_type, schema_version) = (raw.event_type.clone(), raw.schema_version);
-    let decode_error = |reason: String| Error::Decode {
+    let decode_error = |source: BoxError| Error::Decode {
         position,
         event_type: event_type.clone(),
         schema_version,
-        reason,
+        source,
     };
-    let current = upcasters.upcast(raw).map_err(decode_error)?;
-    E::decode(&current.event_type, current.payload).map_err(|e| decode_error(e.to_string()))
+    let current = upcasters
+        .upcast(raw)
+        .map_err(|e| decode_error(Box::new(e)))?;
+    E::decode(&current.event_type, current.payload).map_err(|e| decode_error(Box::new(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+    use serde_json::json;
+
+    use super::*;
+    use crate::error::BoxError;
+    use crate::upcast::UpcastError;
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    enum Counted {
+        Added { amount: u64 },
+    }
+    impl DomainEvent for Counted {}
+
+    fn stored(schema_version: u32, payload: Value) -> RecordedEvent {
+        EventEnvelope {
+            event_id: Uuid::new_v4(),
+            stream_id: StreamId::new("counter-1").expect("id"),
+            stream_version: 1,
+            position: Position::new(7, 3),
+            recorded_at: Utc::now(),
+            metadata: Metadata::default(),
+            event: RawEvent {
+                event_type: "Added".into(),
+                schema_version,
+                payload,
+            },
+        }
+    }
+
+    #[test]
+    fn a_decode_error_keeps_the_decoders_error_as_its_cause() {
+        let error = stored(1, json!({ "amount": "many" }))
+            .decode::<Counted>(&Upcasters::new())
+            .expect_err("a string is no amount");
+        let Error::Decode {
+            position, source, ..
+        } = &error
+        else {
+            panic!("not a decode error: {error:?}");
+        };
+        assert_eq!(*position, Position::new(7, 3));
+        assert!(
+            source.downcast_ref::<serde_json::Error>().is_some(),
+            "{source:?}"
+        );
+        let cause = std::error::Error::source(&error).expect("a source");
+        assert!(cause.is::<serde_json::Error>());
+    }
+
+    #[test]
+    fn an_upcasting_error_keeps_the_steps_error_as_its_cause() {
+        let upcasters = Upcasters::new().register("Added", 1, |_| -> Result<Value, BoxError> {
+            Err(Box::new(std::io::Error::other("the v1 archive is offline")))
+        });
+        let error = stored(1, json!({}))
+            .decode::<Counted>(&upcasters)
+            .expect_err("refused");
+        let upcast = std::error::Error::source(&error)
+            .and_then(|e| e.downcast_ref::<UpcastError>())
+            .expect("the upcasting error is the cause");
+        let UpcastError::Step {
+            from_version: 1,
+            source,
+        } = upcast
+        else {
+            panic!("not the step's error: {upcast:?}");
+        };
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
+        assert_eq!(
+            crate::error::chain(&error),
+            "cannot decode event `Added` (schema v1) at position 7/3: upcasting from schema v1 \
+             failed: the v1 archive is offline"
+        );
+    }
 }

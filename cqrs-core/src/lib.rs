@@ -81,4 +81,4 @@ pub use in_memory::InMemoryEventStore;
 pub use snapshot::{Snapshot, SnapshotPolicy};
 pub use store::{AppendResult, EventFilter, EventStore, ReadAllPage};
 pub use stream::{ExpectedVersion, Position, StreamId};
-pub use upcast::Upcasters;
+pub use upcast::{UpcastError, Upcasters};

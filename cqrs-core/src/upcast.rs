@@ -62,7 +62,7 @@ impl Upcasters {
     }
 
     /// Runs every step that applies, oldest first, and returns the event in its newest shape.
-    pub fn upcast(&self, mut event: RawEvent) -> Result<RawEvent, String> {
+    pub fn upcast(&self, mut event: RawEvent) -> Result<RawEvent, UpcastError> {
         if self.steps.is_empty() {
             return Ok(event);
         }
@@ -73,19 +73,32 @@ impl Upcasters {
             else {
                 return Ok(event);
             };
-            event.payload = step(event.payload).map_err(|error| {
-                format!(
-                    "upcasting from schema v{} failed: {}",
-                    event.schema_version,
-                    crate::error::chain(error.as_ref())
-                )
+            event.payload = step(event.payload).map_err(|source| UpcastError::Step {
+                from_version: event.schema_version,
+                source,
             })?;
             event.schema_version += 1;
         }
-        Err(format!(
-            "more than {MAX_CHAIN} upcasting steps; is a step registered twice?"
-        ))
+        Err(UpcastError::Endless)
     }
+}
+
+/// Why an event could not be brought to its current shape.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpcastError {
+    /// A step refused the payload.
+    #[error("upcasting from schema v{from_version} failed: {source}")]
+    Step {
+        /// The schema version the step upgrades from.
+        from_version: u32,
+        /// The step's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The chain did not end (a step registered in a loop).
+    #[error("more than {MAX_CHAIN} upcasting steps; is a step registered twice?")]
+    Endless,
 }
 
 impl fmt::Debug for Upcasters {

@@ -67,10 +67,10 @@ pub struct CheckoutState {
 
 /// A command's failure, as the runner should see it: lost races and unreachable stores are
 /// retried; anything else parks the order.
-fn failed<E: std::fmt::Display>(error: CommandError<E>) -> ApplyError {
+fn failed<E: std::error::Error + Send + Sync + 'static>(error: CommandError<E>) -> ApplyError {
     match error {
         CommandError::Store(e) if e.is_retryable() || e.is_conflict() => ApplyError::transient(e),
-        other => ApplyError::poison(other),
+        other => ApplyError::poison_from(other),
     }
 }
 
@@ -201,7 +201,7 @@ impl Checkout {
                 }
                 Ok(Authorization::Declined { reason }) => PaymentCommand::RecordDecline { reason },
                 Err(e @ GatewayError::Unavailable(_)) => return Err(ApplyError::transient(e)),
-                Err(e @ GatewayError::Refused(_)) => return Err(ApplyError::poison(e)),
+                Err(e @ GatewayError::Refused(_)) => return Err(ApplyError::poison_from(e)),
             };
             self.payments
                 .execute(&id, record, &r.meta("record-authorization"))
@@ -312,7 +312,7 @@ impl Checkout {
                 match self.gateway.void(&authorization_key(order_id)).await {
                     Ok(_) => {}
                     Err(e @ GatewayError::Unavailable(_)) => return Err(ApplyError::transient(e)),
-                    Err(e @ GatewayError::Refused(_)) => return Err(ApplyError::poison(e)),
+                    Err(e @ GatewayError::Refused(_)) => return Err(ApplyError::poison_from(e)),
                 }
                 if status == PaymentStatus::New {
                     return Ok(());

@@ -75,7 +75,7 @@ impl MessageHandler for DispatchIntake {
             Err(e @ (ShopError::Unavailable(_) | ShopError::Conflict(_))) => {
                 Err(ApplyError::transient(e))
             }
-            Err(e) => Err(ApplyError::poison(e)),
+            Err(e) => Err(ApplyError::poison_from(e)),
         }
     }
 }

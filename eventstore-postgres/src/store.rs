@@ -159,7 +159,7 @@ impl PgEventStore {
         let max_version = max.map(|v| signed(v, "expected version")).transpose()?;
         let metadata = serde_json::to_value(metadata).map_err(|e| Error::Encode {
             event_type: "metadata".into(),
-            reason: e.to_string(),
+            source: Box::new(e),
         })?;
         let schema_versions = events
             .iter()

@@ -316,7 +316,8 @@ impl<I: Inbox> Consumer<I> {
                     return Err(Error::Handler {
                         consumer: name.to_owned(),
                         message_id: message_id(delivery),
-                        reason: format!("applied a moment ago, it fails now: {error}"),
+                        situation: "applied a moment ago, it fails now",
+                        source: error,
                     });
                 }
             }
@@ -328,13 +329,13 @@ impl<I: Inbox> Consumer<I> {
         match (error, &self.options.error_policy) {
             (ApplyError::Poison(reason), ErrorPolicy::DeadLetter) => {
                 let id = delivery.event.as_ref().ok().map(|e| e.id);
+                let reason = cqrs_core::error::chain(reason.as_ref());
                 tracing::error!(consumer = %name, message_id = ?id, error = %reason, "cannot apply a message; set aside as a dead letter");
                 let mut tx = self.inbox.begin(name, lease).await?;
                 if let Some(id) = id {
                     tx.first_time(id).await?;
                 }
-                tx.dead_letter(id, &delivery.body, &reason.to_string())
-                    .await?;
+                tx.dead_letter(id, &delivery.body, &reason).await?;
                 if let Some((source, next)) = &delivery.cursor {
                     tx.set_cursor(source, *next).await?;
                 }
@@ -342,15 +343,17 @@ impl<I: Inbox> Consumer<I> {
                 self.update(|s| s.dead_lettered += 1);
                 Ok(pending.pop_front())
             }
-            (ApplyError::Poison(reason), _) => Err(Error::Handler {
+            (error @ ApplyError::Poison(_), _) => Err(Error::Handler {
                 consumer: name.to_owned(),
                 message_id: message_id(delivery),
-                reason: format!("stopped at a message it cannot apply (policy: stop): {reason}"),
+                situation: "stopped at a message it cannot apply; policy: stop",
+                source: error,
             }),
             (error, _) => Err(Error::Handler {
                 consumer: name.to_owned(),
                 message_id: message_id(delivery),
-                reason: error.to_string(),
+                situation: "a transient failure; it is given again",
+                source: error,
             }),
         }
     }

@@ -53,14 +53,17 @@ pub enum Error {
 
     /// A handler failed on a message and will be given it again (a transient failure, or a
     /// poison message under the stop policy).
-    #[error("consumer `{consumer}` cannot apply message {message_id}: {reason}")]
+    #[error("consumer `{consumer}` cannot apply message {message_id} ({situation}): {source}")]
     Handler {
         /// The consumer.
         consumer: String,
         /// The message.
         message_id: String,
+        /// When it failed: what the consumer does about it.
+        situation: &'static str,
         /// The handler's error.
-        reason: String,
+        #[source]
+        source: projections::ApplyError,
     },
 
     /// The event store failed.

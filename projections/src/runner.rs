@@ -672,7 +672,7 @@ pub(crate) fn failure_of(event: &RecordedEvent, error: &ApplyError) -> Failure {
         event_id: event.event_id,
         event_type: event.event.event_type.clone(),
         stream_id: event.stream_id.to_string(),
-        error: error.to_string(),
+        error: cqrs_core::error::chain(error),
     }
 }
 

@@ -64,11 +64,11 @@ impl OrderIntake {
             .with_command_id(CommandId::caused_by(message.id, step));
         match self.shipments.execute(&order_id, command, &meta).await {
             Ok(_) => Ok(()),
-            Err(CommandError::Rejected(e)) => Err(ApplyError::poison(e)),
+            Err(CommandError::Rejected(e)) => Err(ApplyError::poison_from(e)),
             Err(CommandError::Store(e)) if e.is_retryable() || e.is_conflict() => {
                 Err(ApplyError::transient(e))
             }
-            Err(e) => Err(ApplyError::poison(e)),
+            Err(e) => Err(ApplyError::poison_from(e)),
         }
     }
 }

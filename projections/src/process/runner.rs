@@ -505,16 +505,16 @@ impl<P: ProcessManager> ProcessRunner<P> {
                 }
             },
             Err(ApplyError::Poison(reason)) => {
+                let reason = cqrs_core::error::chain(reason.as_ref());
                 tracing::warn!(process = name, instance = %claimed.instance, %reason, "instance parked");
-                self.instances
-                    .park(name, &claimed, &reason.to_string())
-                    .await?
+                self.instances.park(name, &claimed, &reason).await?
             }
             Err(error) => {
                 let delay = self.options.backoff(claimed.attempts);
+                let error = cqrs_core::error::chain(&error);
                 tracing::debug!(process = name, instance = %claimed.instance, %error, ?delay, "instance retries");
                 self.instances
-                    .retry_later(name, &claimed, &error.to_string(), delay, &changes)
+                    .retry_later(name, &claimed, &error, delay, &changes)
                     .await?
             }
         };
