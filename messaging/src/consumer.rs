@@ -317,7 +317,7 @@ impl<I: Inbox> Consumer<I> {
                         consumer: name.to_owned(),
                         message_id: message_id(delivery),
                         situation: "applied a moment ago, it fails now",
-                        source: error,
+                        source: Box::new(error),
                     });
                 }
             }
@@ -347,13 +347,13 @@ impl<I: Inbox> Consumer<I> {
                 consumer: name.to_owned(),
                 message_id: message_id(delivery),
                 situation: "stopped at a message it cannot apply; policy: stop",
-                source: error,
+                source: Box::new(error),
             }),
             (error, _) => Err(Error::Handler {
                 consumer: name.to_owned(),
                 message_id: message_id(delivery),
                 situation: "a transient failure; it is given again",
-                source: error,
+                source: Box::new(error),
             }),
         }
     }

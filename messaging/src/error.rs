@@ -63,7 +63,7 @@ pub enum Error {
         situation: &'static str,
         /// The handler's error.
         #[source]
-        source: projections::ApplyError,
+        source: Box<projections::ApplyError>,
     },
 
     /// The event store failed.
