@@ -514,6 +514,7 @@ pub async fn read_all_filters(store: Arc<dyn EventStore>) {
         ("or_er-1", vec![added(5)]),
         ("a%b-1", vec![added(6)]),
         ("axb-1", vec![added(7)]),
+        ("a\\b-1", vec![added(8)]),
     ] {
         store
             .append(&stream(name), ExpectedVersion::Any, events, &m)
@@ -544,8 +545,8 @@ pub async fn read_all_filters(store: Arc<dyn EventStore>) {
         ]
     );
     assert_eq!(
-        read(EventFilter::all().categories(["or_er", "a%b"])).await,
-        ["or_er-1:Added", "a%b-1:Added"]
+        read(EventFilter::all().categories(["or_er", "a%b", "a\\b"])).await,
+        ["or_er-1:Added", "a%b-1:Added", "a\\b-1:Added"]
     );
     assert!(
         read(EventFilter::all().categories(["order-1", "orde", "a%"]))

@@ -10,13 +10,12 @@
 -- names and arguments, so that its processes go on working during a rolling deploy:
 -- es_append, es_append_try and es_append_group become adapters of the new ones (translating
 -- their kind codes once, in es_expected_range_of_kind), and es_read_all stays as it was.
--- All four are dropped in the release after this one.
-
-DROP FUNCTION es_append_locked(integer, text, smallint, bigint, uuid[], text[], integer[], jsonb[], jsonb);
+-- All four, and es_append_locked, are dropped in the release after this one.
 
 -- One append, its stream lock held: checks the stream's version against the accepted range
--- and inserts.
-CREATE FUNCTION es_append_locked(
+-- and inserts. (A name of its own: a call of the previous release that is running while this
+-- migration commits may still resolve es_append_locked, which stays until the adapters go.)
+CREATE FUNCTION es_append_checked(
     p_n                integer,
     p_stream           text,
     p_min_version      bigint,
@@ -84,7 +83,7 @@ BEGIN
                             NULL::timestamptz;
         RETURN;
     END IF;
-    v_one := es_append_locked(1, p_stream_id, p_min_version, p_max_version, p_event_ids,
+    v_one := es_append_checked(1, p_stream_id, p_min_version, p_max_version, p_event_ids,
                               p_event_types, p_schema_versions, p_payloads, p_metadata);
     -- Inside a caller's transaction only the commit can tell readers; otherwise the client
     -- announces the append itself, after the commit, coalescing bursts (see notify.rs).
@@ -139,7 +138,7 @@ BEGIN
                     || ROW(n, 'busy', NULL, NULL, NULL, NULL, NULL)::es_append_outcome;
                 CONTINUE;
             END IF;
-            v_outcomes := v_outcomes || es_append_locked(
+            v_outcomes := v_outcomes || es_append_checked(
                 n, p_streams[n], p_min_versions[n], p_max_versions[n],
                 p_event_ids[v_starts[n] : v_starts[n] + p_counts[n] - 1],
                 p_event_types[v_starts[n] : v_starts[n] + p_counts[n] - 1],
@@ -157,7 +156,7 @@ BEGIN
                 CONTINUE;
             END IF;
             BEGIN
-                v_one := es_append_locked(
+                v_one := es_append_checked(
                     n, p_streams[n], p_min_versions[n], p_max_versions[n],
                     p_event_ids[v_starts[n] : v_starts[n] + p_counts[n] - 1],
                     p_event_types[v_starts[n] : v_starts[n] + p_counts[n] - 1],

@@ -275,7 +275,7 @@ async fn write_group(pool: &PgPool, batch: Vec<Queued>) -> bool {
     stored
 }
 
-/// One row of `es_append_group`.
+/// One row of `es_append_group_v2`.
 enum Outcome {
     Appended {
         stream_version: i64,

@@ -1,6 +1,6 @@
 //! A bank-account service in one page; `docs/getting-started.md` walks through it.
 use axum::{extract::Path, extract::State, http::StatusCode, routing::post, Json, Router};
-use cqrs_core::{Aggregate, CommandError, DomainEvent, Metadata, Repository};
+use cqrs_core::{Aggregate, CommandError, DomainEvent, Error, Metadata, Repository};
 use projections::{ApplyError, EventOf, Fold, ProjectionHost};
 use {serde::Deserialize, serde::Serialize, AccountCommand::*, AccountEvent::*};
 
@@ -20,8 +20,8 @@ pub enum AccountCommand {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub enum AccountEvent {
-    Deposited(u64),
-    Withdrew(u64),
+    Deposited { amount: u64 },
+    Withdrew { amount: u64 },
 }
 impl DomainEvent for AccountEvent {}
 
@@ -40,23 +40,22 @@ impl Aggregate for Account {
 
     fn handle(&self, _: &str, cmd: AccountCommand, _: &()) -> Result<Vec<AccountEvent>, Refused> {
         match cmd {
-            Deposit(n) if self.0.checked_add(n).is_some() => Ok(vec![Deposited(n)]),
-            Withdraw(n) if n <= self.0 => Ok(vec![Withdrew(n)]),
+            Deposit(n) if self.0.checked_add(n).is_some() => Ok(vec![Deposited { amount: n }]),
+            Withdraw(n) if n <= self.0 => Ok(vec![Withdrew { amount: n }]),
             refused => Err(Refused(refused, self.0)),
         }
     }
 
     fn apply(&mut self, event: &AccountEvent) {
-        match event {
-            Deposited(n) => self.0 += n,
-            Withdrew(n) => self.0 -= n,
+        match *event {
+            Deposited { amount } => self.0 = self.0.saturating_add(amount),
+            Withdrew { amount } => self.0 = self.0.saturating_sub(amount),
         }
     }
 }
 
 /// The read model: each account's balance, one document per account.
 pub struct Balances;
-
 impl Fold for Balances {
     type Aggregate = Account;
     type Doc = u64;
@@ -64,7 +63,7 @@ impl Fold for Balances {
 
     fn evolve(&self, doc: Option<u64>, e: &EventOf<Account>) -> Result<Option<u64>, ApplyError> {
         let mut account = Account(doc.unwrap_or(0));
-        account.apply(&e.event);
+        account.apply(&e.event); // saturates: never panics, even after a skipped event
         Ok(Some(account.0))
     }
 }
@@ -83,12 +82,13 @@ type Reply = Result<Json<u64>, (StatusCode, String)>;
 async fn execute(State(app): App, id: Path<String>, cmd: Json<AccountCommand>) -> Reply {
     let done = app.0.execute(&id, cmd.0, &Metadata::new_request()).await.map_err(|e| match e {
         CommandError::Rejected(e) => (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        CommandError::Store(e @ Error::InvalidInput(_)) => (StatusCode::BAD_REQUEST, e.to_string()),
         e => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     })?;
     let at = done.last().map(|e| e.position).unwrap_or_default();
     match app.1.wait_for(Balances::NAME, at, std::time::Duration::from_secs(5)).await {
         Ok(waited) if waited.is_reached() => balance(State(app), id).await,
-        waited => Err((StatusCode::SERVICE_UNAVAILABLE, format!("read model behind: {waited:?}"))),
+        waited => Err((StatusCode::ACCEPTED, format!("stored; read model behind: {waited:?}"))),
     }
 }
 

@@ -53,6 +53,8 @@ async fn scenario((app, host): (Router, projections::ProjectionHost)) {
         StatusCode::UNPROCESSABLE_ENTITY
     );
     // Bad input changes nothing.
+    let long_id = format!("/accounts/{}", "x".repeat(300));
+    assert_eq!(call(&app, "POST", &long_id, deposit).await.0, StatusCode::BAD_REQUEST);
     assert!(call(&app, "POST", "/accounts/alice", r#"{"steal": {}}"#).await.0.is_client_error());
     assert!(call(&app, "POST", "/accounts/alice", "not json").await.0.is_client_error());
     assert_eq!(call(&app, "GET", "/accounts/alice", "").await.1, "70");
@@ -75,9 +77,9 @@ async fn on_postgres() {
 
 #[tokio::test]
 async fn the_read_model_folds_each_event_once() {
-    let events = [AccountEvent::Deposited(100), AccountEvent::Withdrew(30)];
+    let events = [AccountEvent::Deposited { amount: 100 }, AccountEvent::Withdrew { amount: 30 }];
     let model = given::<Account>("alice", events)
-        .and::<Account>("bob", [AccountEvent::Deposited(5)])
+        .and::<Account>("bob", [AccountEvent::Deposited { amount: 5 }])
         .project(Typed::new(Balances))
         .await
         .expect("applies");

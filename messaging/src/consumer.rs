@@ -197,7 +197,7 @@ impl<I: Inbox> Consumer<I> {
                             } else {
                                 tracing::error!(consumer = %name, error = %e, ?pause, "consumer failed; trying again");
                             }
-                            self.update(|s| s.last_error = Some(e.to_string()));
+                            self.update(|s| s.last_error = Some(cqrs_core::error::chain(&e)));
                         }
                     }
                 }
@@ -263,7 +263,7 @@ impl<I: Inbox> Consumer<I> {
                     failures = failures.saturating_add(1);
                     let delay = backoff(failures, self.options.max_backoff);
                     tracing::warn!(consumer = %name, error = %e, ?delay, "cannot apply; retrying");
-                    self.update(|s| s.last_error = Some(e.to_string()));
+                    self.update(|s| s.last_error = Some(cqrs_core::error::chain(&e)));
                     tokio::select! {
                         _ = &mut *shutdown => return Ok(()),
                         _ = tokio::time::sleep(delay) => {}
@@ -402,7 +402,7 @@ impl<I: Inbox> Consumer<I> {
                             self.update(|s| s.applied += 1);
                             continue;
                         }
-                        Err(error @ ApplyError::Poison(_)) => error.to_string(),
+                        Err(error @ ApplyError::Poison(_)) => cqrs_core::error::chain(&error),
                         Err(error) => {
                             // A passing failure: it stays asked for, and is tried again.
                             tracing::warn!(consumer = %name, dead_letter = letter.id, %error, "retrying a dead letter failed for now");
@@ -410,7 +410,7 @@ impl<I: Inbox> Consumer<I> {
                         }
                     }
                 }
-                Err(error) => error.to_string(),
+                Err(error) => cqrs_core::error::chain(&error),
             };
             tracing::warn!(consumer = %name, dead_letter = letter.id, error = %outcome, "a retried dead letter failed again");
             let mut tx = self.inbox.begin(name, lease).await?;

@@ -61,7 +61,8 @@ pub enum Error {
         message_id: String,
         /// When it failed: what the consumer does about it.
         situation: &'static str,
-        /// The handler's error.
+        /// The handler's error (boxed to keep `Result`s small: match this variant to reach
+        /// it, since `source()` gives the `Box`).
         #[source]
         source: Box<projections::ApplyError>,
     },
