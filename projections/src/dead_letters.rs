@@ -51,11 +51,11 @@ impl DeadLetterStatus {
             "retried" => Self::Retried,
             "skipped" => Self::Skipped,
             other => {
-                return Err(Error::Document {
-                    collection: "dead letters".into(),
-                    key: "status".into(),
-                    reason: format!("unknown status {other:?}"),
-                })
+                return Err(crate::documents::document_error(
+                    "dead letters",
+                    "status",
+                    format!("unknown status {other:?}"),
+                ))
             }
         })
     }

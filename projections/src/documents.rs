@@ -104,10 +104,14 @@ pub trait DocumentsExt: Documents {
 
 impl<D: Documents + ?Sized> DocumentsExt for D {}
 
-pub(crate) fn document_error(collection: &str, key: &str, error: impl std::fmt::Display) -> Error {
+pub(crate) fn document_error(
+    collection: &str,
+    key: &str,
+    error: impl Into<cqrs_core::BoxError>,
+) -> Error {
     Error::Document {
         collection: collection.to_owned(),
         key: key.to_owned(),
-        reason: error.to_string(),
+        source: error.into(),
     }
 }

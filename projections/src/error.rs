@@ -119,14 +119,15 @@ pub enum Error {
     OutOfRange(String),
 
     /// A document could not be (de)serialised.
-    #[error("document `{collection}/{key}`: {reason}")]
+    #[error("document `{collection}/{key}`: {source}")]
     Document {
         /// The collection.
         collection: String,
         /// The key.
         key: String,
-        /// What went wrong.
-        reason: String,
+        /// What went wrong (for JSON, the `serde_json::Error`).
+        #[source]
+        source: cqrs_core::BoxError,
     },
 }
 

@@ -139,21 +139,15 @@ fn position(commit: i64, sequence: i64) -> Result<Position> {
 
 fn failure_of(json: Option<Value>) -> Result<Option<Failure>> {
     json.map(|v| {
-        serde_json::from_value(v).map_err(|e| Error::Document {
-            collection: "projection_checkpoints".into(),
-            key: "failure".into(),
-            reason: e.to_string(),
-        })
+        serde_json::from_value(v)
+            .map_err(|e| crate::documents::document_error("projection_checkpoints", "failure", e))
     })
     .transpose()
 }
 
 fn failure_json(failure: &Failure) -> Result<Value> {
-    serde_json::to_value(failure).map_err(|e| Error::Document {
-        collection: "projection_checkpoints".into(),
-        key: "failure".into(),
-        reason: e.to_string(),
-    })
+    serde_json::to_value(failure)
+        .map_err(|e| crate::documents::document_error("projection_checkpoints", "failure", e))
 }
 
 fn checkpoint_of(row: &PgRow, prefix: &str) -> Result<Checkpoint> {
