@@ -16,6 +16,7 @@
 //! | [`storage`] | in memory or PostgreSQL |
 //! | [`idempotency_keys`] | the answers kept for requests with an `Idempotency-Key` |
 //! | [`http`] | the axum API; [`http::error::ApiError`] maps errors to status codes |
+//! | [`metrics`] | the Prometheus metrics at `/metrics`, their names and meanings |
 //! | [`cli`] | the command line |
 //! | [`scenario`] | the narrated scenario |
 //! | [`simulate`] | the load driver; [`http_client`] its minimal client |
@@ -28,6 +29,7 @@ pub mod http;
 pub mod http_client;
 pub mod idempotency_keys;
 pub mod integration;
+pub mod metrics;
 pub mod read_models;
 pub mod scenario;
 pub mod shop;

@@ -138,12 +138,18 @@ pub struct Shop {
     checkout_options: ProcessOptions,
     /// Whether the workers started by [`Shop::spawn_workers`] all run (for `/readyz`).
     workers_running: Arc<std::sync::atomic::AtomicBool>,
+    /// Its Prometheus metrics; the repositories append through a store that records them.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shop {
     /// A shop on `storage`, paying through `gateway`.
     pub fn new(storage: Storage, gateway: Arc<dyn PaymentGateway>) -> Self {
-        let store = Arc::clone(&storage.store);
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let store: Arc<dyn cqrs_core::EventStore> = Arc::new(crate::metrics::MeteredStore::new(
+            Arc::clone(&storage.store),
+            Arc::clone(&metrics),
+        ));
         // A product's stream grows with every order of it: load it from a snapshot.
         let inventory = Repository::new(Arc::clone(&store), ())
             .with_conflict_retries(CONFLICT_RETRIES)
@@ -160,6 +166,7 @@ impl Shop {
         });
         let mut shop = Self {
             workers_running: Arc::default(),
+            metrics,
             host: storage.host.clone(),
             inventory,
             orders,
@@ -349,6 +356,11 @@ impl Shop {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Its Prometheus metrics (served at `/metrics`).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// The checkout at a glance, and its orders that are retrying or parked.

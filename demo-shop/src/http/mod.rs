@@ -16,6 +16,7 @@
 //! | `GET /status/checkout` | the checkout: counts, and orders retrying or parked |
 //! | `GET /healthz` | 200 while the process answers |
 //! | `GET /readyz` | 200 when the database answers and the workers run, 503 otherwise |
+//! | `GET /metrics` | Prometheus metrics (OpenMetrics text; names and meanings in [`crate::metrics`]) |
 //!
 //! Every `POST` may carry an `Idempotency-Key` header: the same request sent again with it
 //! gets the first answer again, and nothing is carried out twice ([`idempotency`]).
@@ -44,11 +45,16 @@ pub fn router(shop: Arc<Shop>) -> Router {
         .merge(inventory::router())
         .merge(orders::router())
         .merge(status::router())
+        .route("/metrics", axum::routing::get(crate::metrics::scrape))
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shop),
             idempotency::layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shop),
+            crate::metrics::track_requests,
         ))
         .with_state(shop)
 }

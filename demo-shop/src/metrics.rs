@@ -1,0 +1,470 @@
+//! The shop's Prometheus metrics, served at `GET /metrics` (OpenMetrics text).
+//!
+//! The names, labels and meanings below are a contract: dashboards and alerts rely on them,
+//! so a change here is a breaking change of the service.
+//!
+//! | metric | type | labels | meaning |
+//! | --- | --- | --- | --- |
+//! | `es_appends_total` | counter | `outcome`: `appended`, `conflict`, `failed` | appends of the shop's commands to the event store, by how they ended |
+//! | `es_append_duration_seconds` | histogram | | how long an append took (0.5 ms to 4 s buckets) |
+//! | `es_projection_position_commit`, `es_projection_position_sequence` | gauge | `projection` | the two parts of the log position (`commit/sequence`) its checkpoint is at; the commit part grows as the log does, even while the projection has nothing to apply |
+//! | `es_projection_lag_events` | gauge | `projection` | events of the log after its checkpoint (held-back ones included); 0 when caught up |
+//! | `es_projection_lag_seconds` | gauge | `projection` | age of the newest event it applied, while it is behind; 0 when caught up |
+//! | `es_projection_held_back_events` | gauge | `projection` | committed events no reader can see yet, held back by an open transaction |
+//! | `es_projection_state` | gauge | `projection`, `state` | 1 for its state: `running`, `catching_up`, `stalled`, `failed`, `rebuilding` |
+//! | `es_projection_dead_letters` | gauge | `projection` | dead letters an operator still has to retry or skip |
+//! | `es_projection_lease_holder` | gauge | `projection`, `holder` | 1 for the process (`pid@host`) holding its lease |
+//! | `es_process_instances` | gauge | `process`, `status`: `known`, `retrying`, `parked` | the checkout's instances |
+//! | `es_process_due_inputs` | gauge | `process` | inputs of the checkout due and not handled yet |
+//! | `http_requests_total` | counter | `method`, `route`, `status` | requests answered, by route template (`/orders/{id}`) and status code |
+//! | `http_request_duration_seconds` | histogram | `method`, `route` | how long answering took |
+//!
+//! Projections include the relays of events to a broker (`relay_*`): their position is how
+//! far the broker has been told. The gauges are read from the stores when `/metrics` is
+//! scraped, so they are never older than the scrape; lag reads 0 within a second of
+//! catching up.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use cqrs_core::{
+    AppendResult, EventFilter, EventStore, ExpectedVersion, Horizon, Metadata, NewEvent, Position,
+    ReadAllPage, RecordedEvent, Snapshot, StreamId,
+};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use uuid::Uuid;
+
+use crate::http::error::ApiError;
+use crate::http::AppState;
+
+/// The content type of `/metrics`.
+pub const CONTENT_TYPE_OPENMETRICS: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OfProjection {
+    projection: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectionState {
+    projection: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaseHolder {
+    projection: String,
+    holder: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceStatus {
+    process: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OfProcess {
+    process: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpRequest {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpRoute {
+    method: String,
+    route: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric of the shop, and the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    appends: Family<Outcome, Counter>,
+    append_seconds: Histogram,
+    projection_commit: Family<OfProjection, Gauge>,
+    projection_sequence: Family<OfProjection, Gauge>,
+    projection_lag_events: Family<OfProjection, Gauge>,
+    projection_lag_seconds: Family<OfProjection, FloatGauge>,
+    projection_held_back: Family<OfProjection, Gauge>,
+    projection_state: Family<ProjectionState, Gauge>,
+    projection_dead_letters: Family<OfProjection, Gauge>,
+    projection_lease: Family<LeaseHolder, Gauge>,
+    process_instances: Family<InstanceStatus, Gauge>,
+    process_due_inputs: Family<OfProcess, Gauge>,
+    http_requests: Family<HttpRequest, Counter>,
+    http_seconds: Family<HttpRoute, Histogram>,
+    /// Scrapes refresh and encode the gauges one at a time (two at once would interleave
+    /// one's clearing with the other's reading).
+    scraping: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms, 1 ms, 2 ms … 4.1 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric at zero, registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let appends = Family::<Outcome, Counter>::default();
+        registry.register(
+            "es_appends",
+            "Appends of the shop's commands to the event store, by outcome",
+            appends.clone(),
+        );
+        let append_seconds = latency_histogram();
+        registry.register(
+            "es_append_duration_seconds",
+            "How long an append took",
+            append_seconds.clone(),
+        );
+        let projection_commit = Family::<OfProjection, Gauge>::default();
+        registry.register(
+            "es_projection_position_commit",
+            "Commit part of the log position a projection's checkpoint is at",
+            projection_commit.clone(),
+        );
+        let projection_sequence = Family::<OfProjection, Gauge>::default();
+        registry.register(
+            "es_projection_position_sequence",
+            "Sequence part of the log position a projection's checkpoint is at",
+            projection_sequence.clone(),
+        );
+        let projection_lag_events = Family::<OfProjection, Gauge>::default();
+        registry.register(
+            "es_projection_lag_events",
+            "Events of the log after a projection's checkpoint, held-back ones included",
+            projection_lag_events.clone(),
+        );
+        let projection_lag_seconds = Family::<OfProjection, FloatGauge>::default();
+        registry.register(
+            "es_projection_lag_seconds",
+            "Age of the newest event a projection applied, while it is behind; 0 when caught up",
+            projection_lag_seconds.clone(),
+        );
+        let projection_held_back = Family::<OfProjection, Gauge>::default();
+        registry.register(
+            "es_projection_held_back_events",
+            "Committed events no reader can see yet, held back by an open transaction",
+            projection_held_back.clone(),
+        );
+        let projection_state = Family::<ProjectionState, Gauge>::default();
+        registry.register(
+            "es_projection_state",
+            "1 for the state a projection is in",
+            projection_state.clone(),
+        );
+        let projection_dead_letters = Family::<OfProjection, Gauge>::default();
+        registry.register(
+            "es_projection_dead_letters",
+            "Dead letters an operator still has to retry or skip",
+            projection_dead_letters.clone(),
+        );
+        let projection_lease = Family::<LeaseHolder, Gauge>::default();
+        registry.register(
+            "es_projection_lease_holder",
+            "1 for the process holding a projection's lease",
+            projection_lease.clone(),
+        );
+        let process_instances = Family::<InstanceStatus, Gauge>::default();
+        registry.register(
+            "es_process_instances",
+            "Instances of a process manager, by status",
+            process_instances.clone(),
+        );
+        let process_due_inputs = Family::<OfProcess, Gauge>::default();
+        registry.register(
+            "es_process_due_inputs",
+            "Inputs of a process manager due and not handled yet",
+            process_due_inputs.clone(),
+        );
+        let http_requests = Family::<HttpRequest, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route template and status",
+            http_requests.clone(),
+        );
+        let http_seconds =
+            Family::<HttpRoute, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register(
+            "http_request_duration_seconds",
+            "How long answering an HTTP request took",
+            http_seconds.clone(),
+        );
+        Self {
+            registry,
+            appends,
+            append_seconds,
+            projection_commit,
+            projection_sequence,
+            projection_lag_events,
+            projection_lag_seconds,
+            projection_held_back,
+            projection_state,
+            projection_dead_letters,
+            projection_lease,
+            process_instances,
+            process_due_inputs,
+            http_requests,
+            http_seconds,
+            scraping: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Counts one append that ended with `outcome` after `took`.
+    fn record_append<T>(&self, outcome: &cqrs_core::Result<T>, took: Duration) {
+        let outcome = match outcome {
+            Ok(_) => "appended",
+            Err(e) if e.is_conflict() => "conflict",
+            Err(_) => "failed",
+        };
+        self.appends.get_or_create(&Outcome { outcome }).inc();
+        self.append_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Reads the projections' and the checkout's state from `shop` into the gauges, and
+    /// answers every metric in the OpenMetrics text format.
+    pub async fn scrape(&self, shop: &crate::shop::Shop) -> Result<String, ApiError> {
+        let _one_at_a_time = self.scraping.lock().await;
+        let statuses = shop.host().status().await?;
+        let mut dead_letters = Vec::with_capacity(statuses.len());
+        for status in &statuses {
+            let open = shop.host().dead_letters(&status.name).await?;
+            dead_letters.push(open.iter().filter(|d| d.status.is_open()).count());
+        }
+        let (summary, _) = shop.checkout_status().await?;
+
+        for family in [
+            &self.projection_commit,
+            &self.projection_sequence,
+            &self.projection_lag_events,
+            &self.projection_held_back,
+            &self.projection_dead_letters,
+        ] {
+            family.clear();
+        }
+        self.projection_lag_seconds.clear();
+        self.projection_state.clear();
+        self.projection_lease.clear();
+        for (status, dead) in statuses.iter().zip(dead_letters) {
+            let of = OfProjection {
+                projection: status.name.clone(),
+            };
+            let position = status.checkpoint.parse::<Position>().unwrap_or_default();
+            self.projection_commit
+                .get_or_create(&of)
+                .set(gauge(position.commit));
+            self.projection_sequence
+                .get_or_create(&of)
+                .set(gauge(position.sequence));
+            self.projection_lag_events
+                .get_or_create(&of)
+                .set(gauge(status.lag_events));
+            self.projection_lag_seconds
+                .get_or_create(&of)
+                .set(status.lag_seconds);
+            self.projection_held_back
+                .get_or_create(&of)
+                .set(gauge(status.held_back_events));
+            self.projection_dead_letters
+                .get_or_create(&of)
+                .set(gauge(dead as u64));
+            let state = serde_json::to_value(status.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| format!("{:?}", status.state));
+            self.projection_state
+                .get_or_create(&ProjectionState {
+                    projection: status.name.clone(),
+                    state,
+                })
+                .set(1);
+            if let Some(holder) = &status.lease_holder {
+                self.projection_lease
+                    .get_or_create(&LeaseHolder {
+                        projection: status.name.clone(),
+                        holder: holder.clone(),
+                    })
+                    .set(1);
+            }
+        }
+        let process = crate::checkout::NAME.to_owned();
+        for (status, count) in [
+            ("known", summary.instances),
+            ("retrying", summary.retrying),
+            ("parked", summary.parked),
+        ] {
+            self.process_instances
+                .get_or_create(&InstanceStatus {
+                    process: process.clone(),
+                    status,
+                })
+                .set(gauge(count));
+        }
+        self.process_due_inputs
+            .get_or_create(&OfProcess { process })
+            .set(gauge(summary.due_inputs));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .map_err(|_| ApiError::internal("the metrics could not be encoded"))?;
+        Ok(text)
+    }
+}
+
+fn gauge(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// `GET /metrics`: refreshes the gauges from the stores and answers every metric.
+pub async fn scrape(State(shop): AppState) -> Result<Response, ApiError> {
+    let text = shop.metrics().scrape(&shop).await?;
+    Ok(([(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)], text).into_response())
+}
+
+/// Middleware: counts every request by method, route template and status, and times it.
+pub async fn track_requests(State(shop): AppState, request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let metrics = shop.metrics();
+    metrics
+        .http_seconds
+        .get_or_create(&HttpRoute {
+            method: method.clone(),
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .get_or_create(&HttpRequest {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// An event store that counts and times the appends made through it.
+pub struct MeteredStore {
+    inner: Arc<dyn EventStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredStore {
+    /// `inner`, with its appends recorded in `metrics`.
+    pub fn new(inner: Arc<dyn EventStore>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+#[async_trait]
+impl EventStore for MeteredStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: &Metadata,
+    ) -> cqrs_core::Result<AppendResult> {
+        let started = Instant::now();
+        let result = self.inner.append(stream, expected, events, metadata).await;
+        self.metrics.record_append(&result, started.elapsed());
+        result
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> cqrs_core::Result<Vec<RecordedEvent>> {
+        self.inner.read_stream(stream, from_version, limit).await
+    }
+
+    async fn read_event(&self, event_id: Uuid) -> cqrs_core::Result<Option<RecordedEvent>> {
+        self.inner.read_event(event_id).await
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> cqrs_core::Result<u64> {
+        self.inner.stream_version(stream).await
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> cqrs_core::Result<ReadAllPage> {
+        self.inner.read_all(after, limit, filter).await
+    }
+
+    async fn head(&self) -> cqrs_core::Result<Position> {
+        self.inner.head().await
+    }
+
+    async fn read_barrier(&self) -> cqrs_core::Result<Position> {
+        self.inner.read_barrier().await
+    }
+
+    async fn wait_for_events(&self, after: Position, timeout: Duration) -> cqrs_core::Result<bool> {
+        self.inner.wait_for_events(after, timeout).await
+    }
+
+    async fn count_after(&self, after: Position, limit: u64) -> cqrs_core::Result<u64> {
+        self.inner.count_after(after, limit).await
+    }
+
+    async fn horizon(&self) -> cqrs_core::Result<Horizon> {
+        self.inner.horizon().await
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> cqrs_core::Result<Option<Snapshot>> {
+        self.inner.load_snapshot(stream).await
+    }
+
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> cqrs_core::Result<()> {
+        self.inner.save_snapshot(snapshot).await
+    }
+}
