@@ -5,24 +5,26 @@
 //!
 //! | metric | type | labels | meaning |
 //! | --- | --- | --- | --- |
-//! | `es_appends_total` | counter | `outcome`: `appended`, `conflict`, `failed` | appends of the shop's commands to the event store, by how they ended |
-//! | `es_append_duration_seconds` | histogram | | how long an append took (0.5 ms to 4 s buckets) |
+//! | `es_appends_total` | counter | `outcome`: `appended`, `already_stored` (a retry of a stored append: nothing written), `conflict` (expected version not met), `duplicate` (an event id stored before), `invalid` (bad input, a reused command id), `unavailable` (the store out of reach), `failed` | append attempts of the shop's commands; a command retried after a conflict counts once per attempt |
+//! | `es_append_duration_seconds` | histogram | | how long an append attempt took (0.5 ms to 4 s buckets) |
 //! | `es_projection_position_commit`, `es_projection_position_sequence` | gauge | `projection` | the two parts of the log position (`commit/sequence`) its checkpoint is at; the commit part grows as the log does, even while the projection has nothing to apply |
-//! | `es_projection_lag_events` | gauge | `projection` | events of the log after its checkpoint (held-back ones included); 0 when caught up |
-//! | `es_projection_lag_seconds` | gauge | `projection` | age of the newest event it applied, while it is behind; 0 when caught up |
-//! | `es_projection_held_back_events` | gauge | `projection` | committed events no reader can see yet, held back by an open transaction |
-//! | `es_projection_state` | gauge | `projection`, `state` | 1 for its state: `running`, `catching_up`, `stalled`, `failed`, `rebuilding` |
-//! | `es_projection_dead_letters` | gauge | `projection` | dead letters an operator still has to retry or skip |
+//! | `es_projection_lag_events` | gauge | `projection` | events of the log after its checkpoint, held-back ones included; events its filter skips count until its next idle checkpoint (a second at most); 0 when caught up |
+//! | `es_projection_lag_seconds` | gauge | `projection` | while it has events after its checkpoint: seconds since the newest event it applied was recorded (so after a long quiet spell, the length of that spell until it applies the new ones); 0 when caught up |
+//! | `es_log_held_back_events` | gauge | | committed events no reader can see yet, held back by an open transaction (the log's, not one projection's) |
+//! | `es_projection_state` | gauge | `projection`, `state`: `running`, `catching_up`, `stalled`, `failed`, `rebuilding` | 1 for the state it is in, 0 for the others |
+//! | `es_projection_dead_letters` | gauge | `projection` | dead letters an operator has still to retry or skip (projections this process hosts) |
+//! | `es_projection_lease_held` | gauge | `projection` | 1 while a process holds its lease, 0 while none does |
 //! | `es_projection_lease_holder` | gauge | `projection`, `holder` | 1 for the process (`pid@host`) holding its lease |
-//! | `es_process_instances` | gauge | `process`, `status`: `known`, `retrying`, `parked` | the checkout's instances |
+//! | `es_process_instances` | gauge | `process`, `status`: `active`, `retrying`, `parked` | the checkout's instances (`active`: neither retrying nor parked, finished ones included) |
 //! | `es_process_due_inputs` | gauge | `process` | inputs of the checkout due and not handled yet |
-//! | `http_requests_total` | counter | `method`, `route`, `status` | requests answered, by route template (`/orders/{id}`) and status code |
+//! | `es_metrics_refresh_errors_total` | counter | | scrapes whose gauges could not be read from the stores within 2 s (the gauges are then left out of that scrape) |
+//! | `http_requests_total` | counter | `method` (`other` for a non-standard one), `route` (the template, `/orders/{id}`; `unmatched` for an unknown path), `status` | requests answered |
 //! | `http_request_duration_seconds` | histogram | `method`, `route` | how long answering took |
 //!
 //! Projections include the relays of events to a broker (`relay_*`): their position is how
-//! far the broker has been told. The gauges are read from the stores when `/metrics` is
-//! scraped, so they are never older than the scrape; lag reads 0 within a second of
-//! catching up.
+//! far the broker has been told (a relay started on its own, outside the host, has no dead
+//! letter gauge). The gauges are read from the stores when `/metrics` is scraped, so they are
+//! never older than the scrape; lag reads 0 within a second of catching up.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -65,7 +67,7 @@ struct OfProjection {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProjectionState {
     projection: String,
-    state: String,
+    state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -109,10 +111,12 @@ pub struct Metrics {
     projection_sequence: Family<OfProjection, Gauge>,
     projection_lag_events: Family<OfProjection, Gauge>,
     projection_lag_seconds: Family<OfProjection, FloatGauge>,
-    projection_held_back: Family<OfProjection, Gauge>,
+    log_held_back: Gauge,
     projection_state: Family<ProjectionState, Gauge>,
     projection_dead_letters: Family<OfProjection, Gauge>,
     projection_lease: Family<LeaseHolder, Gauge>,
+    projection_lease_held: Family<OfProjection, Gauge>,
+    refresh_errors: Counter,
     process_instances: Family<InstanceStatus, Gauge>,
     process_due_inputs: Family<OfProcess, Gauge>,
     http_requests: Family<HttpRequest, Counter>,
@@ -179,11 +183,11 @@ impl Metrics {
             "Age of the newest event a projection applied, while it is behind; 0 when caught up",
             projection_lag_seconds.clone(),
         );
-        let projection_held_back = Family::<OfProjection, Gauge>::default();
+        let log_held_back = Gauge::default();
         registry.register(
-            "es_projection_held_back_events",
+            "es_log_held_back_events",
             "Committed events no reader can see yet, held back by an open transaction",
-            projection_held_back.clone(),
+            log_held_back.clone(),
         );
         let projection_state = Family::<ProjectionState, Gauge>::default();
         registry.register(
@@ -202,6 +206,18 @@ impl Metrics {
             "es_projection_lease_holder",
             "1 for the process holding a projection's lease",
             projection_lease.clone(),
+        );
+        let projection_lease_held = Family::<OfProjection, Gauge>::default();
+        registry.register(
+            "es_projection_lease_held",
+            "1 while some process holds a projection's lease, 0 while none does",
+            projection_lease_held.clone(),
+        );
+        let refresh_errors = Counter::default();
+        registry.register(
+            "es_metrics_refresh_errors",
+            "Scrapes whose gauges could not be read from the stores",
+            refresh_errors.clone(),
         );
         let process_instances = Family::<InstanceStatus, Gauge>::default();
         registry.register(
@@ -228,6 +244,9 @@ impl Metrics {
             "How long answering an HTTP request took",
             http_seconds.clone(),
         );
+        for outcome in APPEND_OUTCOMES {
+            appends.get_or_create(&Outcome { outcome }).inc_by(0);
+        }
         Self {
             registry,
             appends,
@@ -236,10 +255,12 @@ impl Metrics {
             projection_sequence,
             projection_lag_events,
             projection_lag_seconds,
-            projection_held_back,
+            log_held_back,
             projection_state,
             projection_dead_letters,
             projection_lease,
+            projection_lease_held,
+            refresh_errors,
             process_instances,
             process_due_inputs,
             http_requests,
@@ -248,86 +269,119 @@ impl Metrics {
         }
     }
 
-    /// Counts one append that ended with `outcome` after `took`.
-    fn record_append<T>(&self, outcome: &cqrs_core::Result<T>, took: Duration) {
+    /// Counts one append attempt that ended with `outcome` after `took`.
+    fn record_append(&self, outcome: &cqrs_core::Result<AppendResult>, took: Duration) {
         let outcome = match outcome {
+            Ok(result) if result.already_stored => "already_stored",
             Ok(_) => "appended",
-            Err(e) if e.is_conflict() => "conflict",
-            Err(_) => "failed",
+            Err(e) => append_error_outcome(e),
         };
         self.appends.get_or_create(&Outcome { outcome }).inc();
         self.append_seconds.observe(took.as_secs_f64());
     }
 
-    /// Reads the projections' and the checkout's state from `shop` into the gauges, and
-    /// answers every metric in the OpenMetrics text format.
+    /// Reads the projections' and the checkout's state from `shop` into the gauges (within
+    /// [`REFRESH_TIMEOUT`]), and answers every metric in the OpenMetrics text format. When
+    /// the stores cannot be read, the gauges are left out (so `absent()` alerts fire) and
+    /// `es_metrics_refresh_errors_total` counts up; the counters are answered all the same.
     pub async fn scrape(&self, shop: &crate::shop::Shop) -> Result<String, ApiError> {
         let _one_at_a_time = self.scraping.lock().await;
-        let statuses = shop.host().status().await?;
-        let mut dead_letters = Vec::with_capacity(statuses.len());
-        for status in &statuses {
-            let open = shop.host().dead_letters(&status.name).await?;
-            dead_letters.push(open.iter().filter(|d| d.status.is_open()).count());
+        let read = tokio::time::timeout(REFRESH_TIMEOUT, Gauges::read(shop)).await;
+        self.clear_gauges();
+        match read {
+            Ok(Ok(gauges)) => self.set_gauges(&gauges),
+            Ok(Err(error)) => {
+                tracing::warn!(error = %cqrs_core::error::chain(&error), "metrics: the gauges could not be read");
+                self.refresh_errors.inc();
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?REFRESH_TIMEOUT, "metrics: reading the gauges timed out");
+                self.refresh_errors.inc();
+            }
         }
-        let (summary, _) = shop.checkout_status().await?;
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .map_err(|_| ApiError::internal("the metrics could not be encoded"))?;
+        Ok(text)
+    }
 
+    fn clear_gauges(&self) {
         for family in [
             &self.projection_commit,
             &self.projection_sequence,
             &self.projection_lag_events,
-            &self.projection_held_back,
             &self.projection_dead_letters,
+            &self.projection_lease_held,
         ] {
             family.clear();
         }
         self.projection_lag_seconds.clear();
         self.projection_state.clear();
         self.projection_lease.clear();
-        for (status, dead) in statuses.iter().zip(dead_letters) {
+        self.process_instances.clear();
+        self.process_due_inputs.clear();
+        self.log_held_back.set(0);
+    }
+
+    fn set_gauges(&self, gauges: &Gauges) {
+        for (status, dead_letters) in &gauges.projections {
+            let name = label(&status.name);
             let of = OfProjection {
-                projection: status.name.clone(),
+                projection: name.clone(),
             };
-            let position = status.checkpoint.parse::<Position>().unwrap_or_default();
-            self.projection_commit
-                .get_or_create(&of)
-                .set(gauge(position.commit));
-            self.projection_sequence
-                .get_or_create(&of)
-                .set(gauge(position.sequence));
+            if let Ok(position) = status.checkpoint.parse::<Position>() {
+                self.projection_commit
+                    .get_or_create(&of)
+                    .set(gauge(position.commit));
+                self.projection_sequence
+                    .get_or_create(&of)
+                    .set(gauge(position.sequence));
+            }
             self.projection_lag_events
                 .get_or_create(&of)
                 .set(gauge(status.lag_events));
             self.projection_lag_seconds
                 .get_or_create(&of)
                 .set(status.lag_seconds);
-            self.projection_held_back
+            if let Some(open) = dead_letters {
+                self.projection_dead_letters
+                    .get_or_create(&of)
+                    .set(gauge(*open));
+            }
+            for (state, label_value) in STATES {
+                self.projection_state
+                    .get_or_create(&ProjectionState {
+                        projection: name.clone(),
+                        state: label_value,
+                    })
+                    .set(i64::from(status.state == state));
+            }
+            self.projection_lease_held
                 .get_or_create(&of)
-                .set(gauge(status.held_back_events));
-            self.projection_dead_letters
-                .get_or_create(&of)
-                .set(gauge(dead as u64));
-            let state = serde_json::to_value(status.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_else(|| format!("{:?}", status.state));
-            self.projection_state
-                .get_or_create(&ProjectionState {
-                    projection: status.name.clone(),
-                    state,
-                })
-                .set(1);
+                .set(i64::from(status.lease_holder.is_some()));
             if let Some(holder) = &status.lease_holder {
                 self.projection_lease
                     .get_or_create(&LeaseHolder {
-                        projection: status.name.clone(),
-                        holder: holder.clone(),
+                        projection: name,
+                        holder: label(holder),
                     })
                     .set(1);
             }
         }
+        self.log_held_back.set(gauge(
+            gauges
+                .projections
+                .first()
+                .map_or(0, |(s, _)| s.held_back_events),
+        ));
+        let summary = &gauges.checkout;
         let process = crate::checkout::NAME.to_owned();
+        let active = summary
+            .instances
+            .saturating_sub(summary.retrying)
+            .saturating_sub(summary.parked);
         for (status, count) in [
-            ("known", summary.instances),
+            ("active", active),
             ("retrying", summary.retrying),
             ("parked", summary.parked),
         ] {
@@ -341,10 +395,89 @@ impl Metrics {
         self.process_due_inputs
             .get_or_create(&OfProcess { process })
             .set(gauge(summary.due_inputs));
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .map_err(|_| ApiError::internal("the metrics could not be encoded"))?;
-        Ok(text)
+    }
+}
+
+/// How long a scrape may spend reading the gauges from the stores.
+pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The states of `es_projection_state`, each with its label value.
+const STATES: [(projections::ProjectionState, &str); 5] = [
+    (projections::ProjectionState::Running, "running"),
+    (projections::ProjectionState::CatchingUp, "catching_up"),
+    (projections::ProjectionState::Stalled, "stalled"),
+    (projections::ProjectionState::Failed, "failed"),
+    (projections::ProjectionState::Rebuilding, "rebuilding"),
+];
+
+/// What the gauges show, read from the stores.
+struct Gauges {
+    /// Each projection's status, and its open dead letters (`None` for one another process
+    /// hosts: only its host can list them).
+    projections: Vec<(projections::ProjectionStatus, Option<u64>)>,
+    checkout: projections::process::ProcessSummary,
+}
+
+impl Gauges {
+    async fn read(shop: &crate::shop::Shop) -> Result<Self, crate::shop::ShopError> {
+        let mut projections = Vec::new();
+        for status in shop.host().status().await? {
+            let open = match shop.host().dead_letters(&status.name).await {
+                Ok(letters) => Some(letters.iter().filter(|d| d.status.is_open()).count() as u64),
+                Err(projections::Error::UnknownProjection(_)) => None,
+                Err(error) => return Err(error.into()),
+            };
+            projections.push((status, open));
+        }
+        let checkout = shop.checkout_summary().await?;
+        Ok(Self {
+            projections,
+            checkout,
+        })
+    }
+}
+
+/// The outcome label of an append that failed with `error`.
+fn append_error_outcome(error: &cqrs_core::Error) -> &'static str {
+    match error {
+        e if e.is_conflict() => "conflict",
+        cqrs_core::Error::DuplicateEventId { .. } => "duplicate",
+        cqrs_core::Error::InvalidInput(_) | cqrs_core::Error::CommandReused { .. } => "invalid",
+        e if e.is_retryable() => "unavailable",
+        _ => "failed",
+    }
+}
+
+/// Every outcome label of `es_appends_total`, present from the start at 0.
+const APPEND_OUTCOMES: [&str; 7] = [
+    "appended",
+    "already_stored",
+    "conflict",
+    "duplicate",
+    "invalid",
+    "unavailable",
+    "failed",
+];
+
+/// A label value safe in the text format whatever it holds (a host name from the
+/// environment, say): quotes, backslashes and line breaks become `_`.
+fn label(value: &str) -> String {
+    value.replace(['"', '\\', '\n', '\r'], "_")
+}
+
+/// The method label: the standard methods, and `other` for any token a client made up (which
+/// would otherwise add a series per token).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
     }
 }
 
@@ -360,7 +493,7 @@ pub async fn scrape(State(shop): AppState) -> Result<Response, ApiError> {
 
 /// Middleware: counts every request by method, route template and status, and times it.
 pub async fn track_requests(State(shop): AppState, request: Request, next: Next) -> Response {
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method()).to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -363,6 +363,11 @@ impl Shop {
         &self.metrics
     }
 
+    /// The checkout at a glance.
+    pub async fn checkout_summary(&self) -> Result<ProcessSummary, ShopError> {
+        Ok(self.storage.instances.summary(checkout::NAME).await?)
+    }
+
     /// The checkout at a glance, and its orders that are retrying or parked.
     pub async fn checkout_status(
         &self,
