@@ -106,6 +106,10 @@ pub struct Metadata {
     /// Free key/values for anything else (tenant, request id, client version…).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, String>,
+    /// The W3C `traceparent` of the trace this event belongs to (see [`crate::trace`]):
+    /// the request's, handed on to everything that follows from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Metadata {
@@ -125,7 +129,21 @@ impl Metadata {
             command_id: None,
             actor: event.metadata.actor.clone(),
             extra: BTreeMap::new(),
+            traceparent: event.metadata.traceparent.clone(),
         }
+    }
+
+    /// Puts these events in the trace of `parent`.
+    pub fn with_trace(mut self, parent: &crate::trace::TraceParent) -> Self {
+        self.traceparent = Some(parent.to_string());
+        self
+    }
+
+    /// The trace these events belong to, if their `traceparent` is a valid one.
+    pub fn trace(&self) -> Option<crate::trace::TraceParent> {
+        self.traceparent
+            .as_deref()
+            .and_then(crate::trace::TraceParent::parse)
     }
 
     /// Names the command these events come from (see [`CommandId`]).

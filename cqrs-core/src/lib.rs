@@ -49,6 +49,7 @@
 //! | [`command_handler`] | [`Repository`]: load, handle, append, retry; a repeated command returns its original events |
 //! | [`snapshot`] | [`Snapshot`], [`SnapshotPolicy`] |
 //! | [`upcast`] | [`Upcasters`]: old event shapes to new |
+//! | [`trace`] | [`trace::TraceParent`]: the W3C trace context events carry |
 //! | [`in_memory`] | [`InMemoryEventStore`] |
 //! | `testing` | given / when / then for aggregates (feature `testing`) |
 //! | `conformance` | the test suite every store runs (feature `testing`) |
@@ -69,6 +70,7 @@ pub mod store;
 pub mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 pub mod upcast;
 
 pub use aggregate::Aggregate;

@@ -172,6 +172,7 @@ mod wave_tests {
             schemaversion: 1,
             correlationid: None,
             causationid: None,
+            traceparent: None,
         }
     }
 

@@ -19,6 +19,7 @@
 //! | `schemaversion` | extension | the schema version of `data` |
 //! | `correlationid` | extension | the correlation id, if any |
 //! | `causationid` | extension | the causation id, if any |
+//! | `traceparent` | extension (CloudEvents distributed tracing) | the W3C trace context of the request the event follows from, if any |
 
 use chrono::{DateTime, Utc};
 use cqrs_core::{Metadata, RecordedEvent};
@@ -69,6 +70,9 @@ pub struct CloudEvent {
     /// The causation id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causationid: Option<Uuid>,
+    /// The W3C `traceparent` of the trace the event belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl CloudEvent {
@@ -89,6 +93,7 @@ impl CloudEvent {
             schemaversion: event.event.schema_version,
             correlationid: event.metadata.correlation_id,
             causationid: event.metadata.causation_id,
+            traceparent: event.metadata.traceparent.clone(),
         }
     }
 
@@ -131,7 +136,8 @@ impl CloudEvent {
     }
 
     /// Metadata for the commands this message causes in the receiving service: the same
-    /// correlation id (the message's own id when it has none) and the message as causation.
+    /// correlation id (the message's own id when it has none), the message as causation, and
+    /// the same trace (a `traceparent` the W3C rules refuse is dropped).
     /// Add a command id derived from the message, e.g.
     /// `CommandId::caused_by(event.id, "pick")`, so that a command sent again for the same
     /// message is recognised.
@@ -139,6 +145,11 @@ impl CloudEvent {
         Metadata {
             correlation_id: self.correlationid.or(Some(self.id)),
             causation_id: Some(self.id),
+            traceparent: self
+                .traceparent
+                .as_deref()
+                .and_then(cqrs_core::trace::TraceParent::parse)
+                .map(|parent| parent.child().to_string()),
             ..Metadata::default()
         }
     }

@@ -370,7 +370,19 @@ impl<I: Inbox> Consumer<I> {
             Err(error) => return Ok(Err(ApplyError::poison(error))),
             Ok(event) if wanted(categories, event) => {
                 if tx.first_time(event.id).await? {
-                    if let Err(error) = self.handler.handle(tx, event).await {
+                    let span = tracing::info_span!(
+                        "consume",
+                        consumer = self.handler.name(),
+                        message_id = %event.id,
+                        event_type = %event.event_type,
+                        trace_id = tracing::field::Empty,
+                        correlation_id = tracing::field::Empty,
+                        causation_id = tracing::field::Empty,
+                    );
+                    cqrs_core::trace::record_on(&span, &event.metadata());
+                    let handled =
+                        tracing::Instrument::instrument(self.handler.handle(tx, event), span);
+                    if let Err(error) = handled.await {
                         return Ok(Err(error));
                     }
                     counts.applied += 1;

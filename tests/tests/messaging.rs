@@ -398,6 +398,7 @@ async fn an_operator_retries_or_skips_a_consumers_dead_letters() {
         schemaversion: 1,
         correlationid: None,
         causationid: None,
+        traceparent: None,
     };
     let (first, second) = (poison(1), poison(2));
     messaging::Publisher::publish(&broker, &[first.clone(), second.clone()])
@@ -510,6 +511,7 @@ async fn a_consumer_outlives_its_database_sessions_being_killed() {
                 schemaversion: 1,
                 correlationid: None,
                 causationid: None,
+                traceparent: None,
             })
             .collect();
         messaging::Publisher::publish(&broker, &page).await.unwrap();

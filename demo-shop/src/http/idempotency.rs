@@ -138,8 +138,9 @@ fn replay(answer: Answer) -> Response {
     response
 }
 
-/// The metadata of a command that comes in over HTTP: a fresh correlation id, and the
-/// command id of the request's `Idempotency-Key` (a fresh one without a key).
+/// The metadata of a command that comes in over HTTP: the request's trace and correlation id
+/// ([`super::trace`]), and the command id of the request's `Idempotency-Key` (a fresh one
+/// without a key).
 pub struct RequestMetadata(pub Metadata);
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestMetadata {
@@ -151,10 +152,13 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMetadata {
             .get::<CommandId>()
             .copied()
             .unwrap_or_default();
-        Ok(Self(
-            Metadata::new_request()
-                .with_actor("http")
-                .with_command_id(command_id),
-        ))
+        let mut metadata = Metadata::new_request()
+            .with_actor("http")
+            .with_command_id(command_id);
+        if let Some(context) = parts.extensions.get::<super::trace::RequestContext>() {
+            metadata.correlation_id = Some(context.correlation_id);
+            metadata = metadata.with_trace(&context.trace);
+        }
+        Ok(Self(metadata))
     }
 }

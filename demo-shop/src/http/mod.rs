@@ -18,6 +18,11 @@
 //! | `GET /readyz` | 200 when the database answers and the workers run, 503 otherwise |
 //! | `GET /metrics` | Prometheus metrics (OpenMetrics text; names and meanings in [`crate::metrics`]) |
 //!
+//! Every request may carry a W3C `traceparent` header: the events its commands store, the
+//! checkout steps and the messages they lead to, in this service and the ones consuming its
+//! events, carry the same trace id ([`trace`]); the answer has the `traceparent` of this
+//! service's part.
+//!
 //! Every `POST` may carry an `Idempotency-Key` header: the same request sent again with it
 //! gets the first answer again, and nothing is carried out twice ([`idempotency`]).
 
@@ -28,6 +33,7 @@ pub mod idempotency;
 pub mod inventory;
 pub mod orders;
 pub mod status;
+pub mod trace;
 
 use std::sync::Arc;
 
@@ -56,6 +62,7 @@ pub fn router(shop: Arc<Shop>) -> Router {
             Arc::clone(&shop),
             crate::metrics::track_requests,
         ))
+        .layer(axum::middleware::from_fn(trace::trace_context))
         .with_state(shop)
 }
 

@@ -92,6 +92,7 @@ use crate::projection::ApplyError;
 
 /// What an instance reacts to: an event of the log, or one of its deadlines coming due.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // held one at a time: a box would only add an allocation
 pub enum Input {
     /// An event the manager's filter let through, filed under this instance.
     Event(RecordedEvent),

@@ -463,10 +463,14 @@ impl<P: ProcessManager> ProcessRunner<P> {
         // ending this executor, and one that outruns its time is stopped.
         let manager = Arc::clone(&self.manager);
         let scheduled = step.shared_changes();
-        let mut task = AbortOnDrop(tokio::spawn(async move {
-            let outcome = manager.react(&mut state, &input, &mut step).await;
-            (outcome, state)
-        }));
+        let span = reaction_span(name, &claimed.instance, &input);
+        let mut task = AbortOnDrop(tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let outcome = manager.react(&mut state, &input, &mut step).await;
+                (outcome, state)
+            },
+            span,
+        )));
         let (reaction, state) =
             match tokio::time::timeout(self.options.reaction_timeout, &mut task.0).await {
                 Ok(Ok((outcome, state))) => (outcome, Some(state)),
@@ -543,4 +547,23 @@ impl<P: ProcessManager> ProcessRunner<P> {
             },
         })
     }
+}
+
+/// The span a reaction runs in: the process, the instance, the input, and for an event the
+/// trace, correlation and causation it carries (so that the step shows in the trace of the
+/// request that led to it).
+fn reaction_span(process: &str, instance: &str, input: &Input) -> tracing::Span {
+    let span = tracing::info_span!(
+        "process_step",
+        process,
+        instance,
+        input = %input.id(),
+        trace_id = tracing::field::Empty,
+        correlation_id = tracing::field::Empty,
+        causation_id = tracing::field::Empty,
+    );
+    if let Input::Event(event) = input {
+        cqrs_core::trace::record_on(&span, &event.metadata);
+    }
+    span
 }

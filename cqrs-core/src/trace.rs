@@ -1,0 +1,135 @@
+//! W3C trace context: the `traceparent` that ties a request, the events it caused, the
+//! process steps they started and the messages other services consumed into one trace.
+//!
+//! [`Metadata::traceparent`](crate::Metadata::traceparent) keeps it with every event;
+//! [`Metadata::caused_by`](crate::Metadata::caused_by) hands it on to the work an event causes,
+//! and brokers carry it as the CloudEvents `traceparent` attribute.
+//!
+//! ```
+//! use cqrs_core::trace::TraceParent;
+//!
+//! let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+//! let parent = TraceParent::parse(incoming).unwrap();
+//! assert_eq!(parent.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+//! assert_eq!(parent.to_string(), incoming);
+//! assert!(TraceParent::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
+//! let root = TraceParent::new_root();
+//! assert_ne!(root.trace_id(), parent.trace_id());
+//! ```
+
+use std::fmt;
+
+use uuid::Uuid;
+
+/// A valid W3C `traceparent` (version `00`): trace id, parent id, flags.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TraceParent {
+    trace_id: String,
+    parent_id: String,
+    flags: String,
+}
+
+fn is_hex(text: &str, len: usize) -> bool {
+    text.len() == len && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn random_hex(len: usize) -> String {
+    let mut hex = Uuid::new_v4().simple().to_string();
+    hex.truncate(len);
+    hex
+}
+
+impl TraceParent {
+    /// Reads a `traceparent` header value; `None` when it is not one the W3C rules accept
+    /// (the caller then starts a new trace, as the rules ask).
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.trim().split('-');
+        let (version, trace_id, parent_id, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let valid = is_hex(version, 2)
+            && version != "ff"
+            // Version 00 has exactly four fields; a later version may add more.
+            && (version != "00" || parts.next().is_none())
+            && is_hex(trace_id, 32)
+            && trace_id.bytes().any(|b| b != b'0')
+            && is_hex(parent_id, 16)
+            && parent_id.bytes().any(|b| b != b'0')
+            && is_hex(flags, 2);
+        valid.then(|| Self {
+            trace_id: trace_id.to_owned(),
+            parent_id: parent_id.to_owned(),
+            flags: flags.to_owned(),
+        })
+    }
+
+    /// The start of a new trace (sampled).
+    pub fn new_root() -> Self {
+        Self {
+            trace_id: random_hex(32),
+            parent_id: random_hex(16),
+            flags: "01".to_owned(),
+        }
+    }
+
+    /// The same trace, with a new parent id: what a step of it passes on.
+    pub fn child(&self) -> Self {
+        Self {
+            parent_id: random_hex(16),
+            ..self.clone()
+        }
+    }
+
+    /// The trace id: 32 lowercase hex digits, the same across the whole trace.
+    pub fn trace_id(&self) -> &str {
+        &self.trace_id
+    }
+}
+
+impl fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "00-{}-{}-{}", self.trace_id, self.parent_id, self.flags)
+    }
+}
+
+/// Records `metadata`'s trace id, correlation id and causation id on `span`, whose fields
+/// `trace_id`, `correlation_id` and `causation_id` were declared (as `tracing::field::Empty`);
+/// what the metadata lacks stays empty.
+pub fn record_on(span: &tracing::Span, metadata: &crate::Metadata) {
+    if let Some(parent) = metadata.trace() {
+        span.record("trace_id", parent.trace_id());
+    }
+    if let Some(id) = metadata.correlation_id {
+        span.record("correlation_id", tracing::field::display(id));
+    }
+    if let Some(id) = metadata.causation_id {
+        span.record("causation_id", tracing::field::display(id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TraceParent;
+
+    #[test]
+    fn only_well_formed_trace_parents_are_accepted() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(TraceParent::parse(good).is_some());
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x",
+        ] {
+            assert!(TraceParent::parse(bad).is_none(), "{bad:?}");
+        }
+        let root = TraceParent::new_root();
+        assert_eq!(TraceParent::parse(&root.to_string()), Some(root.clone()));
+        let child = root.child();
+        assert_eq!(child.trace_id(), root.trace_id());
+        assert_ne!(child, root);
+    }
+}
