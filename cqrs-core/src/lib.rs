@@ -45,6 +45,7 @@
 //! | [`event_types`] | the type names of an event enum, read from its serde derive |
 //! | [`stream`] | [`StreamId`], [`ExpectedVersion`], [`Position`] in the global log |
 //! | [`store`] | the [`EventStore`] trait, [`EventFilter`], [`ReadAllPage`] |
+//! | [`follow`] | [`follow::Follower`]: the log as it grows, like `tail -f` |
 //! | [`command`] | [`CommandId`]: a command's identity, its events' ids derive from it |
 //! | [`command_handler`] | [`Repository`]: load, handle, append, retry; a repeated command returns its original events |
 //! | [`snapshot`] | [`Snapshot`], [`SnapshotPolicy`] |
@@ -63,6 +64,7 @@ pub mod conformance;
 pub mod error;
 pub mod event;
 pub mod event_types;
+pub mod follow;
 pub mod horizon;
 pub mod in_memory;
 pub mod snapshot;

@@ -72,6 +72,30 @@ pub enum Command {
     },
     /// Prints every projection with its checkpoint and lag.
     Status,
+    /// Prints a stream's events, oldest first: position, version, time, type, trace and
+    /// correlation ids, payload. An order's stream is `order-{id}`, a product's
+    /// `inventory-{sku}`, a payment's `payment-{order id}`.
+    Stream {
+        /// The stream id.
+        stream: String,
+        /// From this version on.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+    },
+    /// Prints the log's events as they are stored, until Ctrl-C (like `tail -f`).
+    Follow {
+        /// Where to start: `head` (new events only), `start` (the whole log) or a position
+        /// `commit/sequence`.
+        #[arg(long, default_value = "head")]
+        from: String,
+        /// Only the events of these categories (`order`, `inventory`, `payment`; repeat the
+        /// option for several).
+        #[arg(long = "category")]
+        categories: Vec<String>,
+        /// Stops after this many events.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
     /// Lists the events a projection could not apply, or retries or skips one.
     DeadLetters {
         /// The projection.
@@ -355,6 +379,57 @@ pub async fn run(cli: Cli) -> Result<()> {
             )?;
             Ok(())
         }
+        Some(Command::Stream { stream, from }) => {
+            let shop = needs_database(url, "stream").await?;
+            let stream = cqrs_core::StreamId::new(stream)?;
+            let store = &shop.storage().store;
+            let events =
+                cqrs_core::store::read_stream_to_end(store.as_ref(), &stream, from, 1_000).await?;
+            if events.is_empty() {
+                return Err(
+                    format!("stream {stream} holds no event from version {from} on").into(),
+                );
+            }
+            for event in &events {
+                write_event(&mut out, event)?;
+            }
+            Ok(())
+        }
+        Some(Command::Follow {
+            from,
+            categories,
+            limit,
+        }) => {
+            let shop = needs_database(url, "follow").await?;
+            let store = Arc::clone(&shop.storage().store);
+            let after = match from.as_str() {
+                "head" => store.head().await?,
+                "start" => cqrs_core::Position::START,
+                position => position.parse().map_err(|_| {
+                    format!("--from {position:?}: use head, start or a position like 812/40")
+                })?,
+            };
+            let filter = cqrs_core::EventFilter::all().categories(categories);
+            let mut follower = cqrs_core::follow::Follower::new(store, after, filter);
+            let mut printed = 0;
+            let stop = tokio::signal::ctrl_c();
+            tokio::pin!(stop);
+            while limit.is_none_or(|limit| printed < limit) {
+                let events = tokio::select! {
+                    _ = &mut stop => break,
+                    events = follower.next(std::time::Duration::from_secs(1)) => events?,
+                };
+                for event in events
+                    .iter()
+                    .take(limit.map_or(usize::MAX, |l| l - printed))
+                {
+                    write_event(&mut out, event)?;
+                    printed += 1;
+                }
+                out.flush()?;
+            }
+            Ok(())
+        }
         Some(Command::Status) => {
             let shop = needs_database(url, "status").await?;
             writeln!(
@@ -481,6 +556,29 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 /// The shop on an existing, migrated database, for a command that only reads or operates:
 /// it changes no schema.
+/// One event on one line: position, stream and version, time, type, trace and correlation
+/// ids, payload.
+fn write_event(out: &mut impl Write, event: &cqrs_core::RecordedEvent) -> std::io::Result<()> {
+    let trace = event.metadata.trace();
+    writeln!(
+        out,
+        "{:<14} {}@{} {} {} trace={} correlation={} {}",
+        event.position.to_string(),
+        event.stream_id,
+        event.stream_version,
+        event
+            .recorded_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        event.event.event_type,
+        trace.as_ref().map_or("-", |t| t.trace_id()),
+        event
+            .metadata
+            .correlation_id
+            .map_or_else(|| "-".to_owned(), |id| id.to_string()),
+        event.event.payload
+    )
+}
+
 async fn needs_database(setup: &Setup<'_>, what: &str) -> Result<Shop> {
     match setup.database_url {
         Some(url) => Ok(shop_on(setup, Storage::postgres_migrated(url).await?)),

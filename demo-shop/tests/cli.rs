@@ -97,3 +97,103 @@ async fn only_migrate_and_serve_change_the_schema() {
     );
     db.drop_database().await;
 }
+
+/// "What happened to this order?" without SQL: `stream` prints a stream's events with their
+/// trace and correlation ids, `follow` the log as it grows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_and_follow_print_what_was_stored() {
+    let db = eventstore_postgres::testing::TestDatabase::create(4).await;
+    let storage = demo_shop::storage::Storage::from_pool(db.pool.clone())
+        .await
+        .expect("migrate");
+    let shop = demo_shop::shop::Shop::new(
+        storage,
+        std::sync::Arc::new(demo_shop::gateway::SimulatedGateway::new()),
+    );
+    let trace = cqrs_core::trace::TraceParent::new_root();
+    let meta = cqrs_core::Metadata::new_request().with_trace(&trace);
+    let mug = demo_shop::domain::money::Sku::new("MUG").expect("sku");
+    shop.register_product(
+        mug.clone(),
+        "Mug".into(),
+        demo_shop::domain::money::Money(1_200),
+        &meta,
+    )
+    .await
+    .expect("register");
+    shop.restock(mug, 7, &meta).await.expect("restock");
+
+    let run = |args: &[&str]| {
+        let mut all = vec!["--database-url", db.url.as_str()];
+        all.extend(args);
+        let out = demo_shop().args(&all).output().expect("run demo-shop");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let stream = run(&["stream", "inventory-MUG"]);
+    let lines: Vec<&str> = stream.lines().collect();
+    assert_eq!(lines.len(), 2, "{stream}");
+    assert!(lines[0].contains("inventory-MUG@1") && lines[0].contains("ProductRegistered"));
+    assert!(lines[1].contains("inventory-MUG@2") && lines[1].contains(r#""quantity":7"#));
+    let traced = format!("trace={}", trace.trace_id());
+    assert!(lines.iter().all(|l| l.contains(&traced)), "{stream}");
+    assert_eq!(
+        run(&["stream", "inventory-MUG", "--from", "2"])
+            .lines()
+            .count(),
+        1
+    );
+
+    let followed = run(&["follow", "--from", "start", "--limit", "2"]);
+    assert_eq!(
+        followed, stream,
+        "follow from the start prints the same events"
+    );
+    let inventory = run(&[
+        "follow",
+        "--from",
+        "start",
+        "--category",
+        "inventory",
+        "--limit",
+        "2",
+    ]);
+    assert_eq!(inventory, stream);
+
+    // From a position: only what is stored after it (here, the head before the restock).
+    let head = shop.storage().store.head().await.expect("head").to_string();
+    let tail = demo_shop()
+        .args([
+            "--database-url",
+            &db.url,
+            "follow",
+            "--from",
+            &head,
+            "--limit",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start follow");
+    let mug = demo_shop::domain::money::Sku::new("MUG").expect("sku");
+    shop.restock(mug, 3, &meta).await.expect("restock");
+    let tailed = tokio::task::spawn_blocking(move || tail.wait_with_output())
+        .await
+        .expect("join")
+        .expect("follow ends after one event");
+    let tailed = String::from_utf8_lossy(&tailed.stdout);
+    assert_eq!(tailed.lines().count(), 1, "{tailed}");
+    assert!(
+        tailed.contains("inventory-MUG@3") && tailed.contains(r#""quantity":3"#),
+        "{tailed}"
+    );
+
+    let missing = demo_shop()
+        .args(["--database-url", &db.url, "stream", "order-nope"])
+        .output()
+        .expect("run");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("holds no event"));
+    db.drop_database().await;
+}
