@@ -213,6 +213,27 @@ impl<A: Aggregate> Repository<A> {
         metadata: &Metadata,
     ) -> Result<Vec<EventEnvelope<A::Event>>, CommandError<A::Error>> {
         let stream = Self::stream_id(id)?;
+        // A span per command, carrying the request's trace: at debug level, so that a busy
+        // service pays for it only when asked.
+        let span = tracing::debug_span!(
+            "command",
+            aggregate = A::TYPE,
+            stream = %stream,
+            trace_id = tracing::field::Empty,
+            correlation_id = tracing::field::Empty,
+            causation_id = tracing::field::Empty,
+        );
+        crate::trace::record_on(&span, metadata);
+        tracing::Instrument::instrument(self.execute_on(id, &stream, command, metadata), span).await
+    }
+
+    async fn execute_on(
+        &self,
+        id: &A::Id,
+        stream: &StreamId,
+        command: A::Command,
+        metadata: &Metadata,
+    ) -> Result<Vec<EventEnvelope<A::Event>>, CommandError<A::Error>> {
         let (command_id, named_by_caller) = match metadata.command_id {
             Some(command_id) => (command_id, true),
             None => (CommandId::new(), false),
@@ -225,7 +246,7 @@ impl<A: Aggregate> Repository<A> {
             let attempt = self
                 .attempt(
                     id,
-                    &stream,
+                    stream,
                     command.clone(),
                     command_id,
                     &metadata,

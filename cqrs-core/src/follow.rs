@@ -55,16 +55,17 @@ impl Follower {
     }
 
     /// The next events, waiting up to `wait` for some when there are none yet: empty when
-    /// none came in that time.
+    /// none came in that time (events the filter rejects do not end the wait).
     pub async fn next(&mut self, wait: Duration) -> Result<Vec<RecordedEvent>> {
-        let events = self.read().await?;
-        if !events.is_empty() {
-            return Ok(events);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let events = self.read().await?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !events.is_empty() || left.is_zero() {
+                return Ok(events);
+            }
+            self.store.wait_for_events(self.after, left).await?;
         }
-        if self.store.wait_for_events(self.after, wait).await? {
-            return self.read().await;
-        }
-        Ok(Vec::new())
     }
 
     /// Where it has read to: every matching event up to here has been returned.

@@ -71,11 +71,14 @@ impl TraceParent {
         }
     }
 
-    /// The same trace, with a new parent id: what a step of it passes on.
+    /// The same trace, with a new parent id: what a step of it passes on. Only the flags
+    /// defined so far (sampled, random) are kept.
     pub fn child(&self) -> Self {
+        let flags = u8::from_str_radix(&self.flags, 16).unwrap_or(0) & 0x03;
         Self {
+            trace_id: self.trace_id.clone(),
             parent_id: random_hex(16),
-            ..self.clone()
+            flags: format!("{flags:02x}"),
         }
     }
 
@@ -131,5 +134,8 @@ mod tests {
         let child = root.child();
         assert_eq!(child.trace_id(), root.trace_id());
         assert_ne!(child, root);
+        // Flags not defined yet are not handed on.
+        let odd = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff");
+        assert!(odd.expect("valid").child().to_string().ends_with("-03"));
     }
 }

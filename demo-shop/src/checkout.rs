@@ -486,35 +486,67 @@ impl ProcessManager for Checkout {
         })?;
         match input {
             Input::Deadline(deadline) if deadline.name == PAYMENT_DEADLINE => {
+                // A deadline carries no metadata: its steps belong to the request that
+                // placed the order, whose correlation and trace the order's first event has.
+                let placed = self.placed_metadata(order_id).await?;
                 let caused = Metadata {
-                    correlation_id: Some(order_id.0),
+                    correlation_id: placed.correlation_id.or(Some(order_id.0)),
                     causation_id: Some(deadline.id),
                     actor: Some(NAME.into()),
+                    traceparent: placed.traceparent,
                     ..Metadata::default()
                 };
                 let mut r = Reaction { step, caused };
                 self.on_payment_deadline(state, &mut r, order_id).await
             }
             Input::Deadline(_) => Ok(()),
-            Input::Event(event) => match event.stream_id.category() {
-                c if c == Order::TYPE => {
-                    let envelope = event.decode::<OrderEvent>(&Order::upcasters())?;
-                    let mut r = Reaction {
-                        step,
-                        caused: Metadata::caused_by(&envelope),
-                    };
-                    self.on_order_event(state, &mut r, envelope.event).await
-                }
-                c if c == Payment::TYPE => {
-                    let envelope = event.decode::<PaymentEvent>(&Payment::upcasters())?;
-                    let mut r = Reaction {
-                        step,
-                        caused: Metadata::caused_by(&envelope),
-                    };
-                    self.on_payment_event(state, &mut r, envelope.event).await
-                }
-                _ => Ok(()),
-            },
+            Input::Event(event) => self.on_event(state, step, event).await,
+        }
+    }
+}
+
+impl Checkout {
+    /// The metadata of the order's first event (empty if it has none yet).
+    async fn placed_metadata(&self, order_id: OrderId) -> Result<Metadata, ApplyError> {
+        let stream = cqrs_core::StreamId::for_aggregate(Order::TYPE, &order_id.to_string())
+            .map_err(ApplyError::poison_from)?;
+        let first = self.orders.store().read_stream(&stream, 1, 1).await;
+        let first = first.map_err(|e| match e.is_retryable() {
+            true => ApplyError::transient(e),
+            false => ApplyError::poison_from(e),
+        })?;
+        Ok(first
+            .into_iter()
+            .next()
+            .map(|e| e.metadata)
+            .unwrap_or_default())
+    }
+
+    /// Reacts to an event of the order's, its payment's or its products' streams.
+    async fn on_event(
+        &self,
+        state: &mut CheckoutState,
+        step: &mut Step,
+        event: &cqrs_core::RecordedEvent,
+    ) -> Result<(), ApplyError> {
+        match event.stream_id.category() {
+            c if c == Order::TYPE => {
+                let envelope = event.decode::<OrderEvent>(&Order::upcasters())?;
+                let mut r = Reaction {
+                    step,
+                    caused: Metadata::caused_by(&envelope),
+                };
+                self.on_order_event(state, &mut r, envelope.event).await
+            }
+            c if c == Payment::TYPE => {
+                let envelope = event.decode::<PaymentEvent>(&Payment::upcasters())?;
+                let mut r = Reaction {
+                    step,
+                    caused: Metadata::caused_by(&envelope),
+                };
+                self.on_payment_event(state, &mut r, envelope.event).await
+            }
+            _ => Ok(()),
         }
     }
 }

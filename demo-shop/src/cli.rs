@@ -409,6 +409,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                     format!("--from {position:?}: use head, start or a position like 812/40")
                 })?,
             };
+            if let Some(bad) = categories
+                .iter()
+                .find(|c| cqrs_core::StreamId::category_ids(c).is_none())
+            {
+                return Err(format!("--category {bad:?}: a category is a stream id's part before the first '-', e.g. order").into());
+            }
             let filter = cqrs_core::EventFilter::all().categories(categories);
             let mut follower = cqrs_core::follow::Follower::new(store, after, filter);
             let mut printed = 0;
@@ -554,8 +560,6 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The shop on an existing, migrated database, for a command that only reads or operates:
-/// it changes no schema.
 /// One event on one line: position, stream and version, time, type, trace and correlation
 /// ids, payload.
 fn write_event(out: &mut impl Write, event: &cqrs_core::RecordedEvent) -> std::io::Result<()> {
@@ -579,6 +583,8 @@ fn write_event(out: &mut impl Write, event: &cqrs_core::RecordedEvent) -> std::i
     )
 }
 
+/// The shop on an existing, migrated database, for a command that only reads or operates:
+/// it changes no schema.
 async fn needs_database(setup: &Setup<'_>, what: &str) -> Result<Shop> {
     match setup.database_url {
         Some(url) => Ok(shop_on(setup, Storage::postgres_migrated(url).await?)),

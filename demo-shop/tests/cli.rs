@@ -176,18 +176,34 @@ async fn stream_and_follow_print_what_was_stored() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start follow");
+    // Killed on drop: a failing assertion leaves no follower running.
+    let mut tail = KilledOnDrop(tail);
     let mug = demo_shop::domain::money::Sku::new("MUG").expect("sku");
     shop.restock(mug, 3, &meta).await.expect("restock");
-    let tailed = tokio::task::spawn_blocking(move || tail.wait_with_output())
-        .await
-        .expect("join")
-        .expect("follow ends after one event");
-    let tailed = String::from_utf8_lossy(&tailed.stdout);
+    // Never hang the suite: give the follower 30 s to print the event and end.
+    let started = Instant::now();
+    while tail.0.try_wait().expect("poll follow").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "follow did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut tailed = String::new();
+    let stdout = tail.0.stdout.as_mut().expect("stdout");
+    std::io::Read::read_to_string(stdout, &mut tailed).expect("read follow's output");
     assert_eq!(tailed.lines().count(), 1, "{tailed}");
     assert!(
         tailed.contains("inventory-MUG@3") && tailed.contains(r#""quantity":3"#),
         "{tailed}"
     );
+
+    let bad = demo_shop()
+        .args(["--database-url", &db.url, "follow", "--category", "order-1"])
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--category \"order-1\""));
 
     let missing = demo_shop()
         .args(["--database-url", &db.url, "stream", "order-nope"])
@@ -196,4 +212,14 @@ async fn stream_and_follow_print_what_was_stored() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("holds no event"));
     db.drop_database().await;
+}
+
+/// A child process killed when dropped.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

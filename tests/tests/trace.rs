@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use cqrs_core::{EventFilter, EventStore, Metadata, Position, RecordedEvent, StreamId};
 use demo_shop::domain::money::{Money, Sku};
-use demo_shop::gateway::{SimulatedGateway, CARD_APPROVE};
+use demo_shop::gateway::{SimulatedGateway, CARD_APPROVE, CARD_UNAVAILABLE};
 use demo_shop::http_client::{request, request_with_headers};
 use demo_shop::shop::Shop;
 use demo_shop::storage::Storage;
@@ -32,10 +32,12 @@ async fn all_events(store: &dyn EventStore) -> Vec<RecordedEvent> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orders_trace_runs_from_the_request_to_the_warehouse_and_back() {
     let broker: Arc<dyn messaging::Broker> = Arc::new(messaging::ChannelBroker::new());
-    let shop = Arc::new(Shop::new(
-        Storage::in_memory(),
-        Arc::new(SimulatedGateway::new()),
-    ));
+    // A short payment timeout: the order whose gateway never answers is cancelled by the
+    // checkout's deadline, a step no event starts.
+    let shop = Arc::new(
+        Shop::new(Storage::in_memory(), Arc::new(SimulatedGateway::new()))
+            .with_payment_timeout(Duration::from_secs(1)),
+    );
     let warehouse = Warehouse::new(Storage::in_memory());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut workers = shop.spawn_workers(stopped.clone());
@@ -60,7 +62,8 @@ async fn an_orders_trace_runs_from_the_request_to_the_warehouse_and_back() {
         .await
         .expect("register");
     shop.restock(mug, 10, &meta).await.expect("restock");
-    let order = |customer: Uuid| json!({ "customer_id": customer, "lines": [{ "sku": "MUG", "quantity": 1 }], "card": CARD_APPROVE });
+    let order_with = |card: &str| json!({ "customer_id": Uuid::new_v4(), "lines": [{ "sku": "MUG", "quantity": 1 }], "card": card });
+    let order = |_: Uuid| order_with(CARD_APPROVE);
     let caller = format!("00-{TRACE_ID}-00f067aa0ba902b7-01");
     let (status, traced) = request_with_headers(
         addr,
@@ -77,6 +80,22 @@ async fn an_orders_trace_runs_from_the_request_to_the_warehouse_and_back() {
         .await
         .expect("place an order without a trace");
     assert_eq!(status, 202, "{untraced}");
+
+    let timed_out_trace = "0af7651916cd43dd8448eb211c80319c";
+    let (status, timed_out) = request_with_headers(
+        addr,
+        "POST",
+        "/orders",
+        Some(&order_with(CARD_UNAVAILABLE)),
+        &[(
+            "traceparent",
+            &format!("00-{timed_out_trace}-b7ad6b7169203331-01"),
+        )],
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("place an order whose payment never settles");
+    assert_eq!(status, 202, "{timed_out}");
 
     // Both orders go round: the warehouse ships them and tells the shop.
     let started = Instant::now();
@@ -126,6 +145,40 @@ async fn an_orders_trace_runs_from_the_request_to_the_warehouse_and_back() {
     assert!(other
         .iter()
         .all(|e| trace_id(e).as_deref() == Some(other_trace.as_str())));
+
+    // The order cancelled by the payment deadline: the cancellation, started by no event,
+    // is in the request's trace too.
+    let timed_out_id = timed_out["order_id"].as_str().expect("order id");
+    loop {
+        let (_, summary) = request(addr, "GET", &format!("/orders/{timed_out_id}"), None)
+            .await
+            .expect("order");
+        if summary["status"] == "cancelled" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{summary}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cancelled = shop
+        .storage()
+        .store
+        .read_stream(
+            &StreamId::new(format!("order-{timed_out_id}")).expect("stream"),
+            0,
+            100,
+        )
+        .await
+        .expect("read");
+    assert!(cancelled
+        .iter()
+        .any(|e| e.event.event_type == "OrderCancelled"));
+    for event in &cancelled {
+        assert_eq!(
+            trace_id(event).as_deref(),
+            Some(timed_out_trace),
+            "{event:?}"
+        );
+    }
 
     // The warehouse: its handler ran in the order's trace, so what it stored carries it.
     let shipped: Vec<RecordedEvent> = all_events(warehouse.storage().store.as_ref())

@@ -28,12 +28,13 @@ pub struct RequestContext {
 /// Middleware: reads or starts the trace, answers the request in a span with its trace and
 /// correlation ids, and sends the `traceparent` back.
 pub async fn trace_context(mut request: Request, next: Next) -> Response {
-    let trace = request
-        .headers()
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse)
-        .map_or_else(TraceParent::new_root, |caller| caller.child());
+    // Several `traceparent` headers, or one the rules refuse: a new trace, as the rules ask.
+    let mut headers = request.headers().get_all(TRACEPARENT).iter();
+    let caller = match (headers.next(), headers.next()) {
+        (Some(value), None) => value.to_str().ok().and_then(TraceParent::parse),
+        _ => None,
+    };
+    let trace = caller.map_or_else(TraceParent::new_root, |caller| caller.child());
     let context = RequestContext {
         trace,
         correlation_id: Uuid::new_v4(),
@@ -52,7 +53,11 @@ pub async fn trace_context(mut request: Request, next: Next) -> Response {
     let header = HeaderValue::from_str(&context.trace.to_string()).ok();
     request.extensions_mut().insert(context);
     let mut response = next.run(request).instrument(span).await;
-    if let Some(header) = header {
+    // A replayed answer belongs to the first request's trace, not this one's.
+    let replayed = response
+        .headers()
+        .contains_key(super::idempotency::REPLAYED);
+    if let (Some(header), false) = (header, replayed) {
         response.headers_mut().insert(TRACEPARENT, header);
     }
     response

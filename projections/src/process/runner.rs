@@ -469,7 +469,7 @@ impl<P: ProcessManager> ProcessRunner<P> {
                 let outcome = manager.react(&mut state, &input, &mut step).await;
                 (outcome, state)
             },
-            span,
+            span.clone(),
         )));
         let (reaction, state) =
             match tokio::time::timeout(self.options.reaction_timeout, &mut task.0).await {
@@ -510,13 +510,13 @@ impl<P: ProcessManager> ProcessRunner<P> {
             },
             Err(ApplyError::Poison(reason)) => {
                 let reason = cqrs_core::error::chain(reason.as_ref());
-                tracing::warn!(process = name, instance = %claimed.instance, %reason, "instance parked");
+                span.in_scope(|| tracing::warn!(process = name, instance = %claimed.instance, %reason, "instance parked"));
                 self.instances.park(name, &claimed, &reason).await?
             }
             Err(error) => {
                 let delay = self.options.backoff(claimed.attempts);
                 let error = cqrs_core::error::chain(&error);
-                tracing::debug!(process = name, instance = %claimed.instance, %error, ?delay, "instance retries");
+                span.in_scope(|| tracing::debug!(process = name, instance = %claimed.instance, %error, ?delay, "instance retries"));
                 self.instances
                     .retry_later(name, &claimed, &error, delay, &changes)
                     .await?
