@@ -132,6 +132,15 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// `metric`, registered under `name` with `help`.
+fn registered<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms, 1 ms, 2 ms … 4.1 s.
     Histogram::new(exponential_buckets(0.0005, 2.0, 14))
@@ -147,126 +156,34 @@ impl Metrics {
     /// Every metric at zero, registered.
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let appends = Family::<Outcome, Counter>::default();
-        registry.register(
-            "es_appends",
-            "Appends of the shop's commands to the event store, by outcome",
-            appends.clone(),
-        );
-        let append_seconds = latency_histogram();
-        registry.register(
-            "es_append_duration_seconds",
-            "How long an append took",
-            append_seconds.clone(),
-        );
-        let projection_commit = Family::<OfProjection, Gauge>::default();
-        registry.register(
-            "es_projection_position_commit",
-            "Commit part of the log position a projection's checkpoint is at",
-            projection_commit.clone(),
-        );
-        let projection_sequence = Family::<OfProjection, Gauge>::default();
-        registry.register(
-            "es_projection_position_sequence",
-            "Sequence part of the log position a projection's checkpoint is at",
-            projection_sequence.clone(),
-        );
-        let projection_lag_events = Family::<OfProjection, Gauge>::default();
-        registry.register(
-            "es_projection_lag_events",
-            "Events of the log after a projection's checkpoint, held-back ones included",
-            projection_lag_events.clone(),
-        );
-        let projection_lag_seconds = Family::<OfProjection, FloatGauge>::default();
-        registry.register(
-            "es_projection_lag_seconds",
-            "Age of the newest event a projection applied, while it is behind; 0 when caught up",
-            projection_lag_seconds.clone(),
-        );
-        let log_held_back = Gauge::default();
-        registry.register(
-            "es_log_held_back_events",
-            "Committed events no reader can see yet, held back by an open transaction",
-            log_held_back.clone(),
-        );
-        let projection_state = Family::<ProjectionState, Gauge>::default();
-        registry.register(
-            "es_projection_state",
-            "1 for the state a projection is in",
-            projection_state.clone(),
-        );
-        let projection_dead_letters = Family::<OfProjection, Gauge>::default();
-        registry.register(
-            "es_projection_dead_letters",
-            "Dead letters an operator still has to retry or skip",
-            projection_dead_letters.clone(),
-        );
-        let projection_lease = Family::<LeaseHolder, Gauge>::default();
-        registry.register(
-            "es_projection_lease_holder",
-            "1 for the process holding a projection's lease",
-            projection_lease.clone(),
-        );
-        let projection_lease_held = Family::<OfProjection, Gauge>::default();
-        registry.register(
-            "es_projection_lease_held",
-            "1 while some process holds a projection's lease, 0 while none does",
-            projection_lease_held.clone(),
-        );
-        let refresh_errors = Counter::default();
-        registry.register(
-            "es_metrics_refresh_errors",
-            "Scrapes whose gauges could not be read from the stores",
-            refresh_errors.clone(),
-        );
-        let process_instances = Family::<InstanceStatus, Gauge>::default();
-        registry.register(
-            "es_process_instances",
-            "Instances of a process manager, by status",
-            process_instances.clone(),
-        );
-        let process_due_inputs = Family::<OfProcess, Gauge>::default();
-        registry.register(
-            "es_process_due_inputs",
-            "Inputs of a process manager due and not handled yet",
-            process_due_inputs.clone(),
-        );
-        let http_requests = Family::<HttpRequest, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests answered, by route template and status",
-            http_requests.clone(),
-        );
-        let http_seconds =
-            Family::<HttpRoute, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
-        registry.register(
-            "http_request_duration_seconds",
-            "How long answering an HTTP request took",
-            http_seconds.clone(),
-        );
-        for outcome in APPEND_OUTCOMES {
-            appends.get_or_create(&Outcome { outcome }).inc_by(0);
-        }
-        Self {
-            registry,
-            appends,
-            append_seconds,
-            projection_commit,
-            projection_sequence,
-            projection_lag_events,
-            projection_lag_seconds,
-            log_held_back,
-            projection_state,
-            projection_dead_letters,
-            projection_lease,
-            projection_lease_held,
-            refresh_errors,
-            process_instances,
-            process_due_inputs,
-            http_requests,
-            http_seconds,
+        let r = &mut registry;
+        let metrics = Self {
+            appends: registered(r, "es_appends", "Append attempts of the shop's commands to the event store, by outcome", Family::default()),
+            append_seconds: registered(r, "es_append_duration_seconds", "How long an append attempt took", latency_histogram()),
+            projection_commit: registered(r, "es_projection_position_commit", "Commit part of the log position a projection's checkpoint is at", Family::default()),
+            projection_sequence: registered(r, "es_projection_position_sequence", "Sequence part of the log position a projection's checkpoint is at", Family::default()),
+            projection_lag_events: registered(r, "es_projection_lag_events", "Events of the log after a projection's checkpoint, held-back ones included", Family::default()),
+            projection_lag_seconds: registered(r, "es_projection_lag_seconds", "Age of the newest event a projection applied, while it is behind; 0 when caught up", Family::default()),
+            log_held_back: registered(r, "es_log_held_back_events", "Committed events no reader can see yet, held back by an open transaction", Gauge::default()),
+            projection_state: registered(r, "es_projection_state", "1 for the state a projection is in, 0 for the others", Family::default()),
+            projection_dead_letters: registered(r, "es_projection_dead_letters", "Dead letters an operator still has to retry or skip", Family::default()),
+            projection_lease: registered(r, "es_projection_lease_holder", "1 for the process holding a projection's lease", Family::default()),
+            projection_lease_held: registered(r, "es_projection_lease_held", "1 while some process holds a projection's lease, 0 while none does", Family::default()),
+            refresh_errors: registered(r, "es_metrics_refresh_errors", "Scrapes whose gauges could not be read from the stores", Counter::default()),
+            process_instances: registered(r, "es_process_instances", "Instances of a process manager, by status", Family::default()),
+            process_due_inputs: registered(r, "es_process_due_inputs", "Inputs of a process manager due and not handled yet", Family::default()),
+            http_requests: registered(r, "http_requests", "HTTP requests answered, by route template and status", Family::default()),
+            http_seconds: registered(r, "http_request_duration_seconds", "How long answering an HTTP request took", Family::new_with_constructor(latency_histogram as fn() -> _)),
             scraping: tokio::sync::Mutex::new(()),
+            registry,
+        };
+        for outcome in APPEND_OUTCOMES {
+            metrics
+                .appends
+                .get_or_create(&Outcome { outcome })
+                .inc_by(0);
         }
+        metrics
     }
 
     /// Counts one append attempt that ended with `outcome` after `took`.
