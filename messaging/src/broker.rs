@@ -157,23 +157,7 @@ mod wave_tests {
     use super::*;
 
     fn event(subject: &str) -> CloudEvent {
-        CloudEvent {
-            specversion: "1.0".into(),
-            id: uuid::Uuid::new_v4(),
-            source: "s".into(),
-            event_type: "T".into(),
-            subject: subject.into(),
-            time: chrono::Utc::now(),
-            datacontenttype: "application/json".into(),
-            data: serde_json::Value::Null,
-            category: "c".into(),
-            position: "1/1".into(),
-            streamversion: 1,
-            schemaversion: 1,
-            correlationid: None,
-            causationid: None,
-            traceparent: None,
-        }
+        crate::cloud_event::sample(subject)
     }
 
     #[test]

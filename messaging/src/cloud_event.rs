@@ -160,6 +160,28 @@ impl CloudEvent {
     }
 }
 
+/// A small event for the brokers' unit tests.
+#[cfg(test)]
+pub(crate) fn sample(subject: &str) -> CloudEvent {
+    CloudEvent {
+        specversion: SPEC_VERSION.into(),
+        id: Uuid::new_v4(),
+        source: "s".into(),
+        event_type: "T".into(),
+        subject: subject.into(),
+        time: Utc::now(),
+        datacontenttype: "application/json".into(),
+        data: Value::Null,
+        category: "c".into(),
+        position: "1/1".into(),
+        streamversion: 1,
+        schemaversion: 1,
+        correlationid: None,
+        causationid: None,
+        traceparent: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

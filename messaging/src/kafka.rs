@@ -225,11 +225,7 @@ impl Publisher for KafkaPublisher {
             records.push(Record {
                 key: Some(event.subject.as_bytes().to_vec()),
                 value: Some(event.to_bytes()),
-                headers: BTreeMap::from([
-                    ("ce_id".to_owned(), event.id.to_string().into_bytes()),
-                    ("ce_type".to_owned(), event.event_type.as_bytes().to_vec()),
-                    ("content-type".to_owned(), CONTENT_TYPE.as_bytes().to_vec()),
-                ]),
+                headers: record_headers(event),
                 timestamp: event.time,
             });
         }
@@ -476,9 +472,39 @@ impl Subscription for KafkaSubscription {
     }
 }
 
+/// A record's headers: the event's id and type, the content type, and its trace (for tools
+/// that read headers only; the body holds them all).
+fn record_headers(event: &CloudEvent) -> BTreeMap<String, Vec<u8>> {
+    let mut headers = BTreeMap::from([
+        ("ce_id".to_owned(), event.id.to_string().into_bytes()),
+        ("ce_type".to_owned(), event.event_type.as_bytes().to_vec()),
+        ("content-type".to_owned(), CONTENT_TYPE.as_bytes().to_vec()),
+    ]);
+    if let Some(trace) = &event.traceparent {
+        headers.insert("traceparent".to_owned(), trace.as_bytes().to_vec());
+    }
+    headers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_carries_its_trace_as_a_header() {
+        let mut event = crate::cloud_event::sample("order-1");
+        assert!(!record_headers(&event).contains_key("traceparent"));
+        event.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+        let headers = record_headers(&event);
+        assert_eq!(
+            headers.get("traceparent").map(Vec::as_slice),
+            event.traceparent.as_deref().map(str::as_bytes)
+        );
+        assert_eq!(
+            headers.get("ce_id"),
+            Some(&event.id.to_string().into_bytes())
+        );
+    }
 
     #[test]
     fn a_stream_always_goes_to_the_same_partition() {

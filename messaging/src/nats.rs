@@ -227,8 +227,7 @@ impl Publisher for NatsPublisher {
                     subject_token(&event.subject)
                 );
                 let message = PublishMessage::build()
-                    .message_id(event.id.to_string())
-                    .header("Content-Type", CONTENT_TYPE)
+                    .headers(message_headers(event))
                     .payload(std::mem::take(&mut bodies[i]).into());
                 match self.context.send_publish(subject, message).await {
                     Ok(ack) => acks.push((i, ack)),
@@ -341,5 +340,44 @@ impl Subscription for NatsSubscription {
             .await
             .map_err(|e| Error::unreachable(KIND, e))?;
         Ok(Some(info.num_pending + info.num_ack_pending as u64))
+    }
+}
+
+/// A message's headers: `Nats-Msg-Id` (JetStream's de-duplication key), the content type,
+/// and the event's trace (for tools that read headers only; the body holds it too).
+fn message_headers(event: &CloudEvent) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        event.id.to_string().as_str(),
+    );
+    headers.insert("Content-Type", CONTENT_TYPE);
+    if let Some(trace) = &event.traceparent {
+        headers.insert("traceparent", trace.as_str());
+    }
+    headers
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    #[test]
+    fn a_message_carries_its_id_and_trace_as_headers() {
+        let mut event = crate::cloud_event::sample("order-1");
+        let headers = message_headers(&event);
+        assert_eq!(
+            headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|v| v.as_str()),
+            Some(event.id.to_string().as_str())
+        );
+        assert!(headers.get("traceparent").is_none());
+        event.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+        let headers = message_headers(&event);
+        assert_eq!(
+            headers.get("traceparent").map(|v| v.as_str()),
+            event.traceparent.as_deref()
+        );
     }
 }

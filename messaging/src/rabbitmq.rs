@@ -308,13 +308,7 @@ impl RabbitPublisher {
         let mut failure = None;
         for &i in wave {
             let event = &events[i];
-            let properties = BasicProperties::default()
-                .with_message_id(event.id.to_string().into())
-                .with_delivery_mode(2)
-                .with_content_type(CONTENT_TYPE.into())
-                .with_type(event.event_type.as_str().into())
-                .with_app_id(event.source.as_str().into())
-                .with_timestamp(u64::try_from(event.time.timestamp()).unwrap_or(0));
+            let properties = properties_of(event);
             let routing_key = format!(
                 "{}.{}",
                 subject_token(&event.category),
@@ -424,5 +418,49 @@ impl Subscription for RabbitSubscription {
 
     async fn backlog(&mut self) -> Result<Option<u64>> {
         depth(&self.channel, &self.queue).await.map(Some)
+    }
+}
+
+/// A message's properties: the event's id, type and source, persistent delivery, the
+/// content type, the time, and its trace as a `traceparent` header (for tools that read
+/// properties only; the body holds them all).
+fn properties_of(event: &CloudEvent) -> BasicProperties {
+    let properties = BasicProperties::default()
+        .with_message_id(event.id.to_string().into())
+        .with_delivery_mode(2)
+        .with_content_type(CONTENT_TYPE.into())
+        .with_type(event.event_type.as_str().into())
+        .with_app_id(event.source.as_str().into())
+        .with_timestamp(u64::try_from(event.time.timestamp()).unwrap_or(0));
+    match &event.traceparent {
+        Some(trace) => {
+            let mut headers = FieldTable::default();
+            headers.insert(
+                "traceparent".into(),
+                AMQPValue::LongString(trace.as_str().into()),
+            );
+            properties.with_headers(headers)
+        }
+        None => properties,
+    }
+}
+
+#[cfg(test)]
+mod property_tests {
+    use super::*;
+
+    #[test]
+    fn a_message_carries_its_trace_as_a_header() {
+        let mut event = crate::cloud_event::sample("order-1");
+        assert!(properties_of(&event).headers().is_none());
+        let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        event.traceparent = Some(trace.into());
+        let properties = properties_of(&event);
+        let headers = properties.headers().as_ref().expect("headers");
+        let value = headers
+            .inner()
+            .get("traceparent")
+            .expect("a traceparent header");
+        assert_eq!(value, &AMQPValue::LongString(trace.into()));
     }
 }
