@@ -98,13 +98,29 @@ impl fmt::Display for TraceParent {
 /// `trace_id`, `correlation_id` and `causation_id` were declared (as `tracing::field::Empty`);
 /// what the metadata lacks stays empty.
 pub fn record_on(span: &tracing::Span, metadata: &crate::Metadata) {
-    if let Some(parent) = metadata.trace() {
+    record_ids(
+        span,
+        metadata.traceparent.as_deref(),
+        metadata.correlation_id,
+        metadata.causation_id,
+    );
+}
+
+/// [`record_on`] for ids carried elsewhere than in a [`Metadata`](crate::Metadata) (a
+/// message's attributes, say); a `traceparent` the W3C rules refuse is left out.
+pub fn record_ids(
+    span: &tracing::Span,
+    traceparent: Option<&str>,
+    correlation_id: Option<Uuid>,
+    causation_id: Option<Uuid>,
+) {
+    if let Some(parent) = traceparent.and_then(TraceParent::parse) {
         span.record("trace_id", parent.trace_id());
     }
-    if let Some(id) = metadata.correlation_id {
+    if let Some(id) = correlation_id {
         span.record("correlation_id", tracing::field::display(id));
     }
-    if let Some(id) = metadata.causation_id {
+    if let Some(id) = causation_id {
         span.record("causation_id", tracing::field::display(id));
     }
 }

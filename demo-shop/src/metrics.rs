@@ -89,14 +89,14 @@ struct OfProcess {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpRequest {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpRoute {
-    method: String,
+    method: &'static str,
     route: String,
 }
 
@@ -285,12 +285,7 @@ impl Metrics {
                     .set(1);
             }
         }
-        self.log_held_back.set(gauge(
-            gauges
-                .projections
-                .first()
-                .map_or(0, |(s, _)| s.held_back_events),
-        ));
+        self.log_held_back.set(gauge(gauges.held_back));
         let summary = &gauges.checkout;
         let process = crate::checkout::NAME.to_owned();
         let active = summary
@@ -333,6 +328,8 @@ struct Gauges {
     /// hosts: only its host can list them).
     projections: Vec<(projections::ProjectionStatus, Option<u64>)>,
     checkout: projections::process::ProcessSummary,
+    /// Committed events no reader can see yet (the log's, whatever projections there are).
+    held_back: u64,
 }
 
 impl Gauges {
@@ -347,9 +344,11 @@ impl Gauges {
             projections.push((status, open));
         }
         let checkout = shop.checkout_summary().await?;
+        let held_back = shop.storage().store.horizon().await?.held_back;
         Ok(Self {
             projections,
             checkout,
+            held_back,
         })
     }
 }
@@ -408,20 +407,25 @@ pub async fn scrape(State(shop): AppState) -> Result<Response, ApiError> {
     Ok(([(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)], text).into_response())
 }
 
-/// Middleware: counts every request by method, route template and status, and times it.
-pub async fn track_requests(State(shop): AppState, request: Request, next: Next) -> Response {
-    let method = method_label(request.method()).to_owned();
-    let route = request
+/// The route template a request matched (`/orders/{id}`), or `unmatched`.
+pub(crate) fn route_of(request: &Request) -> &str {
+    request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .map_or("unmatched", MatchedPath::as_str)
+}
+
+/// Middleware: counts every request by method, route template and status, and times it.
+pub async fn track_requests(State(shop): AppState, request: Request, next: Next) -> Response {
+    let method = method_label(request.method());
+    let route = route_of(&request).to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
     let metrics = shop.metrics();
     metrics
         .http_seconds
         .get_or_create(&HttpRoute {
-            method: method.clone(),
+            method,
             route: route.clone(),
         })
         .observe(started.elapsed().as_secs_f64());

@@ -491,3 +491,44 @@ async fn the_previous_releases_functions_still_answer() {
     assert_eq!(read.len(), 5);
     db.drop_database().await;
 }
+
+/// Snapshots are only a cache (invariant 11): a snapshot row the store cannot read (a
+/// negative schema version, a state that is not the aggregate's) is passed over, and the
+/// command runs on the state replayed from the events.
+#[tokio::test]
+async fn an_unreadable_snapshot_is_passed_over_for_the_events() {
+    let (store, db) = store().await;
+    let store: std::sync::Arc<dyn EventStore> = std::sync::Arc::new(store);
+    let with = cqrs_core::Repository::<cqrs_core::conformance::Counter>::new(
+        std::sync::Arc::clone(&store),
+        (),
+    )
+    .with_snapshots(cqrs_core::SnapshotPolicy::EveryNEvents(5));
+    let meta = Metadata::new_request();
+    for amount in 1..=10 {
+        with.execute("c1", amount, &meta).await.expect("execute");
+    }
+    for corruption in [
+        "UPDATE es_snapshots SET schema_version = -1",
+        "UPDATE es_snapshots SET schema_version = 1, state = '\"not a counter\"'",
+    ] {
+        sqlx::query(corruption)
+            .execute(&db.pool)
+            .await
+            .expect("corrupt the snapshot");
+        let loaded = with.load("c1").await.expect("load despite the snapshot");
+        assert_eq!(loaded.state.total, (1..=10).sum::<u64>(), "{corruption}");
+        assert_eq!(
+            loaded.replayed, 10,
+            "the events were replayed: {corruption}"
+        );
+    }
+    let stored = with
+        .execute("c1", 100, &meta)
+        .await
+        .expect("a command still runs");
+    assert_eq!(stored[0].stream_version, 11);
+    let loaded = with.load("c1").await.expect("load");
+    assert_eq!(loaded.state.total, (1..=10).sum::<u64>() + 100);
+    db.drop_database().await;
+}

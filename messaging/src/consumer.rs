@@ -379,7 +379,12 @@ impl<I: Inbox> Consumer<I> {
                         correlation_id = tracing::field::Empty,
                         causation_id = tracing::field::Empty,
                     );
-                    cqrs_core::trace::record_on(&span, &event.metadata());
+                    cqrs_core::trace::record_ids(
+                        &span,
+                        event.traceparent.as_deref(),
+                        event.correlationid,
+                        event.causationid,
+                    );
                     let handled =
                         tracing::Instrument::instrument(self.handler.handle(tx, event), span);
                     if let Err(error) = handled.await {

@@ -4,7 +4,7 @@
 //! request causes carries them, and on the span the request is answered in. The answer
 //! carries the `traceparent` of this service's part of the trace.
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -39,10 +39,7 @@ pub async fn trace_context(mut request: Request, next: Next) -> Response {
         trace,
         correlation_id: Uuid::new_v4(),
     };
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str());
+    let route = crate::metrics::route_of(&request);
     let span = tracing::info_span!(
         "http_request",
         method = %request.method(),
