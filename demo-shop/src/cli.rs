@@ -70,6 +70,27 @@ pub enum Command {
         /// The projection: order_summaries, product_stock, customer_orders or daily_sales.
         projection: String,
     },
+    /// Pauses a projection's worker, wherever it runs: it finishes the batch in hand, keeps
+    /// its lease and applies nothing more until `resume` (a rebuild goes on). Its read model
+    /// still answers queries, falling behind.
+    Pause {
+        /// The projection: order_summaries, product_stock, customer_orders, daily_sales or
+        /// a relay.
+        projection: String,
+    },
+    /// Lets a paused projection's worker go on from where it stopped.
+    Resume {
+        /// The projection.
+        projection: String,
+    },
+    /// Empties a read model at once and has the running worker replay the log into it from
+    /// the start; queries see it fill up again (`rebuild` keeps the old one serving
+    /// meanwhile). Its dead letters are closed; the replay parks again those that still
+    /// fail. Refused for a relay, which would publish every event again.
+    Reset {
+        /// The projection: order_summaries, product_stock, customer_orders or daily_sales.
+        projection: String,
+    },
     /// Prints every projection with its checkpoint and lag.
     Status,
     /// Prints a stream's events, oldest first: position, version, time, type, trace and
@@ -448,7 +469,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     out,
                     "{:<16} {:<11} {:>4} {:<20} {:<20} {:>10} {:>9.1}  {}",
                     s.name,
-                    format!("{:?}", s.state).to_lowercase(),
+                    s.state.as_str(),
                     s.generation,
                     s.checkpoint,
                     s.head,
@@ -495,6 +516,30 @@ pub async fn run(cli: Cli) -> Result<()> {
                     writeln!(out, "{projection}: event {event_id} skipped")?;
                 }
             }
+            Ok(())
+        }
+        Some(Command::Pause { projection }) => {
+            let shop = needs_database(url, "pause").await?;
+            shop.host().pause(&projection).await?;
+            writeln!(
+                out,
+                "paused {projection}: its worker applies nothing until `resume`"
+            )?;
+            Ok(())
+        }
+        Some(Command::Resume { projection }) => {
+            let shop = needs_database(url, "resume").await?;
+            shop.host().resume(&projection).await?;
+            writeln!(out, "resumed {projection}")?;
+            Ok(())
+        }
+        Some(Command::Reset { projection }) => {
+            let shop = needs_database(url, "reset").await?;
+            let generation = shop.host().reset(&projection).await?;
+            writeln!(
+                out,
+                "reset {projection}: generation {generation} is empty; the running worker replays the log into it"
+            )?;
             Ok(())
         }
         Some(Command::Rebuild { projection }) => {

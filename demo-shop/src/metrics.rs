@@ -11,7 +11,7 @@
 //! | `es_projection_lag_events` | gauge | `projection` | events of the log after its checkpoint, held-back ones included; events its filter skips count until its next idle checkpoint (a second at most); 0 when caught up |
 //! | `es_projection_lag_seconds` | gauge | `projection` | while it has events after its checkpoint: seconds since the newest event it applied was recorded (so after a long quiet spell, the length of that spell until it applies the new ones); 0 when caught up |
 //! | `es_log_held_back_events` | gauge | | committed events no reader can see yet, held back by an open transaction (the log's, not one projection's) |
-//! | `es_projection_state` | gauge | `projection`, `state`: `running`, `catching_up`, `stalled`, `failed`, `rebuilding` | 1 for the state it is in, 0 for the others |
+//! | `es_projection_state` | gauge | `projection`, `state`: `running`, `catching_up`, `stalled`, `failed`, `rebuilding`, `paused` | 1 for the state it is in, 0 for the others |
 //! | `es_projection_dead_letters` | gauge | `projection` | dead letters an operator has still to retry or skip (projections this process hosts) |
 //! | `es_projection_lease_held` | gauge | `projection` | 1 while a process holds its lease, 0 while none does |
 //! | `es_projection_lease_holder` | gauge | `projection`, `holder` | 1 for the process (`pid@host`) holding its lease |
@@ -265,11 +265,11 @@ impl Metrics {
                     .get_or_create(&of)
                     .set(gauge(*open));
             }
-            for (state, label_value) in STATES {
+            for state in projections::ProjectionState::ALL {
                 self.projection_state
                     .get_or_create(&ProjectionState {
                         projection: name.clone(),
-                        state: label_value,
+                        state: state.as_str(),
                     })
                     .set(i64::from(status.state == state));
             }
@@ -312,15 +312,6 @@ impl Metrics {
 
 /// How long a scrape may spend reading the gauges from the stores.
 pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The states of `es_projection_state`, each with its label value.
-const STATES: [(projections::ProjectionState, &str); 5] = [
-    (projections::ProjectionState::Running, "running"),
-    (projections::ProjectionState::CatchingUp, "catching_up"),
-    (projections::ProjectionState::Stalled, "stalled"),
-    (projections::ProjectionState::Failed, "failed"),
-    (projections::ProjectionState::Rebuilding, "rebuilding"),
-];
 
 /// What the gauges show, read from the stores.
 struct Gauges {

@@ -214,6 +214,96 @@ async fn stream_and_follow_print_what_was_stored() {
     db.drop_database().await;
 }
 
+/// Pause, resume and reset from the command line, against a database the CLI shares with a
+/// running shop: the status says so, and a reset read model is replayed by the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_reset_a_projection() {
+    let db = eventstore_postgres::testing::TestDatabase::create(4).await;
+    let storage = demo_shop::storage::Storage::from_pool(db.pool.clone())
+        .await
+        .expect("migrate");
+    let shop = demo_shop::shop::Shop::new(
+        storage,
+        std::sync::Arc::new(demo_shop::gateway::SimulatedGateway::new()),
+    );
+    let meta = cqrs_core::Metadata::new_request();
+    let mug = demo_shop::domain::money::Sku::new("MUG").expect("sku");
+    shop.register_product(
+        mug.clone(),
+        "Mug".into(),
+        demo_shop::domain::money::Money(1_200),
+        &meta,
+    )
+    .await
+    .expect("register");
+    shop.settle().await.expect("settle");
+    let run = |args: &[&str]| {
+        let mut all = vec!["--database-url", db.url.as_str()];
+        all.extend(args);
+        let out = demo_shop().args(&all).output().expect("run demo-shop");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let state_of = |status: &str, projection: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(&format!("{projection} ")))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_owned)
+    };
+
+    let (ok, out, err) = run(&["pause", "product_stock"]);
+    assert!(ok && out.contains("paused product_stock"), "{out}{err}");
+    let (_, status, _) = run(&["status"]);
+    assert_eq!(
+        state_of(&status, "product_stock").as_deref(),
+        Some("paused"),
+        "{status}"
+    );
+    assert_eq!(
+        state_of(&status, "order_summaries").as_deref(),
+        Some("running"),
+        "{status}"
+    );
+    assert!(
+        matches!(
+            shop.host().catch_up().await,
+            Err(projections::Error::Paused(_))
+        ),
+        "a paused projection does not catch up"
+    );
+    let (ok, out, err) = run(&["resume", "product_stock"]);
+    assert!(ok && out.contains("resumed product_stock"), "{out}{err}");
+    let (_, status, _) = run(&["status"]);
+    assert_eq!(
+        state_of(&status, "product_stock").as_deref(),
+        Some("running"),
+        "{status}"
+    );
+
+    let (ok, out, err) = run(&["reset", "product_stock"]);
+    assert!(ok && out.contains("generation 2 is empty"), "{out}{err}");
+    let products = demo_shop::read_models::product_stock::products(shop.host())
+        .await
+        .expect("products");
+    assert!(
+        products.is_empty(),
+        "the reset read model is empty: {products:?}"
+    );
+    shop.settle().await.expect("replay");
+    let products = demo_shop::read_models::product_stock::products(shop.host())
+        .await
+        .expect("products");
+    assert_eq!(products.len(), 1, "the replay brought the product back");
+
+    let (ok, _, err) = run(&["pause", "no_such"]);
+    assert!(!ok && err.contains("unknown projection `no_such`"), "{err}");
+    db.drop_database().await;
+}
+
 /// A child process killed when dropped.
 struct KilledOnDrop(std::process::Child);
 

@@ -101,6 +101,11 @@ pub enum Error {
         reason: String,
     },
 
+    /// An operator paused the projection: its live worker begins no batch until it is
+    /// resumed ([`ProjectionHost::resume`](crate::ProjectionHost::resume)).
+    #[error("projection `{0}` is paused")]
+    Paused(String),
+
     /// A projection with side effects cannot be rebuilt by replay.
     #[error("projection `{0}` has side effects and is never replayed")]
     NotReplayable(String),

@@ -337,6 +337,52 @@ impl ProjectionHost {
         self.target.wait_for(name, position, timeout).await
     }
 
+    /// Pauses the live worker of `name`, wherever it runs: it finishes the batch in hand,
+    /// keeps the lease and applies nothing more until [`resume`](Self::resume)d (a rebuild
+    /// goes on). Its status reads [`ProjectionState::Paused`](crate::ProjectionState::Paused).
+    /// Pausing a paused projection changes nothing.
+    pub async fn pause(&self, name: &str) -> Result<()> {
+        self.set_paused(name, true).await
+    }
+
+    /// Lets the paused worker of `name` go on from its checkpoint (within
+    /// [`RunnerOptions::paused_recheck`]).
+    pub async fn resume(&self, name: &str) -> Result<()> {
+        self.set_paused(name, false).await
+    }
+
+    /// Registers `name` (a projection no worker has run yet can be paused or reset too) and
+    /// returns it.
+    async fn registered(&self, name: &str) -> Result<&Arc<dyn Projection>> {
+        let projection = self.projection(name)?;
+        self.target.register(name, projection.version()).await?;
+        Ok(projection)
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<()> {
+        self.registered(name).await?;
+        if self.target.set_paused(name, paused).await? {
+            Ok(())
+        } else {
+            Err(Error::UnknownProjection(name.to_owned()))
+        }
+    }
+
+    /// Empties the read model of `name` and has its live worker replay the log into it from
+    /// the start (see [`Target::reset`]); returns the new generation. Queries see the read
+    /// model fill up again; [`rebuild`](Self::rebuild) is the way to keep serving the old
+    /// one meanwhile. [`Error::NotReplayable`] for a projection with side effects (a relay,
+    /// say: a replay would do them all again).
+    pub async fn reset(&self, name: &str) -> Result<u64> {
+        if self.registered(name).await?.has_side_effects() {
+            return Err(Error::NotReplayable(name.to_owned()));
+        }
+        self.target
+            .reset(name)
+            .await?
+            .ok_or_else(|| Error::UnknownProjection(name.to_owned()))
+    }
+
     /// The dead letters of `name`, across generations, oldest first.
     pub async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>> {
         self.projection(name)?;
@@ -434,6 +480,9 @@ trait HostedTarget: Send + Sync + 'static {
         event_id: Uuid,
         resolution: Resolution,
     ) -> Result<bool>;
+    async fn register(&self, name: &str, version: u32) -> Result<()>;
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<bool>;
+    async fn reset(&self, name: &str) -> Result<Option<u64>>;
     async fn get(&self, projection: &str, collection: &str, key: &str) -> Result<Option<Value>>;
     async fn list(&self, projection: &str, collection: &str) -> Result<Vec<(String, Value)>>;
 }
@@ -476,6 +525,18 @@ impl<T: Target> HostedTarget for T {
         resolution: Resolution,
     ) -> Result<bool> {
         Target::resolve_dead_letter(self, name, event_id, resolution).await
+    }
+
+    async fn register(&self, name: &str, version: u32) -> Result<()> {
+        Target::register(self, name, version).await.map(drop)
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<bool> {
+        Target::set_paused(self, name, paused).await
+    }
+
+    async fn reset(&self, name: &str) -> Result<Option<u64>> {
+        Target::reset(self, name).await
     }
 
     async fn get(&self, projection: &str, collection: &str, key: &str) -> Result<Option<Value>> {

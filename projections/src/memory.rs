@@ -49,6 +49,8 @@ struct State {
     /// Per projection, in the order first met.
     dead_letters: BTreeMap<String, Vec<DeadLetter>>,
     leases: HashMap<String, MemoryLease>,
+    /// Since when each paused projection is paused.
+    paused: HashMap<String, DateTime<Utc>>,
 }
 
 impl MemoryTarget {
@@ -172,6 +174,7 @@ impl State {
             checkpoint,
             rebuilding,
             lease,
+            paused_at: self.paused.get(name).copied(),
         })
     }
 
@@ -305,11 +308,17 @@ impl Target for MemoryTarget {
             Role::Live | Role::Rebuild => Gate::Shared(gate.read_owned().await),
             Role::Switch => Gate::Exclusive(gate.write_owned().await),
         };
-        let active = *self
-            .lock()
-            .active
-            .get(name)
-            .ok_or_else(|| Error::UnknownProjection(name.to_owned()))?;
+        let (active, paused) = {
+            let state = self.lock();
+            let active = *state
+                .active
+                .get(name)
+                .ok_or_else(|| Error::UnknownProjection(name.to_owned()))?;
+            (active, state.paused.contains_key(name))
+        };
+        if paused && role == Role::Live {
+            return Err(Error::Paused(name.to_owned()));
+        }
         let plays_its_role = match role {
             Role::Live => active == generation,
             Role::Rebuild | Role::Switch => generation > active,
@@ -430,6 +439,52 @@ impl Target for MemoryTarget {
             }
         }
         Ok(())
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<bool> {
+        let mut state = self.lock();
+        if !state.active.contains_key(name) {
+            return Ok(false);
+        }
+        if paused {
+            state.paused.entry(name.to_owned()).or_insert_with(Utc::now);
+        } else {
+            state.paused.remove(name);
+        }
+        Ok(true)
+    }
+
+    async fn reset(&self, name: &str) -> Result<Option<u64>> {
+        let _gate = self.gate(name).write_owned().await;
+        let generation = {
+            let mut state = self.lock();
+            let Some(active) = state.active.get(name).copied() else {
+                return Ok(None);
+            };
+            let of_name = (name.to_owned(), 0)..=(name.to_owned(), u64::MAX);
+            let newest = state
+                .checkpoints
+                .range(of_name)
+                .next_back()
+                .map_or(active, |((_, g), _)| *g);
+            let version = state
+                .checkpoints
+                .get(&(name.to_owned(), active))
+                .map_or(0, |c| c.version);
+            let generation = newest + 1;
+            state
+                .checkpoints
+                .insert((name.to_owned(), generation), Checkpoint::start(version));
+            state.active.insert(name.to_owned(), generation);
+            for letter in state.dead_letters.entry(name.to_owned()).or_default() {
+                if letter.generation < generation && letter.status.is_open() {
+                    letter.status = DeadLetterStatus::Retried;
+                }
+            }
+            generation
+        };
+        self.retire_generations(name).await?;
+        Ok(Some(generation))
     }
 
     async fn retire_generations(&self, name: &str) -> Result<u64> {

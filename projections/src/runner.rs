@@ -42,6 +42,9 @@ pub struct RunnerOptions {
     /// How often a stopped projection (an event it cannot handle) looks whether an operator
     /// has retried or skipped the event.
     pub failed_recheck: Duration,
+    /// How often a paused projection's worker (which keeps the lease) looks whether an
+    /// operator has resumed it.
+    pub paused_recheck: Duration,
 }
 
 impl Default for RunnerOptions {
@@ -56,6 +59,7 @@ impl Default for RunnerOptions {
             idle_checkpoint_every: Duration::from_secs(1),
             lease: LeaseOptions::default(),
             failed_recheck: Duration::from_secs(2),
+            paused_recheck: Duration::from_millis(500),
         }
     }
 }
@@ -296,11 +300,47 @@ impl<T: Target> ProjectionRunner<T> {
                 .await
             {
                 Err(Error::GenerationMoved { active, .. }) => {
-                    tracing::info!(projection = %name, from = cursor.generation, to = active, "a rebuild switched a new generation in; moving over");
+                    tracing::info!(projection = %name, from = cursor.generation, to = active, "a new generation was switched in (a rebuild or a reset); moving over");
+                }
+                // The caller of `run_until_caught_up` learns of the pause; a worker sits it out.
+                Err(Error::Paused(_)) if until.is_none() => {
+                    if let Some(stint) = self.sit_out_pause(token, shutdown).await? {
+                        return Ok(stint);
+                    }
                 }
                 other => return other,
             }
         }
+    }
+
+    /// Keeps the lease while an operator has paused the projection, looking every
+    /// [`RunnerOptions::paused_recheck`] whether it was resumed. `None` once it was (the
+    /// worker goes on from its checkpoint); the stint's end if the worker must stop first.
+    async fn sit_out_pause<S>(&self, token: &LeaseToken, shutdown: &mut S) -> Result<Option<Stint>>
+    where
+        S: Future<Output = ()> + Unpin + Send,
+    {
+        let name = self.projection.name();
+        tracing::info!(projection = %name, "paused by an operator; holding the lease until resumed");
+        loop {
+            tokio::select! {
+                _ = &mut *shutdown => return Ok(Some(Stint::ShutDown)),
+                _ = tokio::time::sleep(self.options.paused_recheck) => {}
+            }
+            if !token.is_live() {
+                return Ok(Some(Stint::LeaseLost));
+            }
+            match self.target.state(name).await {
+                Ok(Some(state)) if state.paused_at.is_some() => {}
+                Ok(_) => break,
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(projection = %name, error = %e, "cannot read whether it was resumed")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::info!(projection = %name, "resumed");
+        Ok(None)
     }
 
     /// Checks the state before work: superseded, outdated (then rebuilt first), or stopped.

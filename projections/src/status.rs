@@ -23,6 +23,33 @@ pub enum ProjectionState {
     Failed,
     /// A new generation is being built by replay.
     Rebuilding,
+    /// Paused by an operator: its worker holds the lease and applies nothing until resumed
+    /// (a rebuild under way goes on).
+    Paused,
+}
+
+impl ProjectionState {
+    /// Every state, in the order of the enum.
+    pub const ALL: [Self; 6] = [
+        Self::Running,
+        Self::CatchingUp,
+        Self::Stalled,
+        Self::Failed,
+        Self::Rebuilding,
+        Self::Paused,
+    ];
+
+    /// The state's name as it is serialised (`catching_up`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::CatchingUp => "catching_up",
+            Self::Stalled => "stalled",
+            Self::Failed => "failed",
+            Self::Rebuilding => "rebuilding",
+            Self::Paused => "paused",
+        }
+    }
 }
 
 /// One projection's status.
@@ -63,6 +90,8 @@ pub struct ProjectionStatus {
     pub error_event_id: Option<uuid::Uuid>,
     /// How far a rebuild under way has got (0 to 1).
     pub rebuild_progress: Option<f64>,
+    /// Since when an operator has paused it, if they have.
+    pub paused_at: Option<chrono::DateTime<Utc>>,
 }
 
 /// Events behind beyond which a running projection counts as catching up.
@@ -105,6 +134,7 @@ pub async fn status<T: Target>(
         let rebuild_failure = s.rebuilding.as_ref().and_then(|(_, c)| c.failure.as_ref());
         let failure: Option<&Failure> = s.failure().or(rebuild_failure);
         let state = match (failure, &s.rebuilding) {
+            _ if s.paused_at.is_some() => ProjectionState::Paused,
             (Some(_), _) => ProjectionState::Failed,
             (None, Some(_)) => ProjectionState::Rebuilding,
             _ if readable_lag > CATCHING_UP_LAG => ProjectionState::CatchingUp,
@@ -142,6 +172,7 @@ pub async fn status<T: Target>(
             error_position: failure.map(|f| f.position.to_string()),
             error_event_id: failure.map(|f| f.event_id),
             rebuild_progress,
+            paused_at: s.paused_at,
             name: s.name,
         });
     }

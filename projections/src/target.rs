@@ -56,6 +56,8 @@ pub struct StoredState {
     pub rebuilding: Option<(u64, Checkpoint)>,
     /// Who holds the projection's lease, if anyone.
     pub lease: Option<LeaseInfo>,
+    /// Since when an operator has paused it, if they have.
+    pub paused_at: Option<DateTime<Utc>>,
 }
 
 impl StoredState {
@@ -103,8 +105,9 @@ pub enum Role {
 /// - a batch's writes, its dead letters and its checkpoint commit together, by compare-and-set
 ///   on the position the batch started from, on its generation still playing its
 ///   [`Role`], and (for a live batch) on its lease's epoch still being current;
-/// - a batch can only begin on a generation that plays its role, and the generation it
-///   writes is not retired while it is open;
+/// - a batch can only begin on a generation that plays its role (and a live one only while
+///   the projection is not paused), and the generation it writes is not retired while it
+///   is open;
 /// - generations only move forward: [`switch_generation`](Target::switch_generation) is a
 ///   compare-and-set that a stale or repeated switch loses, changing nothing.
 #[async_trait]
@@ -199,6 +202,25 @@ pub trait Target: Clone + Send + Sync + 'static {
             Err(e) => Err(e),
         }
     }
+
+    /// Pauses (`true`) or resumes (`false`) the live worker of `name`: while paused, a
+    /// [`Role::Live`] batch cannot [`begin`](Target::begin) (it fails with
+    /// [`Error::Paused`](crate::Error::Paused)); rebuilds go on. Returns `false` if `name`
+    /// was never registered. Pausing a paused projection keeps the time it was first paused.
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<bool>;
+
+    /// Starts the read model of `name` again from the start of the log, at once: a new, empty
+    /// generation (built by the active one's version) becomes the one queries read, the live
+    /// worker moves over to it and replays the log, and the generations before it are
+    /// retired. Their open dead letters are closed (the replay meets those events again and
+    /// parks them anew if they still fail); a stop at a failure ends with them. Waits for the
+    /// batches in flight, like a switch. Returns the new generation, `None` if `name` was
+    /// never registered.
+    ///
+    /// Queries see the read model empty and filling up; a rebuild
+    /// ([`ProjectionRunner::rebuild`](crate::ProjectionRunner::rebuild)) keeps serving the old
+    /// one until the new one has caught up, at the cost of building both side by side.
+    async fn reset(&self, name: &str) -> Result<Option<u64>>;
 
     /// Deletes the read models and checkpoints of generations older than the active one
     /// (no batch can write them any more). Returns how many generations went.

@@ -95,7 +95,8 @@ impl PgTarget {
                     r.generation AS r_generation, r.version AS r_version, r.commit AS r_commit, \
                     r.sequence AS r_sequence, r.last_recorded_at AS r_last_recorded_at, \
                     r.failure AS r_failure, \
-                    l.holder, l.epoch, l.expires_at > clock_timestamp() AS lease_live \
+                    l.holder, l.epoch, l.expires_at > clock_timestamp() AS lease_live, \
+                    s.paused_at \
              FROM projection_state s \
              JOIN projection_checkpoints c ON c.name = s.name AND c.generation = s.active_generation \
              LEFT JOIN LATERAL (SELECT * FROM projection_checkpoints r \
@@ -185,6 +186,7 @@ fn state_of(row: &PgRow) -> Result<StoredState> {
         checkpoint: checkpoint_of(row, "")?,
         rebuilding,
         lease,
+        paused_at: row.try_get("paused_at")?,
     })
 }
 
@@ -311,13 +313,19 @@ impl Target for PgTarget {
         .execute(&mut *tx)
         .await?;
         // A statement of its own, so that its snapshot is taken once the gate is held: a
-        // switch that committed while this batch waited is seen.
-        let active: Option<i64> =
-            sqlx::query_scalar("SELECT active_generation FROM projection_state WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let active = u64_of(active.ok_or_else(|| Error::UnknownProjection(name.to_owned()))?)?;
+        // switch (or a reset) that committed while this batch waited is seen.
+        let row: Option<(i64, bool)> = sqlx::query_as(
+            "SELECT active_generation, paused_at IS NOT NULL FROM projection_state WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (active, paused) = row.ok_or_else(|| Error::UnknownProjection(name.to_owned()))?;
+        let active = u64_of(active)?;
+        if paused && role == Role::Live {
+            let _ = tx.rollback().await;
+            return Err(Error::Paused(name.to_owned()));
+        }
         let plays_its_role = match role {
             Role::Live => active == generation,
             Role::Rebuild | Role::Switch => generation > active,
@@ -478,6 +486,64 @@ impl Target for PgTarget {
         }
         batch.tx.commit().await?;
         Ok(())
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<bool> {
+        let updated = sqlx::query(
+            "UPDATE projection_state \
+             SET paused_at = CASE WHEN $2 THEN coalesce(paused_at, now()) END, updated_at = now() \
+             WHERE name = $1",
+        )
+        .bind(name)
+        .bind(paused)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    async fn reset(&self, name: &str) -> Result<Option<u64>> {
+        let mut tx = self.pool.begin().await?;
+        // The switch's gate, exclusively: the batches in flight end first, and new ones see
+        // the new generation.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('projection_generation:' || $1, 0))",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        let generation: Option<i64> = sqlx::query_scalar(
+            "WITH next AS ( \
+                 SELECT s.name, (SELECT max(generation) + 1 FROM projection_checkpoints c \
+                                 WHERE c.name = s.name) AS generation, \
+                        a.version \
+                 FROM projection_state s \
+                 JOIN projection_checkpoints a ON a.name = s.name AND a.generation = s.active_generation \
+                 WHERE s.name = $1 FOR UPDATE OF s), \
+             created AS ( \
+                 INSERT INTO projection_checkpoints (name, generation, version, commit, sequence) \
+                 SELECT name, generation, version, 0, 0 FROM next) \
+             UPDATE projection_state s SET active_generation = next.generation, updated_at = now() \
+             FROM next WHERE s.name = next.name \
+             RETURNING s.active_generation",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(generation) = generation else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "UPDATE projection_dead_letters SET status = 'retried', resolved_at = now() \
+             WHERE projection = $1 AND generation < $2 AND status IN ('parked', 'retry')",
+        )
+        .bind(name)
+        .bind(generation)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.retire_generations(name).await?;
+        Ok(Some(u64_of(generation)?))
     }
 
     async fn retire_generations(&self, name: &str) -> Result<u64> {

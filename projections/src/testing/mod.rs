@@ -50,7 +50,9 @@ macro_rules! target_scenarios {
             wait_for_reports_reached_timed_out_and_failed,
             dead_letters_belong_to_their_generation,
             an_older_version_is_never_switched_in,
-            a_stopped_rebuild_waits_for_the_operator
+            a_stopped_rebuild_waits_for_the_operator,
+            a_paused_worker_keeps_its_lease_and_applies_nothing,
+            a_reset_replays_the_log_into_an_empty_read_model
         );
     };
     (@each $fresh:path; $($name:ident),* $(,)?) => {
@@ -1433,6 +1435,194 @@ pub async fn a_stopped_rebuild_waits_for_the_operator<T: Target + Clone>(
         vec![("tally-a".to_owned(), Tally { count: 2, total: 6 })],
         "version 2 counts twice, without the skipped event"
     );
+    let _ = stop.send(());
+    worker.await.expect("task").expect("clean stop");
+}
+
+/// A paused projection's worker keeps the lease and applies nothing (its status says
+/// paused, its lag grows); a rebuild goes on meanwhile; once resumed, the worker moves over
+/// to the rebuilt generation and every event is in the read model once.
+pub async fn a_paused_worker_keeps_its_lease_and_applies_nothing<T: Target + Clone>(
+    store: Arc<dyn EventStore>,
+    target: T,
+) {
+    let mut expected = seed(store.as_ref(), 3, 5).await;
+    let live = runner(Arc::clone(&store), target.clone(), 1, ErrorPolicy::Stop);
+    let (stop, worker) = spawn_live(live.clone());
+    let caught_up = |expected: Vec<(String, Tally)>| {
+        let target = target.clone();
+        move || {
+            let (target, expected) = (target.clone(), expected.clone());
+            async move { tallies(&target).await == expected }
+        }
+    };
+    eventually(
+        Duration::from_secs(15),
+        "the worker did not catch up",
+        caught_up(expected.clone()),
+    )
+    .await;
+    assert!(
+        !target.set_paused("no_such", true).await.expect("pause"),
+        "an unknown name is not paused"
+    );
+    assert!(target.set_paused("tallies", true).await.expect("pause"));
+    let paused_at = target
+        .state("tallies")
+        .await
+        .expect("state")
+        .expect("registered")
+        .paused_at;
+    assert!(paused_at.is_some());
+    assert!(target
+        .set_paused("tallies", true)
+        .await
+        .expect("pause again"));
+    assert_eq!(
+        target
+            .state("tallies")
+            .await
+            .expect("state")
+            .expect("registered")
+            .paused_at,
+        paused_at,
+        "pausing again keeps the first time"
+    );
+
+    append(store.as_ref(), "tally-000", vec![added(100)]).await;
+    // Longer than the worker's idle wait and idle checkpoint: it would have applied it.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        tallies(&target).await,
+        expected,
+        "a paused worker applied an event"
+    );
+    let statuses = status(store.as_ref(), &target).await.expect("status");
+    assert_eq!(statuses[0].state, ProjectionState::Paused);
+    assert!(statuses[0].lag_events >= 1, "{statuses:?}");
+    assert!(
+        statuses[0].lease_holder.is_some(),
+        "the paused worker let its lease go"
+    );
+    assert!(matches!(
+        target
+            .begin("tallies", statuses[0].generation, Role::Live, None)
+            .await,
+        Err(Error::Paused(_))
+    ));
+
+    let report = live
+        .rebuild(|_| {})
+        .await
+        .expect("a rebuild goes on while paused");
+    expected[0].1.count += 1;
+    expected[0].1.total += 100;
+    assert_eq!(
+        tallies(&target).await,
+        expected,
+        "the rebuilt model has every event"
+    );
+    assert!(report.generation > statuses[0].generation);
+
+    assert!(target.set_paused("tallies", false).await.expect("resume"));
+    append(store.as_ref(), "tally-001", vec![added(10)]).await;
+    expected[1].1.count += 1;
+    expected[1].1.total += 10;
+    eventually(
+        Duration::from_secs(15),
+        "the resumed worker did not go on",
+        caught_up(expected.clone()),
+    )
+    .await;
+    let statuses = status(store.as_ref(), &target).await.expect("status");
+    assert_eq!(statuses[0].state, ProjectionState::Running);
+    assert_eq!(statuses[0].paused_at, None);
+    let _ = stop.send(());
+    worker.await.expect("task").expect("clean stop");
+    assert_eq!(tallies(&target).await, expected, "each event once");
+}
+
+/// A reset makes a new, empty generation the one queries read at once; the live worker
+/// moves over and replays the whole log into it; the dead letters of the old generation are
+/// closed and met again by the replay.
+pub async fn a_reset_replays_the_log_into_an_empty_read_model<T: Target + Clone>(
+    store: Arc<dyn EventStore>,
+    target: T,
+) {
+    let expected = seed(store.as_ref(), 4, 6).await;
+    let poison = noted("poison");
+    let poison_id = poison.event_id;
+    append(store.as_ref(), "tally-p", vec![poison]).await;
+    let live = runner(
+        Arc::clone(&store),
+        target.clone(),
+        1,
+        ErrorPolicy::DeadLetter,
+    );
+    live.run_until_caught_up().await.expect("catch up");
+    assert_eq!(tallies(&target).await, expected);
+    let before = target
+        .state("tallies")
+        .await
+        .expect("state")
+        .expect("registered");
+
+    assert_eq!(target.reset("no_such").await.expect("reset"), None);
+    let generation = target
+        .reset("tallies")
+        .await
+        .expect("reset")
+        .expect("registered");
+    assert!(generation > before.active_generation);
+    let after = target
+        .state("tallies")
+        .await
+        .expect("state")
+        .expect("registered");
+    assert_eq!(after.active_generation, generation);
+    assert_eq!(after.checkpoint.position, cqrs_core::Position::START);
+    assert!(after.rebuilding.is_none(), "{after:?}");
+    assert!(
+        tallies(&target).await.is_empty(),
+        "queries read the new, empty generation"
+    );
+    let letters = target.dead_letters("tallies").await.expect("letters");
+    assert_eq!(
+        (letters.len(), letters[0].status),
+        (1, crate::DeadLetterStatus::Retried)
+    );
+    assert!(matches!(
+        target
+            .begin("tallies", before.active_generation, Role::Live, None)
+            .await,
+        Err(Error::GenerationMoved { .. })
+    ));
+
+    let (stop, worker) = spawn_live(live);
+    eventually(
+        Duration::from_secs(15),
+        "the reset model was not replayed",
+        || {
+            let (target, expected) = (target.clone(), expected.clone());
+            async move { tallies(&target).await == expected }
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(15),
+        "the replay did not meet the poison again",
+        || {
+            let target = target.clone();
+            async move {
+                let letters = target.dead_letters("tallies").await.expect("letters");
+                letters.len() == 1
+                    && letters[0].failure.event_id == poison_id
+                    && letters[0].status == crate::DeadLetterStatus::Parked
+                    && letters[0].generation == generation
+            }
+        },
+    )
+    .await;
     let _ = stop.send(());
     worker.await.expect("task").expect("clean stop");
 }
