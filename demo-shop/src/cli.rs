@@ -70,12 +70,12 @@ pub enum Command {
         /// The projection: order_summaries, product_stock, customer_orders or daily_sales.
         projection: String,
     },
-    /// Pauses a projection's worker, wherever it runs: it finishes the batch in hand, keeps
-    /// its lease and applies nothing more until `resume` (a rebuild goes on). Its read model
-    /// still answers queries, falling behind.
+    /// Pauses a projection's worker, wherever it runs: the batch in flight ends first, then
+    /// the worker keeps its lease and applies nothing more until `resume` (a rebuild goes on).
+    /// Its read model still answers queries, falling behind. Workers of releases before
+    /// pausing existed do not see the pause.
     Pause {
-        /// The projection: order_summaries, product_stock, customer_orders, daily_sales or
-        /// a relay.
+        /// The projection: order_summaries, product_stock, customer_orders or daily_sales.
         projection: String,
     },
     /// Lets a paused projection's worker go on from where it stopped.
@@ -86,7 +86,7 @@ pub enum Command {
     /// Empties a read model at once and has the running worker replay the log into it from
     /// the start; queries see it fill up again (`rebuild` keeps the old one serving
     /// meanwhile). Its dead letters are closed; the replay parks again those that still
-    /// fail. Refused for a relay, which would publish every event again.
+    /// fail (an event skipped before is met again, and must be skipped again).
     Reset {
         /// The projection: order_summaries, product_stock, customer_orders or daily_sales.
         projection: String,
@@ -536,9 +536,20 @@ pub async fn run(cli: Cli) -> Result<()> {
         Some(Command::Reset { projection }) => {
             let shop = needs_database(url, "reset").await?;
             let generation = shop.host().reset(&projection).await?;
+            let paused = shop
+                .host()
+                .status()
+                .await?
+                .iter()
+                .any(|s| s.name == projection && s.paused_at.is_some());
+            let next = if paused {
+                "it is paused: `resume` it to replay the log into it"
+            } else {
+                "the running worker replays the log into it"
+            };
             writeln!(
                 out,
-                "reset {projection}: generation {generation} is empty; the running worker replays the log into it"
+                "reset {projection}: generation {generation} is empty; {next}"
             )?;
             Ok(())
         }

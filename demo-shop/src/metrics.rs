@@ -393,6 +393,9 @@ fn gauge(value: u64) -> i64 {
 }
 
 /// `GET /metrics`: refreshes the gauges from the stores and answers every metric.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Every metric, in the OpenMetrics text format (names and meanings: the metrics module)",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub async fn scrape(State(shop): AppState) -> Result<Response, ApiError> {
     let text = shop.metrics().scrape(&shop).await?;
     Ok(([(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)], text).into_response())

@@ -268,13 +268,10 @@ async fn pause_resume_and_reset_a_projection() {
         Some("running"),
         "{status}"
     );
-    assert!(
-        matches!(
-            shop.host().catch_up().await,
-            Err(projections::Error::Paused(_))
-        ),
-        "a paused projection does not catch up"
-    );
+    shop.host()
+        .catch_up()
+        .await
+        .expect("the projections that are not paused catch up");
     let (ok, out, err) = run(&["resume", "product_stock"]);
     assert!(ok && out.contains("resumed product_stock"), "{out}{err}");
     let (_, status, _) = run(&["status"]);

@@ -281,14 +281,21 @@ impl ProjectionHost {
     }
 
     /// Brings every projection up to the end of the log; returns how many events they
-    /// applied in all.
+    /// applied in all. A projection an operator paused is left where it is (and said so in
+    /// the log); the others catch up all the same.
     pub async fn catch_up(&self) -> Result<u64> {
         let mut applied = 0;
         for projection in &self.projections {
             let runner = self
                 .target
                 .runner(&self.store, Arc::clone(projection), &self.options);
-            applied += runner.run_until_caught_up().await?;
+            match runner.run_until_caught_up().await {
+                Ok(done) => applied += done,
+                Err(Error::Paused(name)) => {
+                    tracing::warn!(projection = %name, "paused: not caught up")
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(applied)
     }

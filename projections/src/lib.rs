@@ -20,6 +20,10 @@
 //!   read model never moves back. Failures, checkpoints and documents belong to a
 //!   generation; [`dead_letters`] are one list per projection, retried or skipped by an
 //!   operator.
+//! - An operator can pause and resume a projection ([`ProjectionHost::pause`]: its worker
+//!   keeps the lease and applies nothing), and reset it ([`ProjectionHost::reset`]): the one
+//!   way a read model moves back, on purpose, to a new, empty generation that the live worker
+//!   fills by replay.
 //!
 //! The same projection code runs on PostgreSQL ([`PgTarget`]) and in memory
 //! ([`MemoryTarget`], the demo's embedded default): read models are JSON documents written

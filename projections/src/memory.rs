@@ -316,9 +316,6 @@ impl Target for MemoryTarget {
                 .ok_or_else(|| Error::UnknownProjection(name.to_owned()))?;
             (active, state.paused.contains_key(name))
         };
-        if paused && role == Role::Live {
-            return Err(Error::Paused(name.to_owned()));
-        }
         let plays_its_role = match role {
             Role::Live => active == generation,
             Role::Rebuild | Role::Switch => generation > active,
@@ -329,6 +326,10 @@ impl Target for MemoryTarget {
                 generation,
                 active,
             });
+        }
+        // A worker on a replaced generation moves over first, then finds the pause.
+        if paused && role == Role::Live {
+            return Err(Error::Paused(name.to_owned()));
         }
         Ok(MemoryBatch {
             state: Arc::clone(&self.state),
@@ -442,6 +443,11 @@ impl Target for MemoryTarget {
     }
 
     async fn set_paused(&self, name: &str, paused: bool) -> Result<bool> {
+        // The batch in flight ends first (PostgreSQL's exclusive gate).
+        let _gate = match paused {
+            true => Some(self.gate(name).write_owned().await),
+            false => None,
+        };
         let mut state = self.lock();
         if !state.active.contains_key(name) {
             return Ok(false);
@@ -483,7 +489,8 @@ impl Target for MemoryTarget {
             }
             generation
         };
-        self.retire_generations(name).await?;
+        // Done: the worker retires the old generations too, should this fail.
+        let _ = self.retire_generations(name).await;
         Ok(Some(generation))
     }
 

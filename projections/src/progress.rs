@@ -24,9 +24,14 @@ pub const POLL_WHEN_REMOTE: Duration = Duration::from_millis(100);
 /// said.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
-    /// The furthest position a live runner of this process has announced: every event its
-    /// filter matches up to it is in the read model it works on (the active generation, whose
-    /// switch never moves the model back). It only grows, across generations.
+    /// The generation the runners of this process last announced a position of.
+    pub generation: u64,
+    /// The furthest position a runner of this process has announced for [`generation`]:
+    /// every event its filter matches up to it is in that generation's read model. It grows
+    /// within a generation; a newer generation (a switch, or a reset that starts the model
+    /// again) replaces it.
+    ///
+    /// [`generation`]: Progress::generation
     pub position: Position,
     /// Whether a runner of this process holds the projection's lease.
     pub local_worker: bool,
@@ -55,12 +60,19 @@ impl ProgressBoard {
         self.channel(name).subscribe()
     }
 
-    /// The read model of `name` has got to `position` (it never moves back).
-    pub(crate) fn reached(&self, name: &str, position: Position) {
+    /// Generation `generation` of the read model of `name` has got to `position`. What an
+    /// older generation announces late is ignored.
+    pub(crate) fn reached(&self, name: &str, generation: u64, position: Position) {
         self.channel(name).send_if_modified(|p| {
-            let moved = position > p.position || p.failure.is_some();
+            let moved = generation > p.generation
+                || (generation == p.generation && (position > p.position || p.failure.is_some()));
             if moved {
-                p.position = p.position.max(position);
+                if generation > p.generation {
+                    p.generation = generation;
+                    p.position = position;
+                } else {
+                    p.position = p.position.max(position);
+                }
                 p.failure = None;
             }
             moved
@@ -141,23 +153,30 @@ pub async fn wait_for<T: Target>(
 ) -> Result<WaitOutcome> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut progress = target.progress().subscribe(projection);
-    let mut known = Position::START;
+    // The active generation and its checkpoint, as last read from the store.
+    let mut stored = (0, Position::START);
     let mut check_store = true;
     loop {
         if check_store {
             // A projection whose worker has not registered it yet (it is starting) is at
             // the start of the log: wait for it like any other.
             if let Some(state) = target.state(projection).await? {
-                known = known.max(state.checkpoint.position);
+                stored = (state.active_generation, state.checkpoint.position);
                 if let Some(failure) = state.checkpoint.failure {
-                    if known < position {
+                    if stored.1 < position {
                         return Ok(WaitOutcome::Failed { failure });
                     }
                 }
             }
         }
         let announced = progress.borrow_and_update().clone();
-        known = known.max(announced.position);
+        // Positions only compare within one generation: a newer one (switched in or reset
+        // since the store was read) speaks for itself, an older one not at all.
+        let known = match announced.generation.cmp(&stored.0) {
+            std::cmp::Ordering::Greater => announced.position,
+            std::cmp::Ordering::Equal => stored.1.max(announced.position),
+            std::cmp::Ordering::Less => stored.1,
+        };
         if known >= position {
             return Ok(WaitOutcome::Reached { checkpoint: known });
         }

@@ -183,7 +183,10 @@ pub(crate) async fn rebuild_with<T: Target>(
         return finished_elsewhere(runner, generation, applied, started).await;
     };
     runner.target.retire_generations(&name).await?;
-    runner.target.progress().reached(&name, checkpoint);
+    runner
+        .target
+        .progress()
+        .reached(&name, generation, checkpoint);
     tracing::info!(projection = %name, generation, applied, caught_up_at_switch = last, "rebuild switched in");
     Ok(RebuildReport {
         generation,

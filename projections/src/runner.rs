@@ -220,9 +220,18 @@ impl<T: Target> ProjectionRunner<T> {
     /// then returns. For tests, tools and the demo's scenario.
     ///
     /// Errors with [`Error::Failed`] when the projection is stopped at an event it cannot
-    /// handle, and with [`Error::Superseded`] when a newer version of it runs.
+    /// handle, with [`Error::Superseded`] when a newer version of it runs, and with
+    /// [`Error::Paused`] when an operator has paused it.
     pub async fn run_until_caught_up(&self) -> Result<CaughtUp> {
         let name = self.projection.name().to_owned();
+        if self
+            .target
+            .state(&name)
+            .await?
+            .is_some_and(|s| s.paused_at.is_some())
+        {
+            return Err(Error::Paused(name));
+        }
         let barrier = self.store.read_barrier().await?;
         let never = std::future::pending::<()>();
         tokio::pin!(never);
@@ -294,7 +303,9 @@ impl<T: Target> ProjectionRunner<T> {
                 checkpoint: state.checkpoint.position,
                 scanned: state.checkpoint.position,
             };
-            self.target.progress().reached(&name, cursor.checkpoint);
+            self.target
+                .progress()
+                .reached(&name, cursor.generation, cursor.checkpoint);
             match self
                 .follow(&mut cursor, token, until, &filter, &mut applied, shutdown)
                 .await
@@ -356,7 +367,12 @@ impl<T: Target> ProjectionRunner<T> {
         let state = if active_version < version && !self.projection.has_side_effects() {
             tracing::info!(projection = %name, "read model is outdated: rebuilding");
             match crate::rebuild::rebuild_with(self, |_| {}).await {
-                Ok(_) => self.target.register(name, version).await?,
+                // Looked at again: a reset meanwhile may have started an older version's
+                // generation over, which must be rebuilt in turn.
+                Ok(_) => {
+                    let state = self.target.register(name, version).await?;
+                    return Box::pin(self.prepare(state)).await;
+                }
                 Err(Error::Failed { .. }) => {
                     let failure = self
                         .target
@@ -444,7 +460,9 @@ impl<T: Target> ProjectionRunner<T> {
 
             if page.events.is_empty() {
                 cursor.scanned = cursor.scanned.max(page.scanned_to);
-                self.target.progress().reached(name, cursor.scanned);
+                self.target
+                    .progress()
+                    .reached(name, cursor.generation, cursor.scanned);
                 let idle_long =
                     last_idle_checkpoint.elapsed() >= self.options.idle_checkpoint_every;
                 if cursor.scanned > cursor.checkpoint && (until.is_some() || idle_long) {
@@ -453,6 +471,11 @@ impl<T: Target> ProjectionRunner<T> {
                         Err(Error::LeaseLost { .. }) => return Ok(Stint::LeaseLost),
                         Err(e) => return Err(e),
                     }
+                } else if idle_long {
+                    // With nothing to commit, only a look tells an idle worker that a reset
+                    // started its read model over.
+                    self.check_generation(cursor.generation).await?;
+                    last_idle_checkpoint = Instant::now();
                 }
                 if let Some(barrier) = until {
                     if cursor.checkpoint >= barrier {
@@ -507,7 +530,7 @@ impl<T: Target> ProjectionRunner<T> {
                     *applied += page.events.iter().filter(|e| e.position <= to).count() as u64;
                     cursor.checkpoint = to;
                     cursor.scanned = to;
-                    self.target.progress().reached(name, to);
+                    self.target.progress().reached(name, cursor.generation, to);
                     backoff.reset();
                 }
                 Err(Error::LeaseLost { .. }) => return Ok(Stint::LeaseLost),
@@ -537,6 +560,19 @@ impl<T: Target> ProjectionRunner<T> {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// [`Error::GenerationMoved`] when `generation` is no longer the active one.
+    async fn check_generation(&self, generation: u64) -> Result<()> {
+        let name = self.projection.name();
+        match self.target.state(name).await? {
+            Some(state) if state.active_generation != generation => Err(Error::GenerationMoved {
+                projection: name.to_owned(),
+                generation,
+                active: state.active_generation,
+            }),
+            _ => Ok(()),
         }
     }
 

@@ -10,7 +10,9 @@ use crate::target::{Failure, Target};
 
 /// What a projection is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ProjectionState {
     /// Caught up (or nearly) and following the log.
     Running,
@@ -24,7 +26,8 @@ pub enum ProjectionState {
     /// A new generation is being built by replay.
     Rebuilding,
     /// Paused by an operator: its worker holds the lease and applies nothing until resumed
-    /// (a rebuild under way goes on).
+    /// (a rebuild under way goes on). A failed projection that is also paused reads
+    /// [`Failed`](Self::Failed); [`ProjectionStatus::paused_at`] tells of the pause.
     Paused,
 }
 
@@ -54,6 +57,7 @@ impl ProjectionState {
 
 /// One projection's status.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProjectionStatus {
     /// Its name.
     pub name: String,
@@ -77,6 +81,7 @@ pub struct ProjectionStatus {
     /// caught up.
     pub lag_seconds: f64,
     /// The open transactions holding readers back, while it is stalled.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub blocked_by: Vec<HorizonBlocker>,
     /// Who holds its lease (`pid@host`), if anyone does.
     pub lease_holder: Option<String>,
@@ -134,8 +139,8 @@ pub async fn status<T: Target>(
         let rebuild_failure = s.rebuilding.as_ref().and_then(|(_, c)| c.failure.as_ref());
         let failure: Option<&Failure> = s.failure().or(rebuild_failure);
         let state = match (failure, &s.rebuilding) {
-            _ if s.paused_at.is_some() => ProjectionState::Paused,
             (Some(_), _) => ProjectionState::Failed,
+            _ if s.paused_at.is_some() => ProjectionState::Paused,
             (None, Some(_)) => ProjectionState::Rebuilding,
             _ if readable_lag > CATCHING_UP_LAG => ProjectionState::CatchingUp,
             _ if stalled => ProjectionState::Stalled,

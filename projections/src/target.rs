@@ -109,7 +109,9 @@ pub enum Role {
 ///   the projection is not paused), and the generation it writes is not retired while it
 ///   is open;
 /// - generations only move forward: [`switch_generation`](Target::switch_generation) is a
-///   compare-and-set that a stale or repeated switch loses, changing nothing.
+///   compare-and-set that a stale or repeated switch loses, changing nothing, and
+///   [`reset`](Target::reset) makes a generation newer than every other the active one;
+/// - pausing, a switch and a reset wait for the batches in flight (the gate, exclusively).
 #[async_trait]
 pub trait Target: Clone + Send + Sync + 'static {
     /// The open transaction of one batch.

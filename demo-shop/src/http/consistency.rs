@@ -15,16 +15,19 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
-use crate::shop::Shop;
+use crate::shop::{Shop, ShopError};
 
 /// How long a query waits for its read model to reach `min_position`.
 pub const MAX_WAIT: Duration = Duration::from_secs(3);
 
 /// The `min_position` query parameter.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MinPosition {
-    /// The position to wait for, as `"{commit}/{sequence}"`.
+    /// The log position to wait for, as a command returned it (`"{commit}/{sequence}"`):
+    /// the answer then includes that command's effects, or is a 503 after 3 s.
+    #[param(example = "812/40", pattern = "^[0-9]{1,19}/[0-9]{1,19}$")]
     pub min_position: Option<String>,
 }
 
@@ -40,6 +43,19 @@ impl MinPosition {
                 "min_position {text:?} is not a position like \"812/40\""
             ))
         })?;
+        // Every committed event is at or before the barrier, so a position after it was
+        // never returned by a command: waiting for it would only end in a 503.
+        let barrier = shop
+            .storage()
+            .store
+            .read_barrier()
+            .await
+            .map_err(ShopError::from)?;
+        if position > barrier {
+            return Err(ApiError::unprocessable(format!(
+                "min_position {position} is beyond the end of the log ({barrier}): no command returned it"
+            )));
+        }
         match shop.host().wait_for(projection, position, MAX_WAIT).await? {
             WaitOutcome::Reached { .. } => Ok(()),
             WaitOutcome::TimedOut { checkpoint } => Err(ApiError::behind(

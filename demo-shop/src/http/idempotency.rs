@@ -33,6 +33,23 @@ const MAX_BODY: usize = 2 << 20;
 /// The namespace of request fingerprints.
 const FINGERPRINTS: Uuid = Uuid::from_u128(0x3d0c_6f0e_2b8a_4f51_9e64_7c1d_a5b2_0e93);
 
+/// The `Idempotency-Key` header, as the OpenAPI document describes it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Read by the middleware from the headers; this type only documents it.
+pub struct IdempotencyKey {
+    /// Sent again with the same key, method, path and body, a request gets the first answer
+    /// again and nothing is carried out twice; 1 to 200 visible ASCII characters.
+    #[param(
+        rename = "Idempotency-Key",
+        required = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[\\x21-\\x7e]+$"
+    )]
+    idempotency_key: String,
+}
+
 /// The middleware: answers a known key from its kept answer, refuses a reused one, and
 /// otherwise runs the request with the key's command id and keeps its answer.
 pub async fn layer(State(shop): AppState, request: Request, next: Next) -> Response {

@@ -17,6 +17,7 @@
 //! | `GET /healthz` | 200 while the process answers |
 //! | `GET /readyz` | 200 when the database answers and the workers run, 503 otherwise |
 //! | `GET /metrics` | Prometheus metrics (OpenMetrics text; names and meanings in [`crate::metrics`]) |
+//! | `GET /openapi.json` | the OpenAPI 3.1 document of all of these ([`openapi`]) |
 //!
 //! Every request may carry a W3C `traceparent` header: the events its commands store, the
 //! checkout steps and the messages they lead to, in this service and the ones consuming its
@@ -31,6 +32,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod inventory;
+pub mod openapi;
 pub mod orders;
 pub mod status;
 pub mod trace;

@@ -20,7 +20,7 @@ pub(crate) const CUSTOMERS: Collection<CustomerHistory> =
 const OWNERS: Collection<CustomerId> = Collection::new(CustomerOrders::NAME, "order_owners");
 
 /// One order in a customer's history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CustomerOrder {
     /// The order.
     pub order_id: OrderId,

@@ -9,7 +9,7 @@ use crate::domain::order::{Order, OrderEvent};
 pub const NAME: &str = <DailySales as Fold>::NAME;
 
 /// One day's sales.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DaySales {
     /// The day, `YYYY-MM-DD` (UTC).
     pub date: String,

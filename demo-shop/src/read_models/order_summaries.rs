@@ -11,7 +11,7 @@ use crate::domain::order::{Order, OrderEvent, OrderLine, OrderStatus};
 pub const NAME: &str = <OrderSummaries as Fold>::NAME;
 
 /// One order, as queries see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderSummary {
     /// The order.
     pub order_id: OrderId,

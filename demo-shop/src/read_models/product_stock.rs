@@ -10,7 +10,7 @@ use crate::domain::money::{Money, Sku};
 pub const NAME: &str = <ProductStock as Fold>::NAME;
 
 /// A product and its stock, as queries see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProductStockRow {
     /// The SKU.
     pub sku: Sku,

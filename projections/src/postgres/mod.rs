@@ -211,6 +211,29 @@ fn dead_letter_of(row: &PgRow) -> Result<DeadLetter> {
 const DEAD_LETTER_COLUMNS: &str = "projection, generation, commit, sequence, event_id, \
      event_type, stream_id, error, blocking, status, attempts, failed_at";
 
+/// The key of a projection's gate, an advisory lock on `$1`, the projection's name: batches
+/// hold it shared, a switch, a reset and a pause exclusively.
+const GATE_KEY: &str = "hashtextextended('projection_generation:' || $1, 0)";
+
+/// The function that takes the gate until the transaction ends.
+fn gate_lock(exclusive: bool) -> &'static str {
+    if exclusive {
+        "pg_advisory_xact_lock"
+    } else {
+        "pg_advisory_xact_lock_shared"
+    }
+}
+
+/// Takes the gate of `name` in `tx`, waiting for it.
+async fn gate(tx: &mut sqlx::PgConnection, name: &str, exclusive: bool) -> Result<()> {
+    let lock = gate_lock(exclusive);
+    sqlx::query(&format!("SELECT {lock}({GATE_KEY})"))
+        .bind(name)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
 /// The active generation's documents of a projection (joined, so one snapshot).
 const ACTIVE_DOCUMENTS: &str = "projection_documents d JOIN projection_state s \
      ON s.name = d.projection AND s.active_generation = d.generation";
@@ -265,6 +288,10 @@ impl Target for PgTarget {
     }
 
     async fn create_generation(&self, name: &str, generation: u64, version: u32) -> Result<bool> {
+        // Through the gate (shared), so that a reset, which numbers its generation after the
+        // newest, never races an insert it cannot see yet.
+        let mut tx = self.pool.begin().await?;
+        gate(&mut tx, name, false).await?;
         let created = sqlx::query(
             "INSERT INTO projection_checkpoints (name, generation, version, commit, sequence) \
              SELECT $1, $2, $3, 0, 0 FROM projection_state \
@@ -274,9 +301,10 @@ impl Target for PgTarget {
         .bind(name)
         .bind(i64_of(generation)?)
         .bind(i32_of(version)?)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        tx.commit().await?;
         Ok(created == 1)
     }
 
@@ -294,14 +322,11 @@ impl Target for PgTarget {
         // fairly, so a switch is not starved by batches that keep coming. The session ends if
         // the worker goes quiet in this transaction for longer than the batch timeout: a
         // frozen worker cannot hold the gate for ever.
-        let lock = match role {
-            Role::Live | Role::Rebuild => "pg_advisory_xact_lock_shared",
-            Role::Switch => "pg_advisory_xact_lock",
-        };
+        let lock = gate_lock(role == Role::Switch);
         let timeout_ms = self.batch_timeout.as_millis().to_string();
         let keepalive_s = (self.batch_timeout.as_secs() / 4).max(1).to_string();
         sqlx::query(&format!(
-            "SELECT {lock}(hashtextextended('projection_generation:' || $1, 0)), \
+            "SELECT {lock}({GATE_KEY}), \
                     set_config('idle_in_transaction_session_timeout', $2, true), \
                     set_config('tcp_keepalives_idle', $3, true), \
                     set_config('tcp_keepalives_interval', $3, true), \
@@ -322,10 +347,6 @@ impl Target for PgTarget {
         .await?;
         let (active, paused) = row.ok_or_else(|| Error::UnknownProjection(name.to_owned()))?;
         let active = u64_of(active)?;
-        if paused && role == Role::Live {
-            let _ = tx.rollback().await;
-            return Err(Error::Paused(name.to_owned()));
-        }
         let plays_its_role = match role {
             Role::Live => active == generation,
             Role::Rebuild | Role::Switch => generation > active,
@@ -337,6 +358,11 @@ impl Target for PgTarget {
                 generation,
                 active,
             });
+        }
+        // A worker on a replaced generation moves over first, then finds the pause.
+        if paused && role == Role::Live {
+            let _ = tx.rollback().await;
+            return Err(Error::Paused(name.to_owned()));
         }
         Ok(PgBatch::new(tx, name, i64_of(generation)?, role, lease))
     }
@@ -489,6 +515,12 @@ impl Target for PgTarget {
     }
 
     async fn set_paused(&self, name: &str, paused: bool) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        if paused {
+            // The gate, exclusively: the batch in flight ends first, so once this returns
+            // no live batch of the projection is open.
+            gate(&mut tx, name, true).await?;
+        }
         let updated = sqlx::query(
             "UPDATE projection_state \
              SET paused_at = CASE WHEN $2 THEN coalesce(paused_at, now()) END, updated_at = now() \
@@ -496,22 +528,18 @@ impl Target for PgTarget {
         )
         .bind(name)
         .bind(paused)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        tx.commit().await?;
         Ok(updated == 1)
     }
 
     async fn reset(&self, name: &str) -> Result<Option<u64>> {
         let mut tx = self.pool.begin().await?;
-        // The switch's gate, exclusively: the batches in flight end first, and new ones see
-        // the new generation.
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended('projection_generation:' || $1, 0))",
-        )
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+        // The switch's gate, exclusively: the batches in flight (and generations being
+        // created) end first, and new ones see the new generation.
+        gate(&mut tx, name, true).await?;
         let generation: Option<i64> = sqlx::query_scalar(
             "WITH next AS ( \
                  SELECT s.name, (SELECT max(generation) + 1 FROM projection_checkpoints c \
@@ -542,7 +570,10 @@ impl Target for PgTarget {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.retire_generations(name).await?;
+        // Done: the worker retires the old generations too, should this fail.
+        if let Err(error) = self.retire_generations(name).await {
+            tracing::warn!(projection = %name, %error, "reset: the old generations are left for the worker to retire");
+        }
         Ok(Some(u64_of(generation)?))
     }
 

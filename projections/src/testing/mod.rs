@@ -1543,8 +1543,10 @@ pub async fn a_paused_worker_keeps_its_lease_and_applies_nothing<T: Target + Clo
 }
 
 /// A reset makes a new, empty generation the one queries read at once; the live worker
-/// moves over and replays the whole log into it; the dead letters of the old generation are
-/// closed and met again by the replay.
+/// (here paused through the reset, so the empty model can be looked at) moves over and
+/// replays the whole log into it once resumed; a waiter for a position is not told the
+/// empty model reached it; the dead letters of the old generation are closed and met again
+/// by the replay.
 pub async fn a_reset_replays_the_log_into_an_empty_read_model<T: Target + Clone>(
     store: Arc<dyn EventStore>,
     target: T,
@@ -1553,20 +1555,33 @@ pub async fn a_reset_replays_the_log_into_an_empty_read_model<T: Target + Clone>
     let poison = noted("poison");
     let poison_id = poison.event_id;
     append(store.as_ref(), "tally-p", vec![poison]).await;
+    let head = store.head().await.expect("head");
     let live = runner(
         Arc::clone(&store),
         target.clone(),
         1,
         ErrorPolicy::DeadLetter,
     );
-    live.run_until_caught_up().await.expect("catch up");
-    assert_eq!(tallies(&target).await, expected);
+    let (stop, worker) = spawn_live(live);
+    let replayed = || {
+        let (target, expected) = (target.clone(), expected.clone());
+        async move { tallies(&target).await == expected }
+    };
+    eventually(
+        Duration::from_secs(15),
+        "the worker did not catch up",
+        replayed,
+    )
+    .await;
+    let waited = crate::progress::wait_for(&target, "tallies", head, Duration::from_secs(5));
+    assert!(waited.await.expect("wait").is_reached());
     let before = target
         .state("tallies")
         .await
         .expect("state")
         .expect("registered");
 
+    assert!(target.set_paused("tallies", true).await.expect("pause"));
     assert_eq!(target.reset("no_such").await.expect("reset"), None);
     let generation = target
         .reset("tallies")
@@ -1581,10 +1596,18 @@ pub async fn a_reset_replays_the_log_into_an_empty_read_model<T: Target + Clone>
         .expect("registered");
     assert_eq!(after.active_generation, generation);
     assert_eq!(after.checkpoint.position, cqrs_core::Position::START);
-    assert!(after.rebuilding.is_none(), "{after:?}");
+    assert!(
+        after.rebuilding.is_none() && after.paused_at.is_some(),
+        "{after:?}"
+    );
     assert!(
         tallies(&target).await.is_empty(),
         "queries read the new, empty generation"
+    );
+    let waited = crate::progress::wait_for(&target, "tallies", head, Duration::from_millis(300));
+    assert!(
+        !waited.await.expect("wait").is_reached(),
+        "a waiter was told the empty read model holds the position the old one had reached"
     );
     let letters = target.dead_letters("tallies").await.expect("letters");
     assert_eq!(
@@ -1598,14 +1621,11 @@ pub async fn a_reset_replays_the_log_into_an_empty_read_model<T: Target + Clone>
         Err(Error::GenerationMoved { .. })
     ));
 
-    let (stop, worker) = spawn_live(live);
+    assert!(target.set_paused("tallies", false).await.expect("resume"));
     eventually(
         Duration::from_secs(15),
         "the reset model was not replayed",
-        || {
-            let (target, expected) = (target.clone(), expected.clone());
-            async move { tallies(&target).await == expected }
-        },
+        replayed,
     )
     .await;
     eventually(
@@ -1623,6 +1643,8 @@ pub async fn a_reset_replays_the_log_into_an_empty_read_model<T: Target + Clone>
         },
     )
     .await;
+    let waited = crate::progress::wait_for(&target, "tallies", head, Duration::from_secs(5));
+    assert!(waited.await.expect("wait").is_reached());
     let _ = stop.send(());
     worker.await.expect("task").expect("clean stop");
 }

@@ -29,7 +29,7 @@ pub enum InventoryError {
     AlreadyRegistered(Sku),
     /// A product needs a name.
     #[error(
-        "a product needs a name of 1 to {} characters, without control characters",
+        "a product needs a name of 1 to {} characters, without control or text-direction characters",
         text::MAX_NAME
     )]
     InvalidName,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::money::{CustomerId, Money, Sku};
 
 /// One line of an order, priced when it was placed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderLine {
     /// The product.
     pub sku: Sku,

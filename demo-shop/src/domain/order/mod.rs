@@ -21,7 +21,7 @@ use crate::domain::text;
 pub const MAX_LINES: usize = 50;
 
 /// Where an order is in its life.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Not placed yet.
@@ -88,9 +88,9 @@ pub enum OrderError {
     /// The total does not fit.
     #[error("the order's total is too large")]
     TotalTooLarge,
-    /// A card token is needed: 1 to 64 characters, no control characters.
+    /// A card token is needed: 1 to 64 characters, no control or text-direction characters.
     #[error(
-        "a payment card token of 1 to {} characters, without control characters, is needed",
+        "a payment card token of 1 to {} characters, without control or text-direction characters, is needed",
         text::MAX_CARD
     )]
     NoCard,
@@ -102,9 +102,9 @@ pub enum OrderError {
         /// Where the order is.
         status: OrderStatus,
     },
-    /// A reason is needed to cancel: 1 to 500 characters, no control characters.
+    /// A reason is needed to cancel: 1 to 500 characters, no control or text-direction characters.
     #[error(
-        "a cancellation needs a reason of 1 to {} characters, without control characters",
+        "a cancellation needs a reason of 1 to {} characters, without control or text-direction characters",
         text::MAX_REASON
     )]
     NoReason,
