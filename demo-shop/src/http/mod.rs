@@ -18,6 +18,7 @@
 //! | `GET /readyz` | 200 when the database answers and the workers run, 503 otherwise |
 //! | `GET /metrics` | Prometheus metrics (OpenMetrics text; names and meanings in [`crate::metrics`]) |
 //! | `GET /openapi.json` | the OpenAPI 3.1 document of all of these ([`openapi`]) |
+//! | `GET /console` | the web console for operators (HTML; [`console`]) |
 //!
 //! Every request may carry a W3C `traceparent` header: the events its commands store, the
 //! checkout steps and the messages they lead to, in this service and the ones consuming its
@@ -28,6 +29,7 @@
 //! gets the first answer again, and nothing is carried out twice ([`idempotency`]).
 
 pub mod consistency;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
@@ -53,6 +55,7 @@ pub fn router(shop: Arc<Shop>) -> Router {
         .merge(inventory::router())
         .merge(orders::router())
         .merge(status::router())
+        .merge(console::router())
         .route("/metrics", axum::routing::get(crate::metrics::scrape))
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })

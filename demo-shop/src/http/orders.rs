@@ -42,7 +42,7 @@ pub struct PlaceOrder {
     pub lines: Vec<LineRequest>,
     /// The payment card token: 1 to 64 characters, not blank, no control or text-direction
     /// characters.
-    #[schema(example = "tok_visa", min_length = 1, max_length = 64)]
+    #[schema(example = "card_approve", min_length = 1, max_length = 64)]
     pub card: String,
 }
 
