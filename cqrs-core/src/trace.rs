@@ -86,6 +86,71 @@ impl TraceParent {
     pub fn trace_id(&self) -> &str {
         &self.trace_id
     }
+
+    /// The parent id: 16 lowercase hex digits, the span this part of the trace hangs from.
+    pub fn parent_id(&self) -> &str {
+        &self.parent_id
+    }
+
+    /// Whether the trace is sampled (the flags' lowest bit).
+    pub fn is_sampled(&self) -> bool {
+        u8::from_str_radix(&self.flags, 16).is_ok_and(|f| f & 0x01 == 1)
+    }
+}
+
+/// This service's part of the trace `caller` started (a new trace without one), answered in
+/// `span`: with feature `otel` and an OpenTelemetry layer recording `span`, `span` becomes the
+/// child of `caller` and the part's parent id is `span`'s own, so what follows from it hangs
+/// from `span` in the exported trace; otherwise a fresh parent id.
+pub fn part_of(span: &tracing::Span, caller: Option<&TraceParent>) -> TraceParent {
+    #[cfg(feature = "otel")]
+    if let Some(own) = otel::adopt(span, caller) {
+        return own;
+    }
+    let _ = span;
+    caller.map_or_else(TraceParent::new_root, TraceParent::child)
+}
+
+#[cfg(feature = "otel")]
+mod otel {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    use super::TraceParent;
+
+    /// Makes `span` the OpenTelemetry child of `parent`.
+    pub(super) fn set_parent(span: &tracing::Span, parent: &TraceParent) {
+        let (Ok(trace_id), Ok(span_id)) = (
+            TraceId::from_hex(parent.trace_id()),
+            SpanId::from_hex(parent.parent_id()),
+        ) else {
+            return;
+        };
+        let flags = if parent.is_sampled() {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let remote = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
+        // Refused only once the span was started, when its parent is settled already.
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+    }
+
+    /// `span`'s own part of the trace, if an OpenTelemetry layer records it.
+    pub(super) fn adopt(span: &tracing::Span, caller: Option<&TraceParent>) -> Option<TraceParent> {
+        if let Some(caller) = caller {
+            set_parent(span, caller);
+        }
+        let context = span.context();
+        let own = context.span().span_context().clone();
+        own.is_valid().then(|| TraceParent {
+            trace_id: own.trace_id().to_string(),
+            parent_id: own.span_id().to_string(),
+            flags: if own.is_sampled() { "01" } else { "00" }.to_owned(),
+        })
+    }
 }
 
 impl fmt::Display for TraceParent {
@@ -96,7 +161,8 @@ impl fmt::Display for TraceParent {
 
 /// Records `metadata`'s trace id, correlation id and causation id on `span`, whose fields
 /// `trace_id`, `correlation_id` and `causation_id` were declared (as `tracing::field::Empty`);
-/// what the metadata lacks stays empty.
+/// what the metadata lacks stays empty. With feature `otel`, `span` (not entered yet) also
+/// becomes the OpenTelemetry child of the metadata's `traceparent`.
 pub fn record_on(span: &tracing::Span, metadata: &crate::Metadata) {
     record_ids(
         span,
@@ -116,6 +182,8 @@ pub fn record_ids(
 ) {
     if let Some(parent) = traceparent.and_then(TraceParent::parse) {
         span.record("trace_id", parent.trace_id());
+        #[cfg(feature = "otel")]
+        otel::set_parent(span, &parent);
     }
     if let Some(id) = correlation_id {
         span.record("correlation_id", tracing::field::display(id));

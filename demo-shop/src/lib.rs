@@ -35,4 +35,5 @@ pub mod scenario;
 pub mod shop;
 pub mod simulate;
 pub mod storage;
+pub mod telemetry;
 pub mod warehouse;

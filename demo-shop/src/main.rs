@@ -1,9 +1,6 @@
 //! The demo shop's command line: `demo-shop --help`.
 
-use std::io::IsTerminal;
-
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -13,16 +10,7 @@ async fn main() -> std::process::ExitCode {
     } else {
         "error"
     };
-    // Logs go to stderr (stdout holds what a command prints), coloured only on a terminal
-    // and never with NO_COLOR set (https://no-color.org).
-    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .init();
+    let _telemetry = demo_shop::telemetry::init(default_level);
     match demo_shop::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -34,19 +34,22 @@ pub async fn trace_context(mut request: Request, next: Next) -> Response {
         (Some(value), None) => value.to_str().ok().and_then(TraceParent::parse),
         _ => None,
     };
-    let trace = caller.map_or_else(TraceParent::new_root, |caller| caller.child());
-    let context = RequestContext {
-        trace,
-        correlation_id: Uuid::new_v4(),
-    };
+    let correlation_id = Uuid::new_v4();
     let route = crate::metrics::route_of(&request);
     let span = tracing::info_span!(
         "http_request",
         method = %request.method(),
         route,
-        trace_id = context.trace.trace_id(),
-        correlation_id = %context.correlation_id,
+        trace_id = tracing::field::Empty,
+        correlation_id = %correlation_id,
     );
+    // With OpenTelemetry exporting (feature `otel`), this request's part is its span.
+    let trace = cqrs_core::trace::part_of(&span, caller.as_ref());
+    span.record("trace_id", trace.trace_id());
+    let context = RequestContext {
+        trace,
+        correlation_id,
+    };
     let header = HeaderValue::from_str(&context.trace.to_string()).ok();
     request.extensions_mut().insert(context);
     let mut response = next.run(request).instrument(span).await;
