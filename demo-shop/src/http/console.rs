@@ -7,13 +7,16 @@
 //! | `GET /console/streams?id=…&from=…` | a stream's events, a page at a time, with their metadata |
 //! | `GET /console/correlations/{id}` | every event of one correlation id, across streams, in log order |
 //!
-//! Its forms `POST` to `/console/projections/{name}/…` and come back to the overview. The
-//! console has no login: serve it where only operators reach (as `/metrics`).
+//! Its forms `POST` to `/console/projections/{name}/…` and come back to the overview; a `POST`
+//! a browser sends from another site is refused (403), and the pages forbid framing and any
+//! script but the console's own (`/console/console.js`). The console has no login and shares
+//! the API's port: serve it where only operators reach (as `/metrics`).
 
 use std::fmt::Write as _;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -31,11 +34,14 @@ pub const PAGE: usize = 50;
 pub const CORRELATED_MAX: usize = 500;
 /// Events read per round when the log is scanned for a correlation id.
 const SCAN_PAGE: usize = 2_000;
+/// The most events one correlation page scans; the page links to the next stretch.
+pub const SCAN_MAX: usize = 100_000;
 
 /// The console's routes.
 pub fn router() -> Router<std::sync::Arc<crate::shop::Shop>> {
     Router::new()
         .route("/console", get(overview))
+        .route("/console/console.js", get(script))
         .route("/console/streams", get(stream))
         .route("/console/correlations/{id}", get(correlation))
         .route("/console/projections/{name}/{action}", post(operate))
@@ -43,6 +49,64 @@ pub fn router() -> Router<std::sync::Arc<crate::shop::Shop>> {
             "/console/projections/{name}/dead-letters/{event_id}/{action}",
             post(resolve),
         )
+        .layer(axum::middleware::from_fn(guard))
+}
+
+/// Refuses a `POST` a browser sent from another site (a form there could otherwise pause a
+/// projection or skip an event in the operator's name), and sends every answer with headers
+/// that forbid framing, other scripts and caching.
+async fn guard(request: Request, next: Next) -> Response {
+    if request.method() == axum::http::Method::POST && !same_origin(request.headers()) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "the console takes forms from its own pages only",
+        );
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; \
+             img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// Whether a request comes from the console's own pages: a browser says so in
+/// `Sec-Fetch-Site`, or (older ones) in an `Origin` naming this host; a request without
+/// either is not a browser's (curl, a script) and cannot be forged by another site.
+fn same_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return site == "same-origin";
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin = origin.to_str().ok();
+    matches!((origin, host), (Some(origin), Some(host))
+        if origin == format!("http://{host}") || origin == format!("https://{host}"))
+}
+
+/// `GET /console/console.js`: the console's one script.
+async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+        .into_response()
 }
 
 /// A page, or a page that says what went wrong.
@@ -57,18 +121,44 @@ fn error_page(status: StatusCode, message: &str) -> Response {
     (status, Html(body)).into_response()
 }
 
-/// A store or read-model failure as an error page (503: try again).
-fn unavailable(error: impl std::fmt::Display) -> Response {
-    tracing::warn!(%error, "console: the stores cannot be read");
-    error_page(
+/// A store failure as an error page: bad input 400, an outage 503 (try again), anything else
+/// 500; the cause goes to the log, not to the page.
+fn store_failed(error: cqrs_core::Error) -> Response {
+    match error {
+        cqrs_core::Error::InvalidInput(message) => error_page(StatusCode::BAD_REQUEST, &message),
+        e if e.is_retryable() => unavailable(&e),
+        e => internal(&e),
+    }
+}
+
+/// A read-model failure as an error page (503 for an outage, 500 otherwise).
+fn host_failed(error: projections::Error) -> Response {
+    match error {
+        projections::Error::Store(e) => store_failed(e),
+        e if e.is_transient() => unavailable(&e),
+        e => internal(&e),
+    }
+}
+
+fn unavailable(error: &(dyn std::error::Error + 'static)) -> Response {
+    tracing::warn!(error = %cqrs_core::error::chain(error), "console: the stores cannot be reached");
+    let mut page = error_page(
         StatusCode::SERVICE_UNAVAILABLE,
-        &format!("the stores cannot be read now: {error}"),
-    )
+        "the stores cannot be reached now; try again",
+    );
+    page.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    page
+}
+
+fn internal(error: &(dyn std::error::Error + 'static)) -> Response {
+    tracing::error!(error = %cqrs_core::error::chain(error), "console: request failed");
+    error_page(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
 }
 
 async fn overview(State(shop): AppState) -> PageResult {
     let host = shop.host();
-    let statuses = host.status().await.map_err(unavailable)?;
+    let statuses = host.status().await.map_err(host_failed)?;
     let mut body = String::from(
         "<h2>Projections <small id=\"updated\"></small></h2>\
          <table id=\"projections\"><thead><tr><th>projection</th><th>state</th><th>gen</th>\
@@ -84,8 +174,8 @@ async fn overview(State(shop): AppState) -> PageResult {
         };
         let button = if hosted {
             format!(
-                "<form method=\"post\" action=\"/console/projections/{}/{action}\"><button>{action}</button></form>",
-                escape(&s.name)
+                "<form class=\"pause\" method=\"post\" action=\"/console/projections/{}/{action}\"><button>{action}</button></form>",
+                query_escape(&s.name)
             )
         } else {
             String::new()
@@ -113,7 +203,7 @@ async fn overview(State(shop): AppState) -> PageResult {
     body.push_str("<h2>Dead letters</h2>");
     let mut any = false;
     for name in host.names() {
-        let letters = host.dead_letters(name).await.map_err(unavailable)?;
+        let letters = host.dead_letters(name).await.map_err(host_failed)?;
         let open: Vec<_> = letters.iter().filter(|l| l.status.is_open()).collect();
         if open.is_empty() {
             continue;
@@ -132,7 +222,7 @@ async fn overview(State(shop): AppState) -> PageResult {
                 .map(|action| {
                     format!(
                         "<form method=\"post\" action=\"/console/projections/{}/dead-letters/{}/{action}\"><button>{action}</button></form>",
-                        escape(name),
+                        query_escape(name),
                         f.event_id
                     )
                 })
@@ -157,33 +247,49 @@ async fn overview(State(shop): AppState) -> PageResult {
     if !any {
         body.push_str("<p id=\"no-letters\">No open dead letters.</p>");
     }
-    body.push_str(LIVE_SCRIPT);
     Ok(Html(layout("Projections", &body)))
 }
 
-/// Keeps the projections' figures live: `GET /status` each second into the table's cells.
-const LIVE_SCRIPT: &str = r#"<script>
+/// The console's script: keeps the projections' figures live (`GET /status` a second after
+/// the last answer, while the page is shown) and sends the correlation finder's form.
+const SCRIPT: &str = r#"'use strict';
+const table = document.getElementById('projections');
 async function refresh() {
+  const updated = document.getElementById('updated');
   try {
-    const response = await fetch('/status', { headers: { accept: 'application/json' } });
+    if (document.hidden) return;
+    const response = await fetch('/status', { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(5000) });
     if (!response.ok) throw new Error('status ' + response.status);
-    for (const s of await response.json()) {
-      const row = document.querySelector(`tr[data-projection="${CSS.escape(s.name)}"]`);
+    const status = await response.json();
+    for (const s of status) {
+      const row = table.querySelector(`tr[data-projection="${CSS.escape(s.name)}"]`);
       if (!row) continue;
       const set = (field, text) => { const cell = row.querySelector(`[data-field="${field}"]`); if (cell) cell.textContent = text; };
       set('state', s.state); set('generation', s.generation); set('checkpoint', s.checkpoint);
       set('head', s.head); set('lag_events', s.lag_events); set('lag_seconds', s.lag_seconds.toFixed(1));
       set('lease_holder', s.lease_holder ?? ''); set('last_error', s.last_error ?? '');
+      const button = row.querySelector('form.pause button');
+      if (button) {
+        const action = s.paused_at ? 'resume' : 'pause';
+        button.textContent = action;
+        button.form.action = button.form.action.replace(/\/(pause|resume)$/, '/' + action);
+      }
     }
-    document.getElementById('updated').textContent = 'live, ' + new Date().toLocaleTimeString();
+    window.lastStatus = status;
+    updated.textContent = 'live, ' + new Date().toLocaleTimeString();
     document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed ?? 0) + 1);
   } catch (e) {
-    document.getElementById('updated').textContent = 'not refreshed: ' + e.message;
+    updated.textContent = 'not refreshed: ' + e.message;
+  } finally {
+    setTimeout(refresh, 1000);
   }
 }
-refresh();
-setInterval(refresh, 1000);
-</script>"#;
+if (table) refresh();
+document.getElementById('follow-correlation').addEventListener('submit', (event) => {
+  event.preventDefault();
+  location.href = '/console/correlations/' + encodeURIComponent(event.target.elements.c.value.trim());
+});
+"#;
 
 /// `?id=…&from=…` of the stream browser.
 #[derive(Debug, Default, Deserialize)]
@@ -212,7 +318,7 @@ async fn stream(State(shop): AppState, Query(query): Query<StreamQuery>) -> Page
     let events = store
         .read_stream(&stream, from, PAGE + 1)
         .await
-        .map_err(unavailable)?;
+        .map_err(store_failed)?;
     if events.is_empty() {
         return Err(error_page(
             StatusCode::NOT_FOUND,
@@ -231,14 +337,14 @@ async fn stream(State(shop): AppState, Query(query): Query<StreamQuery>) -> Page
         let back = from.saturating_sub(PAGE as u64).max(1);
         let _ = write!(
             body,
-            "<a id=\"newer\" href=\"/console/streams?id={q}&amp;from={back}\">← earlier</a> "
+            "<a id=\"earlier\" href=\"/console/streams?id={q}&amp;from={back}\">← earlier</a> "
         );
     }
     if more {
         let next = from + PAGE as u64;
         let _ = write!(
             body,
-            "<a id=\"older\" href=\"/console/streams?id={q}&amp;from={next}\">later →</a>"
+            "<a id=\"later\" href=\"/console/streams?id={q}&amp;from={next}\">later →</a>"
         );
     }
     body.push_str("</p>");
@@ -246,36 +352,69 @@ async fn stream(State(shop): AppState, Query(query): Query<StreamQuery>) -> Page
     Ok(Html(layout(stream.as_str(), &body)))
 }
 
-async fn correlation(State(shop): AppState, Path(id): Path<Uuid>) -> PageResult {
+/// `?after=…` of a correlation page: where its scan of the log starts.
+#[derive(Debug, Default, Deserialize)]
+struct ScanFrom {
+    /// A position (`commit/sequence`); the start of the log without it.
+    after: Option<String>,
+}
+
+/// Scans the log (from `?after=`, at most [`SCAN_MAX`] events, up to the end it had when the
+/// request came) for the events of one correlation id; a page that stopped short links to
+/// the rest.
+async fn correlation(
+    State(shop): AppState,
+    Path(id): Path<Uuid>,
+    Query(from): Query<ScanFrom>,
+) -> PageResult {
+    let mut after = match from.after.as_deref() {
+        None => Position::START,
+        Some(text) => text.parse().map_err(|_| {
+            error_page(
+                StatusCode::BAD_REQUEST,
+                &format!("{text:?} is not a position like 812/40"),
+            )
+        })?,
+    };
     let store = &shop.storage().store;
-    let mut after = Position::START;
+    let end = store.read_barrier().await.map_err(store_failed)?;
     let mut found = Vec::new();
-    loop {
+    let mut scanned = 0;
+    while after < end && scanned < SCAN_MAX && found.len() < CORRELATED_MAX {
         let page = store
             .read_all(after, SCAN_PAGE, &EventFilter::all())
             .await
-            .map_err(unavailable)?;
-        found.extend(
-            page.events
-                .iter()
-                .filter(|e| e.metadata.correlation_id == Some(id))
-                .cloned(),
-        );
-        if page.events.is_empty() || found.len() >= CORRELATED_MAX || page.scanned_to <= after {
-            break;
+            .map_err(store_failed)?;
+        let mut reached = page.scanned_to;
+        for event in &page.events {
+            if event.metadata.correlation_id == Some(id) {
+                if found.len() == CORRELATED_MAX {
+                    // The next page starts just before this match, so it misses none.
+                    reached = found.last().map_or(after, |e: &RecordedEvent| e.position);
+                    break;
+                }
+                found.push(event.clone());
+            }
         }
-        after = page.scanned_to;
+        scanned += page.events.len();
+        if reached <= after {
+            break; // Held back by an open transaction: the rest is not readable yet.
+        }
+        after = reached;
     }
-    found.truncate(CORRELATED_MAX);
-    let body = if found.is_empty() {
-        format!("<p>No event carries the correlation id <code>{id}</code>.</p>")
-    } else {
-        format!(
-            "<h2>Correlation <code id=\"correlation\">{id}</code>: {} events</h2>{}",
-            found.len(),
-            events_table(&found, true)
-        )
-    };
+    let mut body = format!(
+        "<h2>Correlation <code id=\"correlation\">{id}</code>: {} events</h2>",
+        found.len()
+    );
+    if !found.is_empty() {
+        body.push_str(&events_table(&found, true));
+    }
+    if after < end {
+        let _ = write!(
+            body,
+            "<p>Scanned the log up to {after}. <a id=\"scan-on\" href=\"/console/correlations/{id}?after={after}\">Scan on from there</a></p>"
+        );
+    }
     Ok(Html(layout("Correlation", &body)))
 }
 
@@ -364,7 +503,7 @@ fn operation_failed(error: &projections::Error) -> Response {
         projections::Error::UnknownProjection(_) | projections::Error::NoDeadLetter { .. } => {
             error_page(StatusCode::NOT_FOUND, &error.to_string())
         }
-        _ => unavailable(error),
+        _ => internal(error),
     }
 }
 
@@ -377,8 +516,8 @@ fn layout(title: &str, body: &str) -> String {
          <title>{title} · demo-shop console</title><style>{STYLE}</style></head><body>\
          <header><h1><a href=\"/console\">demo-shop console</a></h1>\
          <form action=\"/console/streams\" method=\"get\"><input name=\"id\" placeholder=\"stream id, e.g. order-…\" aria-label=\"stream id\"><button>find stream</button></form>\
-         <form onsubmit=\"location.href='/console/correlations/'+encodeURIComponent(this.elements.c.value.trim());return false\"><input name=\"c\" placeholder=\"correlation id\" aria-label=\"correlation id\"><button>follow correlation</button></form>\
-         </header><main>{body}</main></body></html>",
+         <form id=\"follow-correlation\"><input name=\"c\" placeholder=\"correlation id\" aria-label=\"correlation id\"><button>follow correlation</button></form>\
+         </header><main>{body}</main><script src=\"/console/console.js\"></script></body></html>",
         title = escape(title),
     )
 }
@@ -430,5 +569,30 @@ mod tests {
             "&lt;script&gt;alert(&quot;x&amp;&#39;y&quot;)&lt;/script&gt;"
         );
         assert_eq!(query_escape("order-1 2&x=é"), "order-1%202%26x%3D%C3%A9");
+    }
+
+    #[test]
+    fn only_the_consoles_own_pages_and_non_browsers_may_post() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, HeaderValue::from_static(value));
+            }
+            map
+        };
+        assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")])));
+        assert!(!same_origin(&headers(&[("sec-fetch-site", "cross-site")])));
+        assert!(!same_origin(&headers(&[("sec-fetch-site", "same-site")])));
+        assert!(same_origin(&headers(&[])), "curl sends neither");
+        let host = ("host", "127.0.0.1:3000");
+        assert!(same_origin(&headers(&[
+            host,
+            ("origin", "http://127.0.0.1:3000")
+        ])));
+        assert!(!same_origin(&headers(&[
+            host,
+            ("origin", "http://evil.example")
+        ])));
+        assert!(!same_origin(&headers(&[host, ("origin", "null")])));
     }
 }

@@ -87,7 +87,7 @@ pub(super) async fn restock(
 }
 
 /// Every product with its stock.
-#[utoipa::path(get, path = "/products", tag = "inventory", params(MinPosition),
+#[utoipa::path(get, path = "/products", tag = "inventory", operation_id = "products", params(MinPosition),
     responses((status = 200, description = "Products by SKU", body = Vec<ProductStockRow>), QueryErrors))]
 pub(super) async fn list(
     State(shop): AppState,
@@ -106,7 +106,7 @@ pub fn router() -> Router<std::sync::Arc<crate::shop::Shop>> {
 }
 
 /// One product with its stock.
-#[utoipa::path(get, path = "/products/{sku}", tag = "inventory",
+#[utoipa::path(get, path = "/products/{sku}", tag = "inventory", operation_id = "product",
     params(("sku" = String, Path, description = "The product", pattern = "^[A-Za-z0-9_.]{1,40}$"), MinPosition),
     responses((status = 200, description = "The product", body = ProductStockRow),
         (status = 404, description = "No such product", body = super::openapi::ErrorBody), QueryErrors))]

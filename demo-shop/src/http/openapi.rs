@@ -92,16 +92,33 @@ pub struct ProductAccepted {
     pub position: Option<cqrs_core::Position>,
 }
 
-/// An error answer with `status`, its body an [`ErrorBody`].
+/// An error answer with `status`, its body an [`ErrorBody`]; a 503 says when to try again.
 fn error(status: u16, description: &str) -> (String, RefOr<Response>) {
     let content = ContentBuilder::new()
         .schema(Some(Ref::from_schema_name("ErrorBody")))
         .build();
-    let response = ResponseBuilder::new()
+    let mut response = ResponseBuilder::new()
         .description(description)
-        .content("application/json", content)
-        .build();
-    (status.to_string(), RefOr::T(response))
+        .content("application/json", content);
+    if status == 503 {
+        let seconds = utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .build();
+        let retry_after = utoipa::openapi::HeaderBuilder::new()
+            .schema(seconds)
+            .description(Some("Seconds to wait before trying again"))
+            .build();
+        response = response.header("Retry-After", retry_after);
+    }
+    (status.to_string(), RefOr::T(response.build()))
+}
+
+/// The answer to a fault of the server's own: the cause is logged, not sent.
+fn internal() -> (String, RefOr<Response>) {
+    error(
+        500,
+        "A fault of the server's own (logged with its cause, which the answer leaves out)",
+    )
 }
 
 /// The error answers of every command (`POST`).
@@ -117,6 +134,7 @@ impl IntoResponses for CommandErrors {
             error(415, "A body that is not application/json"),
             error(422, "Well-formed input the shop refuses: a value out of range, a rule of the domain, an Idempotency-Key sent again with another body"),
             error(503, "The database cannot be reached; try again (Retry-After)"),
+            internal(),
         ])
     }
 }
@@ -130,6 +148,7 @@ impl IntoResponses for QueryErrors {
             error(400, "A bad path parameter or min_position"),
             error(422, "A min_position beyond the head of the log (no command returned it)"),
             error(503, "The read model has not reached min_position in time, or it stopped, or the database cannot be reached; try again (Retry-After)"),
+            internal(),
         ])
     }
 }
@@ -139,10 +158,13 @@ pub struct StoreErrors;
 
 impl IntoResponses for StoreErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        BTreeMap::from([error(
-            503,
-            "The database cannot be reached; try again (Retry-After)",
-        )])
+        BTreeMap::from([
+            error(
+                503,
+                "The database cannot be reached; try again (Retry-After)",
+            ),
+            internal(),
+        ])
     }
 }
 
@@ -181,5 +203,26 @@ mod tests {
             schema("CancelOrder")["reason"]["maxLength"],
             text::MAX_REASON
         );
+    }
+}
+
+#[cfg(test)]
+mod document_tests {
+    use std::collections::HashSet;
+
+    use super::ApiDoc;
+    use utoipa::OpenApi;
+
+    /// OpenAPI asks for each operation id once.
+    #[test]
+    fn operation_ids_are_unique() {
+        let document = serde_json::to_value(ApiDoc::openapi()).expect("document");
+        let mut seen = HashSet::new();
+        for (path, operations) in document["paths"].as_object().expect("paths") {
+            for (method, operation) in operations.as_object().expect("operations") {
+                let id = operation["operationId"].as_str().expect("an operation id");
+                assert!(seen.insert(id.to_owned()), "{method} {path}: {id} is taken");
+            }
+        }
     }
 }

@@ -113,7 +113,7 @@ pub(super) async fn ship(
 }
 
 /// One order's summary.
-#[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders", operation_id = "order",
     params(("id" = Uuid, Path, description = "The order"), MinPosition),
     responses((status = 200, description = "The order", body = OrderSummary),
         (status = 404, description = "No such order", body = ErrorBody), QueryErrors))]
