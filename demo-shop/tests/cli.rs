@@ -102,14 +102,7 @@ async fn only_migrate_and_serve_change_the_schema() {
 /// trace and correlation ids, `follow` the log as it grows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_and_follow_print_what_was_stored() {
-    let db = eventstore_postgres::testing::TestDatabase::create(4).await;
-    let storage = demo_shop::storage::Storage::from_pool(db.pool.clone())
-        .await
-        .expect("migrate");
-    let shop = demo_shop::shop::Shop::new(
-        storage,
-        std::sync::Arc::new(demo_shop::gateway::SimulatedGateway::new()),
-    );
+    let (db, shop) = shop_on_a_database_of_its_own().await;
     let trace = cqrs_core::trace::TraceParent::new_root();
     let meta = cqrs_core::Metadata::new_request().with_trace(&trace);
     let mug = demo_shop::domain::money::Sku::new("MUG").expect("sku");
@@ -218,14 +211,7 @@ async fn stream_and_follow_print_what_was_stored() {
 /// running shop: the status says so, and a reset read model is replayed by the worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_reset_a_projection() {
-    let db = eventstore_postgres::testing::TestDatabase::create(4).await;
-    let storage = demo_shop::storage::Storage::from_pool(db.pool.clone())
-        .await
-        .expect("migrate");
-    let shop = demo_shop::shop::Shop::new(
-        storage,
-        std::sync::Arc::new(demo_shop::gateway::SimulatedGateway::new()),
-    );
+    let (db, shop) = shop_on_a_database_of_its_own().await;
     let meta = cqrs_core::Metadata::new_request();
     let mug = demo_shop::domain::money::Sku::new("MUG").expect("sku");
     shop.register_product(
@@ -299,6 +285,23 @@ async fn pause_resume_and_reset_a_projection() {
     let (ok, _, err) = run(&["pause", "no_such"]);
     assert!(!ok && err.contains("unknown projection `no_such`"), "{err}");
     db.drop_database().await;
+}
+
+/// A shop (its workers not running) on a migrated database of its own, which the CLI
+/// processes under test share.
+async fn shop_on_a_database_of_its_own() -> (
+    eventstore_postgres::testing::TestDatabase,
+    demo_shop::shop::Shop,
+) {
+    let db = eventstore_postgres::testing::TestDatabase::create(4).await;
+    let storage = demo_shop::storage::Storage::from_pool(db.pool.clone())
+        .await
+        .expect("migrate");
+    let shop = demo_shop::shop::Shop::new(
+        storage,
+        std::sync::Arc::new(demo_shop::gateway::SimulatedGateway::new()),
+    );
+    (db, shop)
 }
 
 /// A child process killed when dropped.

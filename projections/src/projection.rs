@@ -106,7 +106,8 @@ pub trait Projection: Send + Sync + 'static {
         event: &RecordedEvent,
     ) -> Result<(), ApplyError>;
     /// Applies one page of events, in log order, within one batch: by default each in turn
-    /// with [`apply`](Projection::apply). A handler that does better with the whole page
+    /// with [`apply`](Projection::apply), in a debug-level `apply` span with the event's
+    /// trace, correlation and causation ids. A handler that does better with the whole page
     /// overrides it — a relay publishes the page with pipelined broker confirms rather than
     /// one round trip per event.
     ///
@@ -119,7 +120,23 @@ pub trait Projection: Send + Sync + 'static {
         events: &[RecordedEvent],
     ) -> Result<(), (usize, ApplyError)> {
         for (i, event) in events.iter().enumerate() {
-            self.apply(docs, event).await.map_err(|e| (i, e))?;
+            // Each event in the trace it carries (at debug level: off by default, and then
+            // nothing is parsed).
+            let span = tracing::debug_span!(
+                "apply",
+                projection = self.name(),
+                event_type = %event.event.event_type,
+                position = %event.position,
+                trace_id = tracing::field::Empty,
+                correlation_id = tracing::field::Empty,
+                causation_id = tracing::field::Empty,
+            );
+            if !span.is_disabled() {
+                cqrs_core::trace::record_on(&span, &event.metadata);
+            }
+            tracing::Instrument::instrument(self.apply(docs, event), span)
+                .await
+                .map_err(|e| (i, e))?;
         }
         Ok(())
     }

@@ -224,6 +224,23 @@ fn gate_lock(exclusive: bool) -> &'static str {
     }
 }
 
+/// Closes the open dead letters of `name`'s generations older than `generation`.
+async fn close_older_letters(
+    tx: &mut sqlx::PgConnection,
+    name: &str,
+    generation: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE projection_dead_letters SET status = 'retried', resolved_at = now() \
+         WHERE projection = $1 AND generation < $2 AND status IN ('parked', 'retry')",
+    )
+    .bind(name)
+    .bind(generation)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// Takes the gate of `name` in `tx`, waiting for it.
 async fn gate(tx: &mut sqlx::PgConnection, name: &str, exclusive: bool) -> Result<()> {
     let lock = gate_lock(exclusive);
@@ -501,14 +518,7 @@ impl Target for PgTarget {
             .await?;
             // The new generation passed every event an older one could not apply (or it
             // would hold the letter itself): those letters are closed.
-            sqlx::query(
-                "UPDATE projection_dead_letters SET status = 'retried', resolved_at = now() \
-                 WHERE projection = $1 AND generation < $2 AND status IN ('parked', 'retry')",
-            )
-            .bind(&batch.name)
-            .bind(batch.generation)
-            .execute(&mut *batch.tx)
-            .await?;
+            close_older_letters(&mut batch.tx, &batch.name, batch.generation).await?;
         }
         batch.tx.commit().await?;
         Ok(())
@@ -561,14 +571,8 @@ impl Target for PgTarget {
         let Some(generation) = generation else {
             return Ok(None);
         };
-        sqlx::query(
-            "UPDATE projection_dead_letters SET status = 'retried', resolved_at = now() \
-             WHERE projection = $1 AND generation < $2 AND status IN ('parked', 'retry')",
-        )
-        .bind(name)
-        .bind(generation)
-        .execute(&mut *tx)
-        .await?;
+        // The replay meets those events again, and parks anew the ones that still fail.
+        close_older_letters(&mut tx, name, generation).await?;
         tx.commit().await?;
         // Done: the worker retires the old generations too, should this fail.
         if let Err(error) = self.retire_generations(name).await {
