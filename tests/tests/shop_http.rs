@@ -468,25 +468,54 @@ async fn malformed_requests_get_a_4xx_and_store_nothing() {
     app.shutdown().await;
 }
 
-/// A query asked to wait for a position its read model does not reach in time answers 503
-/// with a JSON body saying it is behind, never stale data as if fresh.
+/// A query asked to wait for a position its read model does not reach in time (here it is
+/// paused) answers 503 with a JSON body saying it is behind, never stale data as if fresh;
+/// a position past the end of the log, which no command returned, is refused at once (422).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_model_behind_min_position_answers_503() {
     let app = spawn_app().await;
     app.add_product("late_1", 500, 3).await;
-    let order_id = order(
-        &app,
-        Uuid::new_v4(),
-        json!([{ "sku": "late_1", "quantity": 1 }]),
-        "card_approve",
-    )
-    .await;
+    app.shop
+        .host()
+        .pause("order_summaries")
+        .await
+        .expect("pause");
+    let (status, placed) = app
+        .post(
+            "/orders",
+            json!({ "customer_id": Uuid::new_v4(), "lines": [{ "sku": "late_1", "quantity": 1 }], "card": "card_approve" }),
+        )
+        .await;
+    assert_eq!(status, 202, "{placed}");
+    let (order_id, position) = (
+        placed["order_id"].as_str().expect("id"),
+        placed["position"].as_str().expect("position"),
+    );
     let (status, body) = app
-        .get(&format!("/orders/{order_id}?min_position=999999999999/0"))
+        .get(&format!("/orders/{order_id}?min_position={position}"))
         .await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["kind"], "behind", "{body}");
     assert_eq!(body["projection"], "order_summaries", "{body}");
     assert!(body["checkpoint"].is_string(), "{body}");
+
+    let (status, body) = app
+        .get(&format!("/orders/{order_id}?min_position=999999999999/0"))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]
+        .as_str()
+        .expect("error")
+        .contains("beyond the end of the log"));
+
+    app.shop
+        .host()
+        .resume("order_summaries")
+        .await
+        .expect("resume");
+    let (status, body) = app
+        .get(&format!("/orders/{order_id}?min_position={position}"))
+        .await;
+    assert_eq!(status, 200, "resumed, it catches up: {body}");
     app.shutdown().await;
 }
