@@ -15,6 +15,15 @@ use sqlx::{Connection, PgConnection, PgPool};
 /// How long the first connection to PostgreSQL may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Every migration the shop's database takes, by the crate that owns it; `migrate` applies
+/// them all, and the commands that only read or operate check that none is pending.
+static MIGRATIONS: [sqlx::migrate::Migrator; 4] = [
+    sqlx::migrate!("../eventstore-postgres/migrations"),
+    sqlx::migrate!("../projections/migrations"),
+    sqlx::migrate!("../messaging/migrations"),
+    sqlx::migrate!("./migrations"),
+];
+
 /// Where a service's consumers record the messages they applied.
 #[derive(Clone)]
 pub enum Inboxes {
@@ -64,23 +73,44 @@ impl Storage {
         Self::from_pool(Self::connect(url).await?).await
     }
 
-    /// Connects to PostgreSQL at `url`, whose tables `demo-shop migrate` (or `serve`) made,
-    /// changing nothing: a database without them is refused with what to run.
+    /// Connects to PostgreSQL at `url`, which `demo-shop migrate` (or `serve`) brought up to
+    /// this release's schema, changing nothing: a database without the shop, or one an
+    /// earlier release migrated, is refused with what to run.
     pub async fn postgres_migrated(
         url: &str,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let pool = Self::connect(url).await?;
-        let missing: Vec<String> = sqlx::query_scalar(
-            "SELECT t FROM unnest(ARRAY['es_events', 'projection_state', 'process_instances', \
-             'http_idempotency_keys', 'inbox_messages']) AS t WHERE to_regclass(t) IS NULL",
+        let applied: Vec<i64> = match sqlx::query_scalar::<_, Option<String>>(
+            "SELECT to_regclass('_sqlx_migrations')::text",
         )
-        .fetch_all(&pool)
-        .await?;
-        if !missing.is_empty() {
+        .fetch_one(&pool)
+        .await?
+        {
+            Some(_) => {
+                sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                    .fetch_all(&pool)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        let pending: Vec<String> = MIGRATIONS
+            .iter()
+            .flat_map(|migrator| migrator.iter())
+            .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+            .map(|m| format!("{}_{}", m.version, m.description.replace(' ', "_")))
+            .collect();
+        if applied.is_empty() {
             return Err(format!(
-                "{} holds no shop (missing: {}): run `demo-shop migrate` first",
+                "{} holds no shop: run `demo-shop migrate` first",
+                redacted(url)
+            )
+            .into());
+        }
+        if !pending.is_empty() {
+            return Err(format!(
+                "{} holds a shop of an earlier release (not applied: {}): run `demo-shop migrate` first",
                 redacted(url),
-                missing.join(", ")
+                pending.join(", ")
             )
             .into());
         }

@@ -86,14 +86,32 @@ async fn only_migrate_and_serve_change_the_schema() {
         String::from_utf8_lossy(&migrate.stderr)
     );
     assert!(tables().await > 0);
-    let status = demo_shop()
-        .args(["--database-url", &db.url, "status"])
-        .output()
-        .expect("run");
+    let status = || {
+        demo_shop()
+            .args(["--database-url", &db.url, "status"])
+            .output()
+            .expect("run")
+    };
+    let migrated = status();
     assert!(
-        status.status.success(),
+        migrated.status.success(),
         "{}",
-        String::from_utf8_lossy(&status.stderr)
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+
+    // A database an earlier release migrated: its newest migration is not applied yet.
+    sqlx::query(
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("forget the newest migration");
+    let earlier = status();
+    let stderr = String::from_utf8_lossy(&earlier.stderr);
+    assert!(!earlier.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("an earlier release") && stderr.contains("run `demo-shop migrate` first"),
+        "{stderr}"
     );
     db.drop_database().await;
 }
