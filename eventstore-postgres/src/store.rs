@@ -20,7 +20,7 @@ use crate::horizon;
 use crate::log_order::LogOrderGuard;
 use crate::notify::Notifier;
 use crate::row::{
-    decode_event, decode_event_at, decode_stream_event, signed, unsigned, EVENT_COLUMNS,
+    decode_event, decode_event_at, decode_stream_event, signed, unsigned, Commit, EVENT_COLUMNS,
     STREAM_EVENT_COLUMNS,
 };
 
@@ -447,7 +447,7 @@ impl EventStore for PgEventStore {
         let rows = sqlx::query(
             "SELECT horizon, commit, position, event_id, stream_id, stream_version, event_type, \
                     schema_version, payload, metadata, recorded_at \
-             FROM es_read_all_v2($1, $2, $3, $4, $5)",
+             FROM es_read_all_v3($1, $2, $3, $4, $5)",
         )
         .bind(signed(after.commit, "position")?)
         .bind(signed(after.sequence, "position")?)
@@ -459,7 +459,7 @@ impl EventStore for PgEventStore {
         .map_err(from_sqlx)?;
 
         let horizon: i64 = match rows.first() {
-            Some(row) => row.try_get("horizon").map_err(from_sqlx)?,
+            Some(row) => row.try_get::<Commit, _>("horizon").map_err(from_sqlx)?.0,
             None => return Err(Error::Backend("read_all returned no horizon row".into())),
         };
         let mut events = Vec::with_capacity(rows.len());

@@ -483,6 +483,13 @@ async fn the_previous_releases_functions_still_answer() {
     assert!(streams
         .iter()
         .all(|s| s.as_deref().is_some_and(|s| s.starts_with("old-"))));
+    // The previous release's reader (es_read_all_v2, with LIKE patterns) answers the same.
+    let v2: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT stream_id FROM es_read_all_v2(0, 0, 100, NULL, ARRAY['old-%'])")
+            .fetch_all(&db.pool)
+            .await
+            .expect("the previous reader answers");
+    assert_eq!(v2, streams);
     // And the new store reads what the old functions wrote.
     let read = store
         .read_stream(&stream("old-1"), 0, 100)
