@@ -290,68 +290,80 @@ async fn seed_1000(store: &Arc<dyn EventStore>) -> (String, StreamId) {
     (id, stream)
 }
 
-/// Median milliseconds to load (read, decode, fold) a 1,000-event aggregate.
-async fn load_1000(store: Arc<dyn EventStore>, snapshots: SnapshotPolicy) -> f64 {
-    let repository = Repository::<Counter>::new(Arc::clone(&store), ()).with_snapshots(snapshots);
-    let (id, stream) = seed_1000(&store).await;
-    if let SnapshotPolicy::EveryNEvents(_) = snapshots {
-        // The snapshot the repository would have taken at version 1,000.
-        let state = Repository::<Counter>::new(Arc::clone(&store), ())
-            .load(&id)
-            .await
-            .expect("load")
-            .state;
-        store
-            .save_snapshot(&cqrs_core::Snapshot {
-                stream_id: stream.clone(),
-                version: 1_000,
-                schema_version: 1,
-                state: serde_json::to_value(state).expect("state"),
-                taken_at: chrono::Utc::now(),
-            })
-            .await
-            .expect("snapshot");
-    }
-    let mut times = Vec::new();
-    for _ in 0..15 {
-        let started = Instant::now();
-        let loaded = repository.load(&id).await.expect("load");
-        times.push(started.elapsed().as_secs_f64() * 1_000.0);
-        assert_eq!(loaded.state.applied, 1_000);
-    }
-    median(times)
+/// The milliseconds to load a 1,000-event aggregate, median of [`LOAD_ROUNDS`] rounds, three
+/// ways taken in turn within each round (so that a slow moment of the machine falls on all
+/// three): by hand (one `SELECT` of the stream's rows in version order, each payload decoded
+/// to the domain event and folded), through the repository, and through the repository
+/// from a snapshot at version 1,000.
+struct Loads {
+    raw: f64,
+    repository: f64,
+    snapshot: f64,
 }
 
-/// The same load by hand: one `SELECT` of the stream's rows in version order, each payload
-/// decoded to the domain event and folded; median milliseconds.
-async fn raw_load_1000(store: Arc<dyn EventStore>, pool: &PgPool) -> f64 {
-    let (_, stream) = seed_1000(&store).await;
-    let mut times = Vec::new();
-    for _ in 0..15 {
-        let started = Instant::now();
-        let rows = sqlx::query(
-            "SELECT event_id, stream_version, event_type, schema_version, payload, metadata, \
-                    recorded_at FROM es_events WHERE stream_id = $1 ORDER BY stream_version",
-        )
-        .bind(stream.as_str())
-        .fetch_all(pool)
+/// Rounds of [`loads_1000`].
+const LOAD_ROUNDS: usize = 31;
+
+async fn loads_1000(store: Arc<dyn EventStore>, pool: &PgPool) -> Loads {
+    let plain = Repository::<Counter>::new(Arc::clone(&store), ());
+    let snapshots = Repository::<Counter>::new(Arc::clone(&store), ())
+        .with_snapshots(SnapshotPolicy::EveryNEvents(100));
+    let (id, stream) = seed_1000(&store).await;
+    // The snapshot the repository would have taken at version 1,000.
+    let state = plain.load(&id).await.expect("load").state;
+    store
+        .save_snapshot(&cqrs_core::Snapshot {
+            stream_id: stream.clone(),
+            version: 1_000,
+            schema_version: 1,
+            state: serde_json::to_value(state).expect("state"),
+            taken_at: chrono::Utc::now(),
+        })
         .await
-        .expect("load");
-        let mut counter = Counter::default();
-        for row in &rows {
-            let _: Uuid = row.get("event_id");
-            let _: i64 = row.get("stream_version");
-            let event_type: String = row.get("event_type");
-            let _: i32 = row.get("schema_version");
-            let _: serde_json::Value = row.get("metadata");
-            let _: chrono::DateTime<chrono::Utc> = row.get("recorded_at");
-            let event = decode(&event_type, row.get("payload"));
-            cqrs_core::Aggregate::apply(&mut counter, &event);
-        }
-        times.push(started.elapsed().as_secs_f64() * 1_000.0);
+        .expect("snapshot");
+    let (mut raw, mut repository, mut snapshot) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..LOAD_ROUNDS {
+        let started = Instant::now();
+        let counter = raw_load(pool, &stream).await;
+        raw.push(started.elapsed().as_secs_f64() * 1_000.0);
         assert_eq!(counter.applied, 1_000);
+        for (repo, times) in [(&plain, &mut repository), (&snapshots, &mut snapshot)] {
+            let started = Instant::now();
+            let loaded = repo.load(&id).await.expect("load");
+            times.push(started.elapsed().as_secs_f64() * 1_000.0);
+            assert_eq!(loaded.state.applied, 1_000);
+        }
     }
-    median(times)
+    Loads {
+        raw: median(raw),
+        repository: median(repository),
+        snapshot: median(snapshot),
+    }
+}
+
+/// The load by hand: one `SELECT` of the stream's rows in version order, each payload
+/// decoded to the domain event and folded.
+async fn raw_load(pool: &PgPool, stream: &StreamId) -> Counter {
+    let rows = sqlx::query(
+        "SELECT event_id, stream_version, event_type, schema_version, payload, metadata, \
+                recorded_at FROM es_events WHERE stream_id = $1 ORDER BY stream_version",
+    )
+    .bind(stream.as_str())
+    .fetch_all(pool)
+    .await
+    .expect("load");
+    let mut counter = Counter::default();
+    for row in &rows {
+        let _: Uuid = row.get("event_id");
+        let _: i64 = row.get("stream_version");
+        let event_type: String = row.get("event_type");
+        let _: i32 = row.get("schema_version");
+        let _: serde_json::Value = row.get("metadata");
+        let _: chrono::DateTime<chrono::Utc> = row.get("recorded_at");
+        let event = decode(&event_type, row.get("payload"));
+        cqrs_core::Aggregate::apply(&mut counter, &event);
+    }
+    counter
 }
 
 async fn run_once(store: &PgEventStore, pool: &PgPool, scale: usize) -> Vec<Figure> {
@@ -391,22 +403,10 @@ async fn run_once(store: &PgEventStore, pool: &PgPool, scale: usize) -> Vec<Figu
     );
     push("raw_scan", raw_scan(pool).await, EventsPerSec);
     push("read_all", read_all(store).await, EventsPerSec);
-    let dyn_store: Arc<dyn EventStore> = Arc::new(store.clone());
-    push(
-        "raw_load_1000",
-        raw_load_1000(Arc::clone(&dyn_store), pool).await,
-        Ms,
-    );
-    push(
-        "load_1000",
-        load_1000(Arc::clone(&dyn_store), SnapshotPolicy::Never).await,
-        Ms,
-    );
-    push(
-        "load_1000_snapshot",
-        load_1000(dyn_store, SnapshotPolicy::EveryNEvents(100)).await,
-        Ms,
-    );
+    let loads = loads_1000(Arc::new(store.clone()), pool).await;
+    push("raw_load_1000", loads.raw, Ms);
+    push("load_1000", loads.repository, Ms);
+    push("load_1000_snapshot", loads.snapshot, Ms);
     figures
 }
 
