@@ -64,6 +64,11 @@ pub enum Command {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:3000")]
         addr: SocketAddr,
+        /// Where to serve the operators' routes (the web console and `/metrics`) instead of
+        /// on `--addr`: a port only operators and the metrics scraper reach. Without it,
+        /// `--addr` serves them too.
+        #[arg(long, env = "ADMIN_ADDR")]
+        admin_addr: Option<SocketAddr>,
     },
     /// Rebuilds one read model by replaying the log, with a progress bar.
     Rebuild {
@@ -260,13 +265,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("migrated {}", crate::storage::redacted(db));
             Ok(())
         }
-        Some(Command::Serve { addr }) => {
+        Some(Command::Serve { addr, admin_addr }) => {
             let broker = cli
                 .broker
                 .as_deref()
                 .map(|b| broker(b, &cli.broker_namespace))
                 .transpose()?;
-            serve(shop(url).await?, addr, broker).await
+            serve(shop(url).await?, addr, admin_addr, broker).await
         }
         Some(Command::Warehouse) => {
             let url_of_broker = cli.broker.as_deref().ok_or(
@@ -664,9 +669,14 @@ async fn join_workers(workers: Vec<tokio::task::JoinHandle<projections::Result<(
 async fn serve(
     shop: Shop,
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     broker: Option<Arc<dyn messaging::Broker>>,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    let admin = match admin_addr {
+        Some(admin_addr) => Some(tokio::net::TcpListener::bind(admin_addr).await?),
+        None => None,
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut workers = shop.spawn_workers(stopped.clone());
     if let Some(broker) = broker {
@@ -676,11 +686,43 @@ async fn serve(
         );
         workers.extend(shop.spawn_messaging(broker, stopped));
     }
-    tracing::info!(%addr, storage = shop.storage().kind, "serving");
-    crate::http::serve(listener, crate::http::router(Arc::new(shop)), async {
-        stop_signal().await;
-    })
-    .await?;
+    tracing::info!(%addr, ?admin_addr, storage = shop.storage().kind, "serving");
+    let shop = Arc::new(shop);
+    match admin {
+        None => {
+            crate::http::serve(listener, crate::http::router(shop), async {
+                stop_signal().await;
+            })
+            .await?
+        }
+        Some(admin) => {
+            // Both listeners stop on the same signal.
+            let (stopping, _) = tokio::sync::broadcast::channel::<()>(1);
+            let when_stopping = |stopping: &tokio::sync::broadcast::Sender<()>| {
+                let mut stopped = stopping.subscribe();
+                async move {
+                    let _ = stopped.recv().await;
+                }
+            };
+            let api = crate::http::serve(
+                listener,
+                crate::http::api_router(Arc::clone(&shop)),
+                when_stopping(&stopping),
+            );
+            let operators = crate::http::serve(
+                admin,
+                crate::http::admin_router(shop),
+                when_stopping(&stopping),
+            );
+            let signal = async {
+                stop_signal().await;
+                let _ = stopping.send(());
+            };
+            let (api, operators, ()) = tokio::join!(api, operators, signal);
+            api?;
+            operators?;
+        }
+    }
     stop.send_replace(true);
     join_workers(workers).await;
     Ok(())

@@ -56,3 +56,63 @@ async fn ready_only_while_the_workers_run() {
         worker.await.expect("join").expect("a worker stops cleanly");
     }
 }
+
+/// With the operators' routes on a port of their own (`serve --admin-addr`), the API's port
+/// answers no console and no metrics, and the admin port nothing but them, status and health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_routes_can_have_a_port_of_their_own() {
+    let shop = Arc::new(Shop::new(
+        Storage::in_memory(),
+        Arc::new(SimulatedGateway::new()),
+    ));
+    let mut addrs = Vec::new();
+    for router in [
+        http::api_router(Arc::clone(&shop)),
+        http::admin_router(Arc::clone(&shop)),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        addrs.push(listener.local_addr().expect("addr"));
+        tokio::spawn(http::serve(listener, router, std::future::pending()));
+    }
+    let (api, admin) = (addrs[0], addrs[1]);
+    let status_of = |addr, path: &'static str| async move { status_line(addr, path).await };
+    for path in ["/console", "/metrics"] {
+        assert_eq!(status_of(api, path).await, 404, "{path} on the API's port");
+        assert_eq!(
+            status_of(admin, path).await,
+            200,
+            "{path} on the admin port"
+        );
+    }
+    for path in ["/status", "/healthz"] {
+        assert_eq!(status_of(api, path).await, 200, "{path} on the API's port");
+        assert_eq!(
+            status_of(admin, path).await,
+            200,
+            "{path} on the admin port"
+        );
+    }
+    assert_eq!(status_of(api, "/products").await, 200);
+    assert_eq!(
+        status_of(admin, "/products").await,
+        404,
+        "no API on the admin port"
+    );
+}
+
+/// The status of `GET path` (whatever the body is: HTML, text or JSON).
+async fn status_line(addr: std::net::SocketAddr, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("read");
+    String::from_utf8_lossy(&answer)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .expect("a status line")
+}

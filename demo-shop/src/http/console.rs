@@ -9,8 +9,9 @@
 //!
 //! Its forms `POST` to `/console/projections/{name}/…` and come back to the overview; a `POST`
 //! a browser sends from another site is refused (403), and the pages forbid framing and any
-//! script but the console's own (`/console/console.js`). The console has no login and shares
-//! the API's port: serve it where only operators reach (as `/metrics`).
+//! script but the console's own (`/console/console.js`). The console has no login: give it
+//! and `/metrics` a port only operators reach with `serve --admin-addr` (without it, they
+//! share the API's port).
 
 use std::fmt::Write as _;
 

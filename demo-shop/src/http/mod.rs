@@ -49,14 +49,48 @@ use crate::shop::Shop;
 /// The state every handler gets.
 pub type AppState = State<Arc<Shop>>;
 
-/// The whole API over `shop`.
+/// The whole API over `shop`, the operators' routes included: what `serve` answers on one
+/// port.
 pub fn router(shop: Arc<Shop>) -> Router {
+    serving(
+        Router::new()
+            .merge(inventory::router())
+            .merge(orders::router())
+            .merge(operators_routes()),
+        shop,
+    )
+}
+
+/// The API without the operators' routes (the console and `/metrics`): what `serve
+/// --admin-addr` answers on its main port.
+pub fn api_router(shop: Arc<Shop>) -> Router {
+    serving(
+        Router::new()
+            .merge(inventory::router())
+            .merge(orders::router())
+            .merge(status::router()),
+        shop,
+    )
+}
+
+/// The operators' routes alone (the console, `/metrics`, status and health): what `serve
+/// --admin-addr` answers on the admin port.
+pub fn admin_router(shop: Arc<Shop>) -> Router {
+    serving(operators_routes(), shop)
+}
+
+/// The console, `/metrics`, and the status and health routes the console reads.
+fn operators_routes() -> Router<Arc<Shop>> {
     Router::new()
-        .merge(inventory::router())
-        .merge(orders::router())
         .merge(status::router())
         .merge(console::router())
         .route("/metrics", axum::routing::get(crate::metrics::scrape))
+}
+
+/// `routes` over `shop`, with JSON answers for unknown routes and methods, and the trace,
+/// metrics and idempotency layers.
+fn serving(routes: Router<Arc<Shop>>, shop: Arc<Shop>) -> Router {
+    routes
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn_with_state(
