@@ -21,6 +21,9 @@ use std::fmt;
 
 use uuid::Uuid;
 
+/// The name of the W3C trace-context header (HTTP) and message header (brokers).
+pub const HEADER: &str = "traceparent";
+
 /// A valid W3C `traceparent` (version `00`): trace id, parent id, flags.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TraceParent {
@@ -173,13 +176,18 @@ pub fn record_on(span: &tracing::Span, metadata: &crate::Metadata) {
 }
 
 /// [`record_on`] for ids carried elsewhere than in a [`Metadata`](crate::Metadata) (a
-/// message's attributes, say); a `traceparent` the W3C rules refuse is left out.
+/// message's attributes, say); a `traceparent` the W3C rules refuse is left out. Nothing is
+/// done for a span no subscriber records.
 pub fn record_ids(
     span: &tracing::Span,
     traceparent: Option<&str>,
     correlation_id: Option<Uuid>,
     causation_id: Option<Uuid>,
 ) {
+    // A span no subscriber records (a debug span, as a rule) costs no parsing.
+    if span.is_disabled() {
+        return;
+    }
     if let Some(parent) = traceparent.and_then(TraceParent::parse) {
         span.record("trace_id", parent.trace_id());
         #[cfg(feature = "otel")]

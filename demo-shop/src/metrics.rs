@@ -335,7 +335,11 @@ impl Gauges {
             projections.push((status, open));
         }
         let checkout = shop.checkout_summary().await?;
-        let held_back = shop.storage().store.horizon().await?.held_back;
+        // Every status read the horizon already; without projections, it is read here.
+        let held_back = match projections.first() {
+            Some((status, _)) => status.held_back_events,
+            None => shop.storage().store.horizon().await?.held_back,
+        };
         Ok(Self {
             projections,
             checkout,

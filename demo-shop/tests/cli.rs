@@ -123,21 +123,11 @@ async fn stream_and_follow_print_what_was_stored() {
     let (db, shop) = shop_on_a_database_of_its_own().await;
     let trace = cqrs_core::trace::TraceParent::new_root();
     let meta = cqrs_core::Metadata::new_request().with_trace(&trace);
-    let mug = demo_shop::domain::money::Sku::new("MUG").expect("sku");
-    shop.register_product(
-        mug.clone(),
-        "Mug".into(),
-        demo_shop::domain::money::Money(1_200),
-        &meta,
-    )
-    .await
-    .expect("register");
-    shop.restock(mug, 7, &meta).await.expect("restock");
+    let mug = register_a_mug(&shop, &meta).await;
+    shop.restock(mug.clone(), 7, &meta).await.expect("restock");
 
     let run = |args: &[&str]| {
-        let mut all = vec!["--database-url", db.url.as_str()];
-        all.extend(args);
-        let out = demo_shop().args(&all).output().expect("run demo-shop");
+        let out = cli(&db, args);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "{args:?}: {stderr}");
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -189,7 +179,6 @@ async fn stream_and_follow_print_what_was_stored() {
         .expect("start follow");
     // Killed on drop: a failing assertion leaves no follower running.
     let mut tail = KilledOnDrop(tail);
-    let mug = demo_shop::domain::money::Sku::new("MUG").expect("sku");
     shop.restock(mug, 3, &meta).await.expect("restock");
     // Never hang the suite: give the follower 30 s to print the event and end.
     let started = Instant::now();
@@ -209,17 +198,11 @@ async fn stream_and_follow_print_what_was_stored() {
         "{tailed}"
     );
 
-    let bad = demo_shop()
-        .args(["--database-url", &db.url, "follow", "--category", "order-1"])
-        .output()
-        .expect("run");
+    let bad = cli(&db, &["follow", "--category", "order-1"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--category \"order-1\""));
 
-    let missing = demo_shop()
-        .args(["--database-url", &db.url, "stream", "order-nope"])
-        .output()
-        .expect("run");
+    let missing = cli(&db, &["stream", "order-nope"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("holds no event"));
     db.drop_database().await;
@@ -230,21 +213,10 @@ async fn stream_and_follow_print_what_was_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_reset_a_projection() {
     let (db, shop) = shop_on_a_database_of_its_own().await;
-    let meta = cqrs_core::Metadata::new_request();
-    let mug = demo_shop::domain::money::Sku::new("MUG").expect("sku");
-    shop.register_product(
-        mug.clone(),
-        "Mug".into(),
-        demo_shop::domain::money::Money(1_200),
-        &meta,
-    )
-    .await
-    .expect("register");
+    register_a_mug(&shop, &cqrs_core::Metadata::new_request()).await;
     shop.settle().await.expect("settle");
     let run = |args: &[&str]| {
-        let mut all = vec!["--database-url", db.url.as_str()];
-        all.extend(args);
-        let out = demo_shop().args(&all).output().expect("run demo-shop");
+        let out = cli(&db, args);
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -303,6 +275,32 @@ async fn pause_resume_and_reset_a_projection() {
     let (ok, _, err) = run(&["pause", "no_such"]);
     assert!(!ok && err.contains("unknown projection `no_such`"), "{err}");
     db.drop_database().await;
+}
+
+/// `demo-shop --database-url <db> args…`, run to its end.
+fn cli(db: &eventstore_postgres::testing::TestDatabase, args: &[&str]) -> std::process::Output {
+    demo_shop()
+        .args(["--database-url", db.url.as_str()])
+        .args(args)
+        .output()
+        .expect("run demo-shop")
+}
+
+/// Registers the product `MUG` with `meta`; returns its SKU.
+async fn register_a_mug(
+    shop: &demo_shop::shop::Shop,
+    meta: &cqrs_core::Metadata,
+) -> demo_shop::domain::money::Sku {
+    let mug = demo_shop::domain::money::Sku::new("MUG").expect("sku");
+    shop.register_product(
+        mug.clone(),
+        "Mug".into(),
+        demo_shop::domain::money::Money(1_200),
+        meta,
+    )
+    .await
+    .expect("register");
+    mug
 }
 
 /// A shop (its workers not running) on a migrated database of its own, which the CLI

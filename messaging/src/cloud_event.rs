@@ -145,11 +145,13 @@ impl CloudEvent {
         Metadata {
             correlation_id: self.correlationid.or(Some(self.id)),
             causation_id: Some(self.id),
+            // Handed on as it came, as `Metadata::caused_by` does within a service; one the
+            // W3C rules refuse is left out.
             traceparent: self
                 .traceparent
                 .as_deref()
                 .and_then(cqrs_core::trace::TraceParent::parse)
-                .map(|parent| parent.child().to_string()),
+                .map(|parent| parent.to_string()),
             ..Metadata::default()
         }
     }

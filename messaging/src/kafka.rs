@@ -481,7 +481,10 @@ fn record_headers(event: &CloudEvent) -> BTreeMap<String, Vec<u8>> {
         ("content-type".to_owned(), CONTENT_TYPE.as_bytes().to_vec()),
     ]);
     if let Some(trace) = &event.traceparent {
-        headers.insert("traceparent".to_owned(), trace.as_bytes().to_vec());
+        headers.insert(
+            cqrs_core::trace::HEADER.to_owned(),
+            trace.as_bytes().to_vec(),
+        );
     }
     headers
 }

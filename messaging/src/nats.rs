@@ -353,7 +353,7 @@ fn message_headers(event: &CloudEvent) -> async_nats::HeaderMap {
     );
     headers.insert("Content-Type", CONTENT_TYPE);
     if let Some(trace) = &event.traceparent {
-        headers.insert("traceparent", trace.as_str());
+        headers.insert(cqrs_core::trace::HEADER, trace.as_str());
     }
     headers
 }

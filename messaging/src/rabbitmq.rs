@@ -436,7 +436,7 @@ fn properties_of(event: &CloudEvent) -> BasicProperties {
         Some(trace) => {
             let mut headers = FieldTable::default();
             headers.insert(
-                "traceparent".into(),
+                cqrs_core::trace::HEADER.into(),
                 AMQPValue::LongString(trace.as_str().into()),
             );
             properties.with_headers(headers)

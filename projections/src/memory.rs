@@ -27,8 +27,8 @@ type Key = (String, String);
 #[derive(Clone, Debug, Default)]
 pub struct MemoryTarget {
     state: Arc<Mutex<State>>,
-    /// Per projection: batches hold it shared, a switch exclusively (PostgreSQL's advisory-lock
-    /// gate).
+    /// Per projection: batches hold it shared; a switch, a pause and a reset exclusively
+    /// (PostgreSQL's advisory-lock gate).
     gates: Arc<Mutex<HashMap<String, Arc<RwLock<()>>>>>,
     progress: ProgressBoard,
 }

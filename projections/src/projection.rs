@@ -121,7 +121,7 @@ pub trait Projection: Send + Sync + 'static {
     ) -> Result<(), (usize, ApplyError)> {
         for (i, event) in events.iter().enumerate() {
             // Each event in the trace it carries (at debug level: off by default, and then
-            // nothing is parsed).
+            // `record_on` parses nothing).
             let span = tracing::debug_span!(
                 "apply",
                 projection = self.name(),
@@ -131,9 +131,7 @@ pub trait Projection: Send + Sync + 'static {
                 correlation_id = tracing::field::Empty,
                 causation_id = tracing::field::Empty,
             );
-            if !span.is_disabled() {
-                cqrs_core::trace::record_on(&span, &event.metadata);
-            }
+            cqrs_core::trace::record_on(&span, &event.metadata);
             tracing::Instrument::instrument(self.apply(docs, event), span)
                 .await
                 .map_err(|e| (i, e))?;

@@ -183,3 +183,19 @@ pub async fn status<T: Target>(
     }
     Ok(statuses)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ProjectionState;
+
+    /// `as_str` names each state as it is serialised (the console reads both).
+    #[test]
+    fn each_state_is_named_as_it_is_serialised() {
+        for state in ProjectionState::ALL {
+            assert_eq!(
+                serde_json::to_value(state).expect("serialise"),
+                serde_json::json!(state.as_str())
+            );
+        }
+    }
+}

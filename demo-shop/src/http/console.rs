@@ -30,13 +30,13 @@ use super::extract::{Path, Query};
 use super::AppState;
 
 /// Events on one page of the stream browser.
-pub const PAGE: usize = 50;
+pub(crate) const PAGE: usize = 50;
 /// The most events a correlation page lists.
-pub const CORRELATED_MAX: usize = 500;
+pub(crate) const CORRELATED_MAX: usize = 500;
 /// Events read per round when the log is scanned for a correlation id.
 const SCAN_PAGE: usize = 2_000;
 /// The most events one correlation page scans; the page links to the next stretch.
-pub const SCAN_MAX: usize = 100_000;
+pub(crate) const SCAN_MAX: usize = 100_000;
 
 /// The console's routes.
 pub fn router() -> Router<std::sync::Arc<crate::shop::Shop>> {
@@ -370,12 +370,7 @@ async fn correlation(
 ) -> PageResult {
     let mut after = match from.after.as_deref() {
         None => Position::START,
-        Some(text) => text.parse().map_err(|_| {
-            error_page(
-                StatusCode::BAD_REQUEST,
-                &format!("{text:?} is not a position like 812/40"),
-            )
-        })?,
+        Some(text) => text.parse().map_err(store_failed)?,
     };
     let store = &shop.storage().store;
     let end = store.read_barrier().await.map_err(store_failed)?;
@@ -477,7 +472,7 @@ async fn operate(
         "resume" => shop.host().resume(&name).await,
         _ => return Err(error_page(StatusCode::NOT_FOUND, "no such action")),
     };
-    done.map_err(|e| operation_failed(&e))?;
+    done.map_err(operation_failed)?;
     Ok(Redirect::to("/console"))
 }
 
@@ -494,17 +489,17 @@ async fn resolve(
     shop.host()
         .resolve_dead_letter(&name, event_id, resolution)
         .await
-        .map_err(|e| operation_failed(&e))?;
+        .map_err(operation_failed)?;
     Ok(Redirect::to("/console"))
 }
 
 /// An operation the host refused (404 for what is not there) or could not carry out (503).
-fn operation_failed(error: &projections::Error) -> Response {
+fn operation_failed(error: projections::Error) -> Response {
     match error {
         projections::Error::UnknownProjection(_) | projections::Error::NoDeadLetter { .. } => {
             error_page(StatusCode::NOT_FOUND, &error.to_string())
         }
-        _ => internal(error),
+        error => host_failed(error),
     }
 }
 
@@ -531,7 +526,7 @@ th{background:#f2f4f8}pre{margin:0;font-size:12px;white-space:pre-wrap;max-width
 form{display:inline}small{font-weight:normal;color:#667}.error{color:#a00}";
 
 /// `text` safe inside HTML text and attribute values.
-pub fn escape(text: &str) -> String {
+fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

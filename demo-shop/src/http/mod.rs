@@ -17,7 +17,7 @@
 //! | `GET /healthz` | 200 while the process answers |
 //! | `GET /readyz` | 200 when the database answers and the workers run, 503 otherwise |
 //! | `GET /metrics` | Prometheus metrics (OpenMetrics text; names and meanings in [`crate::metrics`]) |
-//! | `GET /openapi.json` | the OpenAPI 3.1 document of all of these ([`openapi`]) |
+//! | `GET /openapi.json` | the OpenAPI 3.1 document of the routes above ([`openapi`]) |
 //! | `GET /console` | the web console for operators (HTML; [`console`]) |
 //!
 //! Every request may carry a W3C `traceparent` header: the events its commands store, the

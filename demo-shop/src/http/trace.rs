@@ -13,7 +13,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 /// The header of the W3C trace context.
-pub const TRACEPARENT: &str = "traceparent";
+pub const TRACEPARENT: &str = cqrs_core::trace::HEADER;
 
 /// What a request's commands are traced and correlated by.
 #[derive(Clone, Debug)]

@@ -1447,7 +1447,14 @@ pub async fn a_paused_worker_keeps_its_lease_and_applies_nothing<T: Target + Clo
     target: T,
 ) {
     let mut expected = seed(store.as_ref(), 3, 5).await;
-    let live = runner(Arc::clone(&store), target.clone(), 1, ErrorPolicy::Stop);
+    // A short lease, so that the pause below outlasts several of its periods; and a standby,
+    // which must not take the lease from the paused worker (invariants 7 and 13).
+    let short_lease = RunnerOptions {
+        lease: crate::lease::LeaseOptions::with_ttl(Duration::from_millis(300)),
+        ..options(ErrorPolicy::Stop)
+    };
+    let live = runner(Arc::clone(&store), target.clone(), 1, ErrorPolicy::Stop)
+        .with_options(short_lease.clone());
     let (stop, worker) = spawn_live(live.clone());
     let caught_up = |expected: Vec<(String, Tally)>| {
         let target = target.clone();
@@ -1489,9 +1496,31 @@ pub async fn a_paused_worker_keeps_its_lease_and_applies_nothing<T: Target + Clo
         "pausing again keeps the first time"
     );
 
+    let lease_before = target
+        .state("tallies")
+        .await
+        .expect("state")
+        .expect("registered")
+        .lease;
+    let standby =
+        runner(Arc::clone(&store), target.clone(), 1, ErrorPolicy::Stop).with_options(short_lease);
+    let (stop_standby, standby) = spawn_live(standby);
     append(store.as_ref(), "tally-000", vec![added(100)]).await;
-    // Longer than the worker's idle wait and idle checkpoint: it would have applied it.
+    // Longer than the worker's idle wait and idle checkpoint (it would have applied the
+    // event), and than five lease periods (the standby would have taken an unrenewed lease).
     tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let lease_after = target
+        .state("tallies")
+        .await
+        .expect("state")
+        .expect("registered")
+        .lease;
+    assert_eq!(
+        lease_before.as_ref().map(|l| (&l.holder, l.epoch)),
+        lease_after.as_ref().map(|l| (&l.holder, l.epoch)),
+        "the paused worker kept its lease, renewed, and the standby stayed out"
+    );
+    assert!(lease_after.is_some_and(|l| l.live));
     assert_eq!(
         tallies(&target).await,
         expected,
@@ -1538,7 +1567,9 @@ pub async fn a_paused_worker_keeps_its_lease_and_applies_nothing<T: Target + Clo
     assert_eq!(statuses[0].state, ProjectionState::Running);
     assert_eq!(statuses[0].paused_at, None);
     let _ = stop.send(());
+    let _ = stop_standby.send(());
     worker.await.expect("task").expect("clean stop");
+    standby.await.expect("task").expect("clean stop");
     assert_eq!(tallies(&target).await, expected, "each event once");
 }
 
