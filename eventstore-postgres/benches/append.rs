@@ -1,6 +1,7 @@
 //! The event store's throughput beside raw PostgreSQL doing the same work, in one run.
 //!
 //! Run with: cargo bench -p eventstore-postgres -- [--json] [--scale N] [--runs N]
+//! [--only 1x1,16x1,batch,scan,load]
 //!
 //! Every toolkit figure has a raw twin measured on the same database with the same row
 //! shape (a table with the same columns and unique indexes), and is printed with its ratio
@@ -27,7 +28,18 @@ struct Options {
     json: bool,
     scale: usize,
     runs: usize,
+    /// The workloads to run (`--only 1x1,scan`); all when empty.
+    only: Vec<String>,
 }
+
+impl Options {
+    fn runs(&self, workload: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|w| w == workload)
+    }
+}
+
+/// The workloads, by the names `--only` takes.
+const WORKLOADS: &[&str] = &["1x1", "16x1", "batch", "scan", "load"];
 
 fn options() -> Options {
     let args = BenchArgs::from_env();
@@ -35,6 +47,10 @@ fn options() -> Options {
         json: args.flag("--json"),
         scale: args.number("--scale", 1).max(1),
         runs: args.number("--runs", 1).max(1),
+        only: args
+            .value("--only")
+            .map(|list| list.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
     }
 }
 
@@ -366,47 +382,58 @@ async fn raw_load(pool: &PgPool, stream: &StreamId) -> Counter {
     counter
 }
 
-async fn run_once(store: &PgEventStore, pool: &PgPool, scale: usize) -> Vec<Figure> {
+async fn run_once(store: &PgEventStore, pool: &PgPool, options: &Options) -> Vec<Figure> {
+    let scale = options.scale;
     let mut figures = Vec::new();
     let mut push = |name, value, unit| figures.push(Figure { name, value, unit });
     use Unit::*;
     // Each pair runs raw first, then the toolkit, on the same database.
-    push(
-        "raw_1x1",
-        raw_singles(pool, 1, 500 * scale).await,
-        EventsPerSec,
-    );
-    push(
-        "append_1x1",
-        append_singles(store, 1, 500 * scale).await,
-        EventsPerSec,
-    );
-    push(
-        "raw_16x1",
-        raw_singles(pool, 16, 150 * scale).await,
-        EventsPerSec,
-    );
-    push(
-        "append_16x1",
-        append_singles(store, 16, 150 * scale).await,
-        EventsPerSec,
-    );
-    push(
-        "raw_batch",
-        raw_batches(pool, 20 * scale, 1_000).await,
-        EventsPerSec,
-    );
-    push(
-        "append_batch",
-        append_batches(store, 20 * scale, 1_000).await,
-        EventsPerSec,
-    );
-    push("raw_scan", raw_scan(pool).await, EventsPerSec);
-    push("read_all", read_all(store).await, EventsPerSec);
-    let loads = loads_1000(Arc::new(store.clone()), pool).await;
-    push("raw_load_1000", loads.raw, Ms);
-    push("load_1000", loads.repository, Ms);
-    push("load_1000_snapshot", loads.snapshot, Ms);
+    if options.runs("1x1") {
+        push(
+            "raw_1x1",
+            raw_singles(pool, 1, 500 * scale).await,
+            EventsPerSec,
+        );
+        push(
+            "append_1x1",
+            append_singles(store, 1, 500 * scale).await,
+            EventsPerSec,
+        );
+    }
+    if options.runs("16x1") {
+        push(
+            "raw_16x1",
+            raw_singles(pool, 16, 150 * scale).await,
+            EventsPerSec,
+        );
+        push(
+            "append_16x1",
+            append_singles(store, 16, 150 * scale).await,
+            EventsPerSec,
+        );
+    }
+    if options.runs("batch") {
+        push(
+            "raw_batch",
+            raw_batches(pool, 20 * scale, 1_000).await,
+            EventsPerSec,
+        );
+        push(
+            "append_batch",
+            append_batches(store, 20 * scale, 1_000).await,
+            EventsPerSec,
+        );
+    }
+    if options.runs("scan") {
+        push("raw_scan", raw_scan(pool).await, EventsPerSec);
+        push("read_all", read_all(store).await, EventsPerSec);
+    }
+    if options.runs("load") {
+        let loads = loads_1000(Arc::new(store.clone()), pool).await;
+        push("raw_load_1000", loads.raw, Ms);
+        push("load_1000", loads.repository, Ms);
+        push("load_1000_snapshot", loads.snapshot, Ms);
+    }
     figures
 }
 
@@ -423,6 +450,17 @@ const PAIRS: &[(&str, &str)] = &[
 #[tokio::main]
 async fn main() {
     let options = options();
+    if let Some(unknown) = options
+        .only
+        .iter()
+        .find(|w| !WORKLOADS.contains(&w.as_str()))
+    {
+        eprintln!(
+            "unknown workload {unknown:?}; --only takes {}",
+            WORKLOADS.join(",")
+        );
+        std::process::exit(2);
+    }
     let db = TestDatabase::create(20).await;
     let store = PgEventStore::new(db.pool.clone());
     store.migrate().await.expect("migrate");
@@ -437,7 +475,7 @@ async fn main() {
 
     let mut runs = Vec::new();
     for _ in 0..options.runs {
-        runs.push(run_once(&store, &db.pool, options.scale).await);
+        runs.push(run_once(&store, &db.pool, &options).await);
     }
     let figures: Vec<Figure> = runs[0]
         .iter()
@@ -464,7 +502,7 @@ async fn main() {
             };
             println!("{{\"name\":\"{}\",\"{key}\":{:.1}}}", f.name, f.value);
         }
-        for (ours, raw) in PAIRS {
+        for (ours, raw) in PAIRS.iter().filter(|(ours, _)| !value(ours).is_nan()) {
             println!(
                 "{{\"name\":\"{ours}_vs_{raw}\",\"ratio\":{:.3}}}",
                 value(ours) / value(raw)

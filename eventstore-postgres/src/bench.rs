@@ -16,13 +16,19 @@ impl BenchArgs {
         self.0.iter().any(|a| a == flag)
     }
 
-    /// The number after `flag` (like `--runs 3`), or `default` when it is missing or not a
-    /// number.
-    pub fn number(&self, flag: &str, default: usize) -> usize {
+    /// The text after `flag` (like `--only scan,load`), if any.
+    pub fn value(&self, flag: &str) -> Option<&str> {
         self.0
             .iter()
             .position(|a| a == flag)
             .and_then(|i| self.0.get(i + 1))
+            .map(String::as_str)
+    }
+
+    /// The number after `flag` (like `--runs 3`), or `default` when it is missing or not a
+    /// number.
+    pub fn number(&self, flag: &str, default: usize) -> usize {
+        self.value(flag)
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     }
@@ -53,6 +59,8 @@ mod tests {
         assert_eq!(args.number("--runs", 1), 3);
         assert_eq!(args.number("--scale", 1), 1);
         assert_eq!(args.number("--events", 7), 7);
+        assert_eq!(args.value("--runs"), Some("3"));
+        assert_eq!(args.value("--only"), None);
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert!(median(Vec::new()).is_nan());
     }
