@@ -1,19 +1,24 @@
 //! Group commit: appends that arrive while another is being written go to PostgreSQL
-//! together, in one statement, one transaction and one WAL flush (`es_append_group_v2`).
+//! together, in one statement, one transaction and one WAL flush.
 //!
-//! Each append keeps its own expected-version check and its own outcome: a conflict, a clash
-//! of ids or an error of one undoes only that one (the group runs again with each append in
-//! a subtransaction of its own), and a statement PostgreSQL refuses as a whole sends each
-//! append to be written on its own. A group only *tries* its streams' locks: a stream locked
-//! by another transaction is left out, and its append is written on its own, waiting for the
-//! lock as a single append does. So a group never waits while holding locks (no deadlock),
-//! and one open transaction never holds up the appends to other streams.
+//! A group to distinct streams is written by the set statement ([`set_append`]): one plain
+//! multi-row insert. Each append keeps its own expected-version check and its own outcome (a
+//! conflict stores nothing of that append and the others go on). If the statement fails as a
+//! whole (an id stored before, a value the table refuses, a stream written by another process
+//! after the statement began), or two appends share a stream, the group is written by
+//! `es_append_group_v2`, where an error of one undoes only that one (each runs in a
+//! subtransaction of its own once the group has failed), and a group PostgreSQL refuses as a
+//! whole sends each append to be written on its own. A group only *tries* its streams'
+//! locks: a stream locked by another transaction is left out, and its append is written on
+//! its own, waiting for the lock as a single append does. So a group never waits while
+//! holding locks (no deadlock), and one open transaction never holds up the appends to other
+//! streams.
 //!
 //! Who writes: every append joins the queue, then either its answer arrives or it takes the
 //! writer's turn and writes everything queued so far, itself included. Alone, it writes
-//! through the single-append path (`es_append_v2`, only trying the lock), keeping the turn meanwhile, so that a
-//! lone writer pays nothing for grouping and the appends arriving meanwhile form the next
-//! group. A group is written in a task of its own holding the turn, so that a caller that
+//! through the single-append statement ([`set_append::write_lone`], only trying the lock),
+//! keeping the turn meanwhile, so that a lone writer pays nothing for grouping and the
+//! appends arriving meanwhile form the next group. A group is written in a task of its own holding the turn, so that a caller that
 //! stops waiting never strands the others; an append whose caller stopped waiting before it
 //! was taken is dropped, not written later.
 
@@ -27,10 +32,13 @@ use tokio::sync::{oneshot, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::from_sqlx;
 use crate::notify::Notifier;
+use crate::set_append::{self, Outcome};
 
 /// How many statements (groups or lone appends) are written at once. One: the others
-/// gather into the next group meanwhile. (Two were measured slower on a 2-core server: the
-/// groups halve and the lone appends double.)
+/// gather into the next group meanwhile. (Two, three and four were measured slower on a
+/// 2-core server with the set statement too: the groups shrink and each append's share of a
+/// statement's fixed cost grows. The rule that a group of one is the caller's own append
+/// holds only for one.)
 const WRITERS: usize = 1;
 
 /// At most this many appends share a transaction (each is a subtransaction; PostgreSQL
@@ -122,9 +130,9 @@ impl Grouper {
     }
 
     /// Queues `request` and returns what became of it. [`Reply::Alone`] asks the caller to
-    /// write it on its own: with the writer's turn (it was alone: `es_append_v2` trying the lock, so that
-    /// the appends arriving meanwhile form the next group, and a busy stream is handed
-    /// back), or without (`es_append_v2`, waiting for its stream's lock).
+    /// write it on its own: with the writer's turn (it was alone: the single-append
+    /// statement, trying the lock, so that the appends arriving meanwhile form the next
+    /// group), or without (`es_append_v2`, waiting for its stream's lock).
     pub(crate) async fn submit(
         self: &Arc<Self>,
         pool: &PgPool,
@@ -197,9 +205,42 @@ fn lost(_: oneshot::error::RecvError) -> Reply {
     ))
 }
 
+/// Writes `batch` in one transaction and answers each append; whether any was stored. The
+/// set statement ([`set_append`]) writes it when its streams are distinct and nothing goes
+/// wrong; otherwise `es_append_group_v2` does, giving each append its own outcome.
+async fn write_group(pool: &PgPool, batch: Vec<Queued>) -> bool {
+    let requests: Vec<&Request> = batch.iter().map(|q| &q.request).collect();
+    if set_append::distinct_streams(&requests) {
+        match set_append::write(pool, &requests).await {
+            Ok(outcomes) => return answer(batch, outcomes.into_iter().map(Ok).map(Some).collect()),
+            Err(error) if set_append::outcome_unknown(&error) => {
+                fail_unknown(batch, &error);
+                return false;
+            }
+            Err(error) => {
+                tracing::debug!(%error, appends = batch.len(), "a group statement failed; writing the group with es_append_group_v2");
+            }
+        }
+    }
+    write_with_function(pool, batch).await
+}
+
+/// Tells every append of `batch` that the connection went while it was written: it may or
+/// may not be stored, and a retry with the same ids finds out.
+fn fail_unknown(batch: Vec<Queued>, error: &sqlx::Error) {
+    let text = error.to_string();
+    for queued in batch {
+        let _ = queued
+            .reply
+            .send(Reply::Failed(cqrs_core::Error::Unavailable(
+                text.clone().into(),
+            )));
+    }
+}
+
 /// Writes `batch` in one `es_append_group_v2` statement and answers each append; whether any
 /// was stored.
-async fn write_group(pool: &PgPool, batch: Vec<Queued>) -> bool {
+async fn write_with_function(pool: &PgPool, batch: Vec<Queued>) -> bool {
     let mut tries = 0;
     let rows = loop {
         match group_statement(&batch).fetch_all(pool).await {
@@ -211,16 +252,7 @@ async fn write_group(pool: &PgPool, batch: Vec<Queued>) -> bool {
     let rows = match rows {
         Ok(rows) => rows,
         Err(error) if crate::is_transient(&error) => {
-            // The connection went: the group may or may not be stored; a retry with the
-            // same ids finds out.
-            let text = error.to_string();
-            for queued in batch {
-                let _ = queued
-                    .reply
-                    .send(Reply::Failed(cqrs_core::Error::Unavailable(
-                        text.clone().into(),
-                    )));
-            }
+            fail_unknown(batch, &error);
             return false;
         }
         Err(error) => {
@@ -233,7 +265,6 @@ async fn write_group(pool: &PgPool, batch: Vec<Queued>) -> bool {
             return false;
         }
     };
-    let mut stored = false;
     let mut outcomes: Vec<Option<Result<Outcome, sqlx::Error>>> =
         batch.iter().map(|_| None).collect();
     for row in &rows {
@@ -245,6 +276,13 @@ async fn write_group(pool: &PgPool, batch: Vec<Queued>) -> bool {
             *slot = Some(decode_row(row));
         }
     }
+    answer(batch, outcomes)
+}
+
+/// Sends each append of `batch` its outcome (`None`: no row came for it); whether any was
+/// stored.
+fn answer(batch: Vec<Queued>, outcomes: Vec<Option<Result<Outcome, sqlx::Error>>>) -> bool {
+    let mut stored = false;
     for (queued, outcome) in batch.into_iter().zip(outcomes) {
         let reply = match outcome {
             Some(Ok(Outcome::Appended {
@@ -266,7 +304,7 @@ async fn write_group(pool: &PgPool, batch: Vec<Queued>) -> bool {
                 request: queued.request,
             },
             Some(Err(e)) => Reply::Failed(from_sqlx(e)),
-            // A duplicate id, an error, a busy stream, or no row: on its own it meets the
+            // A busy stream, a duplicate id, an error, or no row: on its own it meets the
             // same (waiting for the stream's lock, for a busy one).
             Some(Ok(Outcome::Alone)) | None => Reply::Alone(queued.request),
         };
@@ -276,17 +314,6 @@ async fn write_group(pool: &PgPool, batch: Vec<Queued>) -> bool {
 }
 
 /// One row of `es_append_group_v2`.
-enum Outcome {
-    Appended {
-        stream_version: i64,
-        commit: i64,
-        positions: Vec<i64>,
-        recorded_at: DateTime<Utc>,
-    },
-    Conflict(i64),
-    Alone,
-}
-
 fn decode_row(row: &sqlx::postgres::PgRow) -> Result<Outcome, sqlx::Error> {
     let outcome: String = row.try_get("outcome")?;
     Ok(match outcome.as_str() {

@@ -31,14 +31,19 @@
 //!
 //! ## How appends work
 //!
-//! One append is one call of the `es_append_v2` SQL function: one round trip, one transaction.
-//! It takes a transaction-level advisory lock on the stream (writers of one stream queue,
-//! other streams run in parallel, and the lock writes nothing), reads the stream's version
-//! from the `(stream_id, stream_version)` index, checks the
+//! One append is one plain SQL statement: one round trip, one transaction. It tries a
+//! transaction-level advisory lock on the stream (writers of one stream queue, other streams
+//! run in parallel, and the lock writes nothing), reads the stream's version from the
+//! `(stream_id, stream_version)` index, checks the
 //! [`ExpectedVersion`](cqrs_core::ExpectedVersion) and inserts all events with one multi-row
-//! statement. The unique constraints on `event_id` and on `(stream_id, stream_version)` back
-//! the lock up. When a version check fails or an event id is already stored, the client looks
-//! the ids up: a batch stored before in full is a retry after a lost reply, and is reported as
+//! insert. Appends that arrive while another is being written go together, in one such
+//! statement (group commit, see `group`). When the lock is taken by another transaction, the
+//! version check fails or the statement fails, the append is written again by the
+//! `es_append_v2` SQL function, which waits for the lock and reads the version under it; appends
+//! inside a caller's transaction always use that function. The unique constraints on
+//! `event_id` and on `(stream_id, stream_version)` back the lock up. When a version check
+//! fails or an event id is already stored, the client looks the ids up: a batch stored before
+//! in full is a retry after a lost reply, and is reported as
 //! [`AppendResult::already_stored`](cqrs_core::AppendResult::already_stored).
 //!
 //! Readers are woken by `NOTIFY es_events`. A notifying commit takes a cluster-wide lock, so
@@ -101,6 +106,7 @@ mod horizon;
 mod log_order;
 mod notify;
 mod row;
+mod set_append;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

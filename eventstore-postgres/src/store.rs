@@ -23,11 +23,12 @@ use crate::row::{
     decode_event, decode_event_at, decode_stream_event, signed, unsigned, Commit, EVENT_COLUMNS,
     STREAM_EVENT_COLUMNS,
 };
+use crate::set_append::{self, Outcome};
 
-/// The single-append statement; `$10` says whether to wait for the stream's lock or only
-/// try it ('busy' when taken).
+/// The single-append function, waiting for the stream's lock: inside a caller's
+/// transaction, and for an append the set statement ([`set_append`]) could not write.
 const APPEND: &str = "SELECT outcome, stream_version, transaction_id, positions, recorded_at \
-     FROM es_append_v2($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+     FROM es_append_v2($1, $2, $3, $4, $5, $6, $7, $8, $9, true)";
 
 /// The result of an append stored at `commit` with `positions`, its stream now at
 /// `stream_version`.
@@ -183,6 +184,7 @@ impl PgEventStore {
         })
     }
 
+    /// One append through `es_append_v2`, waiting for its stream's lock.
     async fn append_with<'c, X>(
         &self,
         executor: X,
@@ -192,31 +194,7 @@ impl PgEventStore {
     where
         X: sqlx::Executor<'c, Database = Postgres>,
     {
-        self.append_via(executor, request, in_transaction, true)
-            .await?
-            .ok_or_else(|| Error::Backend("es_append_v2 answered \"busy\"".into()))
-    }
-
-    /// One append written on its own through `es_append_v2`, waiting for its stream's lock; one
-    /// such waiter per stream at a time.
-    async fn append_alone(&self, request: &Request) -> Result<AppendResult> {
-        let _gate = self.grouper.wait_turn_of(request.stream.as_str()).await;
-        self.append_with(&self.pool, request, false).await
-    }
-
-    /// One append, waiting for its stream's lock or (`wait` false) only trying it; `None`
-    /// when its stream was busy (only without `wait`).
-    async fn append_via<'c, X>(
-        &self,
-        executor: X,
-        request: &Request,
-        in_transaction: bool,
-        wait: bool,
-    ) -> Result<Option<AppendResult>>
-    where
-        X: sqlx::Executor<'c, Database = Postgres>,
-    {
-        let (stream, expected, events) = (&request.stream, request.expected, &request.events);
+        let (stream, events) = (&request.stream, &request.events);
         let row = sqlx::query(APPEND)
             .bind(stream.as_str())
             .bind(request.min_version)
@@ -232,7 +210,6 @@ impl PgEventStore {
             .bind(events.iter().map(|e| &e.data.payload).collect::<Vec<_>>())
             .bind(&request.metadata)
             .bind(in_transaction)
-            .bind(wait)
             .fetch_one(executor)
             .await;
 
@@ -240,15 +217,11 @@ impl PgEventStore {
             Ok(row) => row,
             Err(error) => {
                 return self
-                    .explain_append_error(stream, expected, events, in_transaction, error)
+                    .explain_append_error(request, in_transaction, error)
                     .await
-                    .map(Some)
             }
         };
         let outcome: &str = row.try_get("outcome").map_err(from_sqlx)?;
-        if outcome == "busy" {
-            return Ok(None);
-        }
         let current: i64 = row.try_get("stream_version").map_err(from_sqlx)?;
         match outcome {
             "appended" => appended(
@@ -256,12 +229,41 @@ impl PgEventStore {
                 row.try_get("transaction_id").map_err(from_sqlx)?,
                 row.try_get("positions").map_err(from_sqlx)?,
                 row.try_get("recorded_at").map_err(from_sqlx)?,
-            )
-            .map(Some),
-            "conflict" => self.conflict(request, current).await.map(Some),
+            ),
+            "conflict" => self.conflict(request, current).await,
             other => Err(Error::Backend(
                 format!("es_append_v2 answered {other:?}").into(),
             )),
+        }
+    }
+
+    /// One append on its own, waiting for its stream's lock; one such waiter per stream at a
+    /// time.
+    async fn append_alone(&self, request: &Request) -> Result<AppendResult> {
+        let _gate = self.grouper.wait_turn_of(request.stream.as_str()).await;
+        self.append_with(&self.pool, request, false).await
+    }
+
+    /// One append through the set statement ([`set_append`]); `None` when it must be written
+    /// on its own, waiting: its stream is locked by another transaction, or the statement
+    /// failed (storing nothing) and `es_append_v2` will meet the cause and say what it is.
+    async fn append_set(&self, request: &Request) -> Result<Option<AppendResult>> {
+        match set_append::write_lone(&self.pool, request).await {
+            Ok(outcome) => match outcome {
+                Some(Outcome::Appended {
+                    stream_version,
+                    commit,
+                    positions,
+                    recorded_at,
+                }) => appended(stream_version, commit, positions, recorded_at).map(Some),
+                Some(Outcome::Conflict(current)) => self.conflict(request, current).await.map(Some),
+                Some(Outcome::Alone) | None => Ok(None),
+            },
+            Err(error) if set_append::outcome_unknown(&error) => Err(from_sqlx(error)),
+            Err(error) => {
+                tracing::debug!(%error, "an append statement failed; writing it again on its own");
+                Ok(None)
+            }
         }
     }
 
@@ -306,12 +308,11 @@ impl PgEventStore {
     /// are the last line of defence behind the stream lock.
     async fn explain_append_error(
         &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: &[NewEvent],
+        request: &Request,
         in_transaction: bool,
         error: sqlx::Error,
     ) -> Result<AppendResult> {
+        let (stream, expected, events) = (&request.stream, request.expected, &request.events);
         Err(match violated_constraint(&error) {
             Some(STREAM_VERSION_UNIQUE) => match self.stream_version(stream).await {
                 Ok(actual) => Error::Conflict {
@@ -351,17 +352,15 @@ impl EventStore for PgEventStore {
         self.check_log_order().await?;
         let request = Self::encode(stream, expected, events, metadata)?;
         let appended = match self.grouper.submit(&self.pool, request).await {
-            (Reply::Alone(request), Some(turn)) => {
-                match self.append_via(&self.pool, &request, false, false).await? {
-                    Some(appended) => appended,
-                    None => {
-                        // Its stream is locked by another transaction: wait for it without
-                        // holding up the other appends.
-                        drop(turn);
-                        self.append_alone(&request).await?
-                    }
+            (Reply::Alone(request), Some(turn)) => match self.append_set(&request).await? {
+                Some(appended) => appended,
+                None => {
+                    // Its stream is locked by another transaction (or the statement failed):
+                    // wait for the lock without holding up the other appends.
+                    drop(turn);
+                    self.append_alone(&request).await?
                 }
-            }
+            },
             (Reply::Alone(request), None) => self.append_alone(&request).await?,
             (
                 Reply::Appended {
