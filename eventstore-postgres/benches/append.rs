@@ -425,6 +425,9 @@ async fn run_once(store: &PgEventStore, pool: &PgPool, options: &Options) -> Vec
         );
     }
     if options.runs("scan") {
+        // The same events in both logs, whichever workloads ran before.
+        let _ = raw_batches(pool, 10 * scale, 1_000).await;
+        let _ = append_batches(store, 10 * scale, 1_000).await;
         push("raw_scan", raw_scan(pool).await, EventsPerSec);
         push("read_all", read_all(store).await, EventsPerSec);
     }

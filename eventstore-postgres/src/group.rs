@@ -10,9 +10,11 @@
 //! subtransaction of its own once the group has failed), and a group PostgreSQL refuses as a
 //! whole sends each append to be written on its own. A group only *tries* its streams'
 //! locks: a stream locked by another transaction is left out, and its append is written on
-//! its own, waiting for the lock as a single append does. So a group never waits while
-//! holding locks (no deadlock), and one open transaction never holds up the appends to other
-//! streams.
+//! its own, waiting for the lock as a single append does. So a group never waits for a
+//! stream's lock while holding others (no deadlock), and one open transaction never holds up
+//! the appends to other streams: the one wait a group can meet, an event id that another open
+//! transaction is inserting, ends after a second (`lock_timeout`), and the group is then
+//! written again as above.
 //!
 //! Who writes: every append joins the queue, then either its answer arrives or it takes the
 //! writer's turn and writes everything queued so far, itself included. Alone, it writes
@@ -25,14 +27,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use chrono::{DateTime, Utc};
 use cqrs_core::{ExpectedVersion, NewEvent, StreamId};
 use sqlx::{PgPool, Row};
 use tokio::sync::{oneshot, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::from_sqlx;
 use crate::notify::Notifier;
-use crate::set_append::{self, Outcome};
+use crate::set_append::{self, Outcome, Stored};
 
 /// How many statements (groups or lone appends) are written at once. One: the others
 /// gather into the next group meanwhile. (Two, three and four were measured slower on a
@@ -41,8 +42,8 @@ use crate::set_append::{self, Outcome};
 /// holds only for one.)
 const WRITERS: usize = 1;
 
-/// At most this many appends share a transaction (each is a subtransaction; PostgreSQL
-/// tracks up to 64 of them per transaction cheaply).
+/// At most this many appends share a transaction (in `es_append_group_v2` each is a
+/// subtransaction; PostgreSQL tracks up to 64 of them per transaction cheaply).
 pub(crate) const MAX_GROUP: usize = 32;
 
 /// How often a group that lost a deadlock or serialization race is written again (nothing
@@ -67,12 +68,7 @@ pub(crate) struct Request {
 #[derive(Debug)]
 pub(crate) enum Reply {
     /// Stored.
-    Appended {
-        stream_version: i64,
-        commit: i64,
-        positions: Vec<i64>,
-        recorded_at: DateTime<Utc>,
-    },
+    Appended(Stored),
     /// Refused by its expected version: the stream's version (and the request, to tell a
     /// retried batch from a conflict).
     Conflict {
@@ -285,19 +281,9 @@ fn answer(batch: Vec<Queued>, outcomes: Vec<Option<Result<Outcome, sqlx::Error>>
     let mut stored = false;
     for (queued, outcome) in batch.into_iter().zip(outcomes) {
         let reply = match outcome {
-            Some(Ok(Outcome::Appended {
-                stream_version,
-                commit,
-                positions,
-                recorded_at,
-            })) => {
+            Some(Ok(Outcome::Appended(appended))) => {
                 stored = true;
-                Reply::Appended {
-                    stream_version,
-                    commit,
-                    positions,
-                    recorded_at,
-                }
+                Reply::Appended(appended)
             }
             Some(Ok(Outcome::Conflict(stream_version))) => Reply::Conflict {
                 stream_version,
@@ -317,12 +303,12 @@ fn answer(batch: Vec<Queued>, outcomes: Vec<Option<Result<Outcome, sqlx::Error>>
 fn decode_row(row: &sqlx::postgres::PgRow) -> Result<Outcome, sqlx::Error> {
     let outcome: String = row.try_get("outcome")?;
     Ok(match outcome.as_str() {
-        "appended" => Outcome::Appended {
+        "appended" => Outcome::Appended(Stored {
             stream_version: row.try_get("stream_version")?,
             commit: row.try_get("transaction_id")?,
             positions: row.try_get("positions")?,
             recorded_at: row.try_get("recorded_at")?,
-        },
+        }),
         "conflict" => Outcome::Conflict(row.try_get("stream_version")?),
         _ => Outcome::Alone,
     })

@@ -37,10 +37,12 @@
 //! `(stream_id, stream_version)` index, checks the
 //! [`ExpectedVersion`](cqrs_core::ExpectedVersion) and inserts all events with one multi-row
 //! insert. Appends that arrive while another is being written go together, in one such
-//! statement (group commit, see `group`). When the lock is taken by another transaction, the
-//! version check fails or the statement fails, the append is written again by the
-//! `es_append_v2` SQL function, which waits for the lock and reads the version under it; appends
-//! inside a caller's transaction always use that function. The unique constraints on
+//! statement (group commit, see `group`), each with its own check and outcome. An append
+//! whose stream's lock is taken by another transaction is written again by the `es_append_v2`
+//! SQL function, which waits for the lock and reads the version under it; so is a lone append
+//! whose check or statement failed. A group whose statement failed is written again by
+//! `es_append_group_v2`, which gives each append its own outcome. Appends inside a caller's
+//! transaction always use `es_append_v2`. The unique constraints on
 //! `event_id` and on `(stream_id, stream_version)` back the lock up. When a version check
 //! fails or an event id is already stored, the client looks the ids up: a batch stored before
 //! in full is a retry after a lost reply, and is reported as

@@ -24,15 +24,22 @@
 //! committed) is read at its version before that commit; the insert then collides with the
 //! committed events on the `(stream_id, stream_version)` constraint, the statement fails, and
 //! the appends are written again by the functions, which read the version after taking the
-//! lock. So the version check is made under the lock in every append that is stored, and the
-//! constraint is the backstop, not the check.
+//! lock. So every append that is stored passed a version check under its lock, but in that
+//! window (between a statement's start and its lock) the constraint alone stops the stale
+//! insert: these statements need it, where the functions only keep it as a backstop. The
+//! store checks once, before its first read or write, that the constraint is there and not
+//! deferred (see `log_order`). A group conflict in that window is answered from the version
+//! read: the conflict is then true of the stream as it was when the statement began, a moment
+//! within the call.
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
+use cqrs_core::{AppendResult, Position};
+
 use crate::group::Request;
-use crate::row::Commit;
+use crate::row::{unsigned, Commit};
 
 /// The statement. Appends are numbered from 1 in the order given (`$1`–`$4`, one element
 /// per append); events are flattened in that order (`$5`–`$10`, one element per event: the
@@ -83,9 +90,11 @@ const LONE: &str = "\
 INSERT INTO es_events (event_id, stream_id, stream_version, event_type, schema_version, payload,
                        metadata)
 SELECT e.id, $1, s.version + e.k, e.t, e.v, e.p, $8
-FROM (SELECT pg_try_advisory_xact_lock(hashtextextended('es_stream:' || $1, 0)) AS locked,
+FROM (SELECT set_config('lock_timeout', '1000ms', true) AS lock_timeout,
+             pg_try_advisory_xact_lock(hashtextextended('es_stream:' || $1, 0)) AS locked,
              coalesce((SELECT max(x.stream_version) FROM es_events x WHERE x.stream_id = $1), 0)
-                 AS version) s,
+                 AS version
+      OFFSET 0) s,
      unnest($4::uuid[], $5::text[], $6::int4[], $7::jsonb[]) WITH ORDINALITY AS e(id, t, v, p, k)
 WHERE s.locked AND s.version >= $2 AND ($3::int8 IS NULL OR s.version <= $3)
 ORDER BY e.k
@@ -93,12 +102,14 @@ RETURNING position, stream_version, transaction_id, recorded_at";
 
 /// Writes `request` at once if its stream's lock is free and its expected version holds;
 /// `None` when not (nothing stored): the caller then writes it with `es_append_v2`, which
-/// waits for the lock and tells a conflict. An error means nothing was stored, or, if
-/// [`outcome_unknown`], that the outcome is unknown.
+/// waits for the lock and tells a conflict. An error of the statement means nothing was
+/// stored, unless [`outcome_unknown`] says the outcome is unknown. (An answer that does not
+/// decode comes after the commit, but cannot happen with the store's own columns; were it
+/// to, `es_append_v2` would find the events stored and report them so.)
 pub(crate) async fn write_lone(
     pool: &PgPool,
     request: &Request,
-) -> Result<Option<Outcome>, sqlx::Error> {
+) -> Result<Option<Stored>, sqlx::Error> {
     let events = &request.events;
     let rows = sqlx::query(LONE)
         .bind(request.stream.as_str())
@@ -132,7 +143,7 @@ pub(crate) async fn write_lone(
         .collect::<Result<Vec<(i64, i64)>, sqlx::Error>>()?;
     stored.sort_unstable();
     let Commit(commit) = first.try_get(2)?;
-    Ok(Some(Outcome::Appended {
+    Ok(Some(Stored {
         stream_version: stored.last().map_or(0, |(version, _)| *version),
         commit,
         positions: stored.into_iter().map(|(_, position)| position).collect(),
@@ -140,17 +151,41 @@ pub(crate) async fn write_lone(
     }))
 }
 
-/// What became of one append of the statement.
+/// A stored append, as the database tells it.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    /// The stream's version now.
+    pub stream_version: i64,
+    /// The transaction id.
+    pub commit: i64,
+    /// The events' positions within the transaction, in stream order.
+    pub positions: Vec<i64>,
+    /// The commit time.
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl Stored {
+    /// What the caller of the append is told.
+    pub(crate) fn into_result(self) -> cqrs_core::Result<AppendResult> {
+        let commit = unsigned(self.commit, "transaction id", Position::START)?;
+        Ok(AppendResult {
+            stream_version: unsigned(self.stream_version, "stream version", Position::START)?,
+            positions: self
+                .positions
+                .into_iter()
+                .map(|p| unsigned(p, "position", Position::START).map(|p| Position::new(commit, p)))
+                .collect::<cqrs_core::Result<Vec<_>>>()?,
+            recorded_at: self.recorded_at,
+            already_stored: false,
+        })
+    }
+}
+
+/// What became of one append of a group.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// Stored: the stream's version now, the transaction id, the events' positions and the
-    /// commit time.
-    Appended {
-        stream_version: i64,
-        commit: i64,
-        positions: Vec<i64>,
-        recorded_at: DateTime<Utc>,
-    },
+    /// Stored.
+    Appended(Stored),
     /// Refused by its expected version: the stream's version. Nothing stored.
     Conflict(i64),
     /// To be written on its own, waiting for its stream's lock; nothing stored. Its stream
@@ -162,7 +197,8 @@ pub(crate) enum Outcome {
 
 /// Whether a failed statement may have been stored after all: the connection went (or the
 /// server was shutting down) while it ran. Any other error, a lost deadlock included, rolled
-/// the whole statement back.
+/// the whole statement back. (A pool that has no connection to give is counted here too,
+/// though nothing was sent: the caller is told the store is unavailable, as before.)
 pub(crate) fn outcome_unknown(error: &sqlx::Error) -> bool {
     crate::is_transient(error)
         && !matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "40P01" || c == "40001"))
@@ -240,12 +276,12 @@ fn decode(row: &PgRow) -> Result<Outcome, sqlx::Error> {
             let Commit(commit) = row.try_get::<Option<Commit>, _>(3)?.ok_or_else(|| {
                 sqlx::Error::Protocol("an append stored events without a transaction id".into())
             })?;
-            Outcome::Appended {
+            Outcome::Appended(Stored {
                 stream_version: version + i64::try_from(positions.len()).unwrap_or(i64::MAX),
                 commit,
                 positions,
                 recorded_at: row.try_get(4)?,
-            }
+            })
         }
     })
 }

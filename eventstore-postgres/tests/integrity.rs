@@ -208,6 +208,47 @@ async fn a_log_from_a_cluster_ahead_is_refused() {
     db.drop_database().await;
 }
 
+/// A schema that lost the `(stream_id, stream_version)` constraint (or made it deferrable)
+/// is refused before the first append: the append statements rely on it.
+#[tokio::test]
+async fn a_log_without_its_version_constraint_is_refused() {
+    for deferred in [false, true] {
+        let (store, db) = store().await;
+        sqlx::query("ALTER TABLE es_events DROP CONSTRAINT es_events_stream_version_unique")
+            .execute(&db.pool)
+            .await
+            .expect("drop");
+        if deferred {
+            sqlx::query(
+                "ALTER TABLE es_events ADD CONSTRAINT es_events_stream_version_unique \
+                 UNIQUE (stream_id, stream_version) DEFERRABLE INITIALLY DEFERRED",
+            )
+            .execute(&db.pool)
+            .await
+            .expect("deferred");
+        }
+        let fresh = eventstore_postgres::PgEventStore::new(db.pool.clone());
+        let append = fresh
+            .append(
+                &stream("unguarded-1"),
+                ExpectedVersion::Any,
+                events(1),
+                &Metadata::default(),
+            )
+            .await;
+        let message = match append {
+            Err(Error::Backend(source)) => source.to_string(),
+            other => panic!("deferred {deferred}: {other:?}"),
+        };
+        assert!(
+            message.contains("es_events_stream_version_unique"),
+            "{message}"
+        );
+        drop(store);
+        db.drop_database().await;
+    }
+}
+
 /// Appends that arrive together are written as one group (one transaction); each keeps its
 /// own outcome: a conflict, a clash of ids or a retried batch among them changes nothing
 /// for the others, and nothing is stored twice.
