@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,13 +25,15 @@ pub const MAX_STREAM_ID_LEN: usize = 200;
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct StreamId(String);
+// Shared, not owned: every event read from a stream carries its id, and a clone is then a
+// count, not a copy.
+pub struct StreamId(Arc<str>);
 
 impl StreamId {
     /// Checks and wraps a stream id: it must be non-empty, at most [`MAX_STREAM_ID_LEN`] bytes
     /// and free of control characters.
-    pub fn new(id: impl Into<String>) -> Result<Self> {
-        let id = id.into();
+    pub fn new(id: impl AsRef<str>) -> Result<Self> {
+        let id = id.as_ref();
         if id.is_empty() {
             return Err(Error::InvalidInput("stream id must not be empty".into()));
         }
@@ -45,7 +48,7 @@ impl StreamId {
                 "stream id {id:?} contains a control character"
             )));
         }
-        Ok(Self(id))
+        Ok(Self(id.into()))
     }
 
     /// The stream of one aggregate instance: `"{aggregate_type}-{id}"`.
@@ -121,7 +124,7 @@ impl TryFrom<String> for StreamId {
 
 impl From<StreamId> for String {
     fn from(value: StreamId) -> Self {
-        value.0
+        value.0.as_ref().to_owned()
     }
 }
 

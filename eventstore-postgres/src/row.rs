@@ -96,7 +96,7 @@ fn decode_row(row: &PgRow, first: usize, stream: Option<&StreamId>) -> Result<Re
     let stream_id = match stream {
         Some(stream) => stream.clone(),
         None => {
-            let stream_id: String = value(row, column(3))?;
+            let stream_id: &str = value(row, column(3))?;
             StreamId::new(stream_id).map_err(|e| corrupt(e.to_string()))?
         }
     };
