@@ -9,6 +9,7 @@
 //! append transaction). Appends inside a caller's transaction notify from within it, since
 //! only its commit can tell.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ pub(crate) struct Notifier {
     listener: OnceLock<JoinHandle<()>>,
     publisher: OnceLock<JoinHandle<()>>,
     pending: Arc<Notify>,
+    /// How many appends were announced, for the publisher to tell a busy log from a quiet one.
+    announced: Arc<AtomicU64>,
 }
 
 impl Notifier {
@@ -45,6 +48,7 @@ impl Notifier {
             listener: OnceLock::new(),
             publisher: OnceLock::new(),
             pending: Arc::new(Notify::new()),
+            announced: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -52,8 +56,14 @@ impl Notifier {
     /// through the next `NOTIFY` the publisher sends.
     pub(crate) fn announce(&self) {
         self.signal.send_modify(|n| *n += 1);
-        self.publisher
-            .get_or_init(|| tokio::spawn(publish(self.pool.clone(), Arc::clone(&self.pending))));
+        self.publisher.get_or_init(|| {
+            tokio::spawn(publish(
+                self.pool.clone(),
+                Arc::clone(&self.pending),
+                Arc::clone(&self.announced),
+            ))
+        });
+        self.announced.fetch_add(1, Ordering::Relaxed);
         self.pending.notify_one();
     }
 
@@ -102,15 +112,24 @@ async fn listen(pool: PgPool, signal: watch::Sender<u64>) {
 }
 
 /// The shortest time between two `NOTIFY`s the publisher sends: a burst of appends within it
-/// costs one notification, and a reader in another process waits at most this much longer.
+/// costs one notification, and a reader in another process waits at most this much longer
+/// after a quiet spell.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(2);
 
-/// Sends one `NOTIFY` per wake-up; announcements made while one is in flight (or within
-/// [`PUBLISH_INTERVAL`]) leave a single permit behind, so a burst costs one more `NOTIFY`.
-async fn publish(pool: PgPool, pending: Arc<Notify>) {
+/// The longest: while appends keep coming, the interval doubles up to this, so that a busy
+/// log costs at most 50 `NOTIFY`s a second (each one a round trip and a wake-up; at one per
+/// 2 ms they cost a single writer about a tenth of its rate), and a reader in another process
+/// waits at most this much longer.
+const BUSY_PUBLISH_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Sends one `NOTIFY` per wake-up; announcements made while one is in flight (or while it
+/// waits its interval) leave a single permit behind, so a burst costs one more `NOTIFY`.
+async fn publish(pool: PgPool, pending: Arc<Notify>, announced: Arc<AtomicU64>) {
+    let mut interval = PUBLISH_INTERVAL;
     loop {
         pending.notified().await;
-        tokio::time::sleep(PUBLISH_INTERVAL).await;
+        let before = announced.load(Ordering::Relaxed);
+        tokio::time::sleep(interval).await;
         if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
             .bind(CHANNEL)
             .execute(&pool)
@@ -118,6 +137,12 @@ async fn publish(pool: PgPool, pending: Arc<Notify>) {
         {
             tracing::warn!(%error, "cannot NOTIFY; readers in other processes fall back to polling");
         }
+        // More appends meanwhile: the log is busy, so the next notification waits longer.
+        interval = if announced.load(Ordering::Relaxed) != before {
+            (interval * 2).min(BUSY_PUBLISH_INTERVAL)
+        } else {
+            PUBLISH_INTERVAL
+        };
     }
 }
 
