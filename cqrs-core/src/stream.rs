@@ -32,8 +32,11 @@ pub struct StreamId(Arc<str>);
 impl StreamId {
     /// Checks and wraps a stream id: it must be non-empty, at most [`MAX_STREAM_ID_LEN`] bytes
     /// and free of control characters.
-    pub fn new(id: impl AsRef<str>) -> Result<Self> {
-        let id = id.as_ref();
+    pub fn new(id: impl Into<String>) -> Result<Self> {
+        Self::checked(&id.into())
+    }
+
+    fn checked(id: &str) -> Result<Self> {
         if id.is_empty() {
             return Err(Error::InvalidInput("stream id must not be empty".into()));
         }
@@ -114,6 +117,16 @@ impl fmt::Display for StreamId {
     }
 }
 
+/// Parses a stream id as [`StreamId::new`] checks it (one allocation, for a reader that holds
+/// the text borrowed).
+impl FromStr for StreamId {
+    type Err = Error;
+
+    fn from_str(id: &str) -> Result<Self> {
+        Self::checked(id)
+    }
+}
+
 impl TryFrom<String> for StreamId {
     type Error = Error;
 
@@ -125,14 +138,6 @@ impl TryFrom<String> for StreamId {
 impl From<StreamId> for String {
     fn from(value: StreamId) -> Self {
         value.0.as_ref().to_owned()
-    }
-}
-
-impl FromStr for StreamId {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Self::new(s)
     }
 }
 

@@ -119,7 +119,7 @@ const PUBLISH_INTERVAL: Duration = Duration::from_millis(2);
 /// The longest: while appends keep coming, the interval doubles up to this, so that a busy
 /// log costs at most 50 `NOTIFY`s a second (each one a round trip and a wake-up; at one per
 /// 2 ms they cost a single writer about a tenth of its rate), and a reader in another process
-/// waits at most this much longer.
+/// waits at most about this much longer (plus the `NOTIFY`'s round trip).
 const BUSY_PUBLISH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Sends one `NOTIFY` per wake-up; announcements made while one is in flight (or while it
