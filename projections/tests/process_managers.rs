@@ -114,7 +114,10 @@ impl ProcessManager for Errands {
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
         match note.as_str() {
-            "remind" => step.schedule("reminder", Utc::now() + chrono::Duration::milliseconds(300)),
+            "remind" => step.schedule(
+                "reminder",
+                Utc::now() + chrono::Duration::milliseconds(REMINDER_MS),
+            ),
             "forget" => step.cancel("reminder"),
             _ => {}
         }
@@ -318,6 +321,11 @@ async fn a_poisoned_instance_is_parked_until_an_operator_decides(
     assert!(instances.troubled(NAME).await.expect("troubled").is_empty());
 }
 
+/// How long after "remind" its reminder is due: long enough that the first run of the test
+/// below ends before it, even on a loaded machine (300 ms was not, under the whole suite on
+/// two cores).
+const REMINDER_MS: i64 = 2_000;
+
 async fn a_deadline_fires_once_and_a_cancelled_one_never(
     store: Arc<dyn EventStore>,
     instances: Arc<dyn InstanceStore>,
@@ -333,7 +341,7 @@ async fn a_deadline_fires_once_and_a_cancelled_one_never(
         seen.lock().expect("lock").fired.is_empty(),
         "nothing is due yet"
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(REMINDER_MS as u64 + 100)).await;
     for _ in 0..3 {
         runner.run_until_idle().await.expect("run");
     }
