@@ -50,7 +50,9 @@
 //!
 //! Readers are woken by `NOTIFY es_events`. A notifying commit takes a cluster-wide lock, so
 //! the store sends it after the append has committed, one per burst of appends, rather than
-//! from inside every append (see `notify`).
+//! from inside every append (see `notify`). Readers in the appending process are woken at
+//! once; readers in other processes within 2 ms of a quiet log's append, and within about
+//! 20 ms while appends keep coming (the store then sends at most 50 notifications a second).
 //!
 //! ## The global order, and its trade-off
 //!
