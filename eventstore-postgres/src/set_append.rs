@@ -32,6 +32,8 @@
 //! read: the conflict is then true of the stream as it was when the statement began, a moment
 //! within the call.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
@@ -44,9 +46,11 @@ use crate::row::{unsigned, Commit};
 /// The statement. Appends are numbered from 1 in the order given (`$1`–`$4`, one element
 /// per append); events are flattened in that order (`$5`–`$10`, one element per event: the
 /// number of the append it belongs to, its place in that append from 1, and its columns).
-/// One row per append, in order: whether its stream's lock was taken, the stream's version
-/// read, and, for an append whose events were inserted, their positions in stream order,
-/// the transaction id and the commit time.
+/// Two kinds of rows, told apart by the first column: one per append (its number, whether
+/// its stream's lock was taken, the stream's version read) and one per inserted event (its
+/// stream, version, position, transaction id and commit time). The inserted rows are handed
+/// back as they are, not grouped per append, which measured about a tenth cheaper on the
+/// server for a group of 16.
 const STATEMENT: &str = "\
 WITH settings AS (
     SELECT set_config('lock_timeout', '1000ms', true) AS lock_timeout
@@ -61,27 +65,25 @@ WITH settings AS (
            coalesce((SELECT max(e.stream_version) FROM es_events e
                      WHERE e.stream_id = a.stream), 0) AS version
     FROM appends a
-), accepted AS (
-    SELECT v.* FROM versions v
-    WHERE v.locked AND v.version >= v.min_version
-      AND (v.max_version IS NULL OR v.version <= v.max_version)
 ), inserted AS (
     INSERT INTO es_events (event_id, stream_id, stream_version, event_type, schema_version,
                            payload, metadata)
     SELECT ev.id, a.stream, a.version + ev.k, ev.t, ev.v, ev.p, a.metadata
     FROM unnest($5::int8[], $6::int8[], $7::uuid[], $8::text[], $9::int4[], $10::jsonb[])
              WITH ORDINALITY AS ev(owner, k, id, t, v, p, i)
-    JOIN accepted a ON a.n = ev.owner
+    JOIN versions a ON a.n = ev.owner
+    WHERE a.locked AND a.version >= a.min_version
+      AND (a.max_version IS NULL OR a.version <= a.max_version)
     ORDER BY ev.i
-    RETURNING stream_id, stream_version, position
-), stored AS (
-    SELECT i.stream_id, array_agg(i.position ORDER BY i.stream_version) AS positions
-    FROM inserted i GROUP BY i.stream_id
+    RETURNING stream_id, stream_version, position, transaction_id, recorded_at
 )
-SELECT v.locked, v.version, s.positions, pg_current_xact_id_if_assigned() AS commit,
-       now() AS recorded_at
-FROM versions v LEFT JOIN stored s ON s.stream_id = v.stream
-ORDER BY v.n";
+SELECT v.n, v.locked, v.version, NULL::text AS stream_id, NULL::int8 AS stream_version,
+       NULL::int8 AS position, NULL::xid8 AS transaction_id, NULL::timestamptz AS recorded_at
+FROM versions v
+UNION ALL
+SELECT NULL, NULL, NULL, i.stream_id, i.stream_version, i.position, i.transaction_id,
+       i.recorded_at
+FROM inserted i";
 
 /// One append, when it can be written at once: its stream's lock is free and its expected
 /// version holds. Rows: its events' positions, stream versions, transaction id and commit
@@ -250,14 +252,7 @@ pub(crate) async fn write(
         )
         .fetch_all(pool)
         .await?;
-    if rows.len() != requests.len() {
-        return Err(sqlx::Error::Protocol(format!(
-            "the append statement answered {} rows for {} appends",
-            rows.len(),
-            requests.len()
-        )));
-    }
-    rows.iter().map(decode).collect()
+    outcomes(requests, &rows)
 }
 
 /// A place counted from 0 as the statement's number counted from 1.
@@ -265,23 +260,64 @@ fn ordinal(place: usize) -> i64 {
     i64::try_from(place).map_or(i64::MAX, |p| p + 1)
 }
 
-fn decode(row: &PgRow) -> Result<Outcome, sqlx::Error> {
-    let locked: bool = row.try_get(0)?;
-    let version: i64 = row.try_get(1)?;
-    let positions: Option<Vec<i64>> = row.try_get(2)?;
-    Ok(match (locked, positions) {
-        (false, _) => Outcome::Alone,
-        (true, None) => Outcome::Conflict(version),
-        (true, Some(positions)) => {
-            let Commit(commit) = row.try_get::<Option<Commit>, _>(3)?.ok_or_else(|| {
-                sqlx::Error::Protocol("an append stored events without a transaction id".into())
-            })?;
-            Outcome::Appended(Stored {
-                stream_version: version + i64::try_from(positions.len()).unwrap_or(i64::MAX),
-                commit,
-                positions,
-                recorded_at: row.try_get(4)?,
-            })
+/// Each append's outcome from the statement's rows (see [`STATEMENT`]).
+fn outcomes(requests: &[&Request], rows: &[PgRow]) -> Result<Vec<Outcome>, sqlx::Error> {
+    let wrong = |what: String| sqlx::Error::Protocol(format!("the append statement {what}"));
+    let by_stream: HashMap<&str, usize> = requests
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.stream.as_str(), i))
+        .collect();
+    let mut read: Vec<Option<(bool, i64)>> = vec![None; requests.len()];
+    let mut inserted: Vec<Vec<(i64, i64)>> = vec![Vec::new(); requests.len()];
+    let mut commit: Option<(i64, DateTime<Utc>)> = None;
+    for row in rows {
+        match row.try_get::<Option<i64>, _>(0)? {
+            Some(n) => {
+                let slot = usize::try_from(n - 1)
+                    .ok()
+                    .and_then(|i| read.get_mut(i))
+                    .ok_or_else(|| wrong(format!("answered for append {n}")))?;
+                *slot = Some((row.try_get(1)?, row.try_get(2)?));
+            }
+            None => {
+                let stream: &str = row.try_get(3)?;
+                let i = *by_stream
+                    .get(stream)
+                    .ok_or_else(|| wrong(format!("inserted into {stream}")))?;
+                inserted[i].push((row.try_get(4)?, row.try_get(5)?));
+                if commit.is_none() {
+                    let Commit(id) = row.try_get(6)?;
+                    commit = Some((id, row.try_get(7)?));
+                }
+            }
         }
-    })
+    }
+    requests
+        .iter()
+        .zip(read)
+        .zip(inserted)
+        .map(|((request, read), mut stored)| match read {
+            None => Err(wrong(format!("said nothing of {}", request.stream))),
+            Some((false, _)) => Ok(Outcome::Alone),
+            Some((true, version)) if stored.is_empty() => Ok(Outcome::Conflict(version)),
+            Some((true, _)) if stored.len() != request.events.len() => Err(wrong(format!(
+                "stored {} of {} events in {}",
+                stored.len(),
+                request.events.len(),
+                request.stream
+            ))),
+            Some((true, _)) => {
+                let (commit, recorded_at) =
+                    commit.ok_or_else(|| wrong("stored events without a transaction".into()))?;
+                stored.sort_unstable();
+                Ok(Outcome::Appended(Stored {
+                    stream_version: stored.last().map_or(0, |(version, _)| *version),
+                    commit,
+                    positions: stored.into_iter().map(|(_, position)| position).collect(),
+                    recorded_at,
+                }))
+            }
+        })
+        .collect()
 }
