@@ -141,7 +141,14 @@ pub(crate) async fn write_lone(
     }
     let mut stored = rows
         .iter()
-        .map(|row| Ok((row.try_get::<i64, _>(1)?, row.try_get::<i64, _>(0)?)))
+        // Unchecked: the statement's own columns, of known types (a batch answers a row per
+        // event, and the type comparison is most of decoding one).
+        .map(|row| {
+            Ok((
+                row.try_get_unchecked::<i64, _>(1)?,
+                row.try_get_unchecked::<i64, _>(0)?,
+            ))
+        })
         .collect::<Result<Vec<(i64, i64)>, sqlx::Error>>()?;
     stored.sort_unstable();
     let Commit(commit) = first.try_get(2)?;
@@ -285,7 +292,7 @@ fn outcomes(requests: &[&Request], rows: &[PgRow]) -> Result<Vec<Outcome>, sqlx:
                 let i = *by_stream
                     .get(stream)
                     .ok_or_else(|| wrong(format!("inserted into {stream}")))?;
-                inserted[i].push((row.try_get(4)?, row.try_get(5)?));
+                inserted[i].push((row.try_get_unchecked(4)?, row.try_get_unchecked(5)?));
                 if commit.is_none() {
                     let Commit(id) = row.try_get(6)?;
                     commit = Some((id, row.try_get(7)?));
