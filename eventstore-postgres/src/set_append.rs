@@ -222,8 +222,11 @@ pub(crate) fn distinct_streams(requests: &[&Request]) -> bool {
 }
 
 /// Writes `requests` (to distinct streams, see [`distinct_streams`]) in one statement and
-/// transaction; one outcome per request, in order. An error means nothing was stored, or,
-/// if it is a lost connection ([`crate::is_transient`]), that the outcome is unknown.
+/// transaction; one outcome per request, in order. An error of the statement means nothing
+/// was stored, unless [`outcome_unknown`] says the outcome is unknown. (An answer that does
+/// not add up comes after the commit, but cannot happen with the store's own columns; were
+/// it to, the group would be written again by `es_append_group_v2`, which finds the events
+/// stored and reports them so.)
 pub(crate) async fn write(
     pool: &PgPool,
     requests: &[&Request],
