@@ -64,6 +64,32 @@ pub(crate) struct Request {
     pub metadata: serde_json::Value,
 }
 
+impl Request {
+    /// Binds this append as `$1`–`$8`, the parameters the single-append statement and
+    /// `es_append_v2` share: stream, accepted versions (from, to), event ids, event types,
+    /// schema versions, payloads, metadata.
+    pub(crate) fn bind_to<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        let events = &self.events;
+        query
+            .bind(self.stream.as_str())
+            .bind(self.min_version)
+            .bind(self.max_version)
+            .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.data.event_type.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(&self.schema_versions)
+            .bind(events.iter().map(|e| &e.data.payload).collect::<Vec<_>>())
+            .bind(&self.metadata)
+    }
+}
+
 /// What became of an append in a group.
 #[derive(Debug)]
 pub(crate) enum Reply {

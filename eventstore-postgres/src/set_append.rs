@@ -113,22 +113,7 @@ pub(crate) async fn write_lone(
     request: &Request,
 ) -> Result<Option<Stored>, sqlx::Error> {
     let events = &request.events;
-    let rows = sqlx::query(LONE)
-        .bind(request.stream.as_str())
-        .bind(request.min_version)
-        .bind(request.max_version)
-        .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
-        .bind(
-            events
-                .iter()
-                .map(|e| e.data.event_type.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(&request.schema_versions)
-        .bind(events.iter().map(|e| &e.data.payload).collect::<Vec<_>>())
-        .bind(&request.metadata)
-        .fetch_all(pool)
-        .await?;
+    let rows = request.bind_to(sqlx::query(LONE)).fetch_all(pool).await?;
     let Some(first) = rows.first() else {
         return Ok(None);
     };

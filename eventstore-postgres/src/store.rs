@@ -194,21 +194,8 @@ impl PgEventStore {
     where
         X: sqlx::Executor<'c, Database = Postgres>,
     {
-        let (stream, events) = (&request.stream, &request.events);
-        let row = sqlx::query(APPEND)
-            .bind(stream.as_str())
-            .bind(request.min_version)
-            .bind(request.max_version)
-            .bind(events.iter().map(|e| e.event_id).collect::<Vec<Uuid>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.data.event_type.as_str())
-                    .collect::<Vec<&str>>(),
-            )
-            .bind(&request.schema_versions)
-            .bind(events.iter().map(|e| &e.data.payload).collect::<Vec<_>>())
-            .bind(&request.metadata)
+        let row = request
+            .bind_to(sqlx::query(APPEND))
             .bind(in_transaction)
             .fetch_one(executor)
             .await;
