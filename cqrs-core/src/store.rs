@@ -183,7 +183,9 @@ pub trait EventStore: Send + Sync + 'static {
     async fn read_barrier(&self) -> Result<Position>;
 
     /// Waits until an event after `after` may be readable, or `timeout` passes. Returns
-    /// `true` if new events are there. Readers call it when caught up instead of polling.
+    /// `true` if it saw new events, `false` once the timeout passed (an event that came in
+    /// its last moment is left to the read that follows). Readers call it when caught up
+    /// instead of polling, and read after it either way.
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<bool>;
 
     /// How many events a reader can see after `after`, counting at most `limit` (for lag).

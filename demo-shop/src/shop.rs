@@ -7,7 +7,7 @@ use std::time::Duration;
 use cqrs_core::{
     BoxError, CommandError, EventEnvelope, Metadata, Position, Repository, SnapshotPolicy,
 };
-use projections::{ProjectionHost, Resolution, RunnerOptions};
+use projections::{ProjectionHost, Resolution};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -215,11 +215,7 @@ impl Shop {
 
     /// The host of the read models and the checkout, over this shop's storage.
     fn host_for(storage: &Storage, checkout: ProcessRunner<Checkout>) -> ProjectionHost {
-        let options = RunnerOptions {
-            idle_wait: Duration::from_millis(500),
-            ..RunnerOptions::default()
-        };
-        read_models::register(storage.host.clone().with_options(options)).with_worker(checkout)
+        read_models::register(storage.host.clone()).with_worker(checkout)
     }
 
     /// Where events and read models live.

@@ -50,8 +50,11 @@ LEFT JOIN LATERAL (
     LIMIT $3
 ) e ON true";
 
-/// How often a caught-up reader looks again when no notification arrives.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a caught-up reader looks again when no notification arrives. Notifications
+/// wake readers at once; the look covers one lost on the way (its writer died between its
+/// commit and its `NOTIFY`, or the listener was reconnecting), and every look is a query
+/// per waiting reader, so it is not made often.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The PostgreSQL event store. Cheap to clone; clones share the pool and the listener.
 ///
@@ -506,13 +509,16 @@ impl EventStore for PgEventStore {
             if self.head().await? > after {
                 return Ok(true);
             }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
+            let nap = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(self.poll_interval);
+            // Woken by a notification or by the poll interval, look again; at the deadline,
+            // leave the last look to the caller, who reads the log next anyway (an idle
+            // reader then costs one query less per wait).
+            let woken = tokio::time::timeout(nap, signal.changed()).await.is_ok();
+            if !woken && tokio::time::Instant::now() >= deadline {
                 return Ok(false);
             }
-            let nap = (deadline - now).min(self.poll_interval);
-            // Woken by a notification or by the poll interval, look again either way.
-            let _ = tokio::time::timeout(nap, signal.changed()).await;
         }
     }
 

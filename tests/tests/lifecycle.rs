@@ -144,7 +144,10 @@ async fn a_frozen_lease_holder_is_replaced_and_commits_and_sends_nothing() {
 }
 
 /// After one event that concerns none of the order read models, an idle `serve` with all its
-/// workers settles back to a few database transactions a second.
+/// workers settles back to a few database transactions a second: each worker's look at the
+/// log (a read, a look at its head, its idle checkpoint) and the checkout's. It ran 45.7 to
+/// 48.8 a second when waits looked at the head once more at their deadline, the read models
+/// waited half a second and readers polled every half second; 35 to 36 since.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_serve_stays_quiet_after_an_unrelated_event() {
     let app = tests::spawn_app().await;
@@ -169,8 +172,9 @@ async fn an_idle_serve_stays_quiet_after_an_unrelated_event() {
     tokio::time::sleep(window).await;
     let after = transactions().await;
     let per_second = (after - before) as f64 / window.as_secs_f64();
+    eprintln!("an idle serve ran {per_second:.1} transactions a second");
     assert!(
-        per_second < 50.0,
+        per_second < 45.0,
         "an idle serve ran {per_second:.0} transactions a second"
     );
     app.shutdown().await;
