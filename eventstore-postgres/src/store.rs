@@ -51,10 +51,16 @@ LEFT JOIN LATERAL (
 ) e ON true";
 
 /// How often a caught-up reader looks again when no notification arrives. Notifications
-/// wake readers at once; the look covers one lost on the way (its writer died between its
-/// commit and its `NOTIFY`, or the listener was reconnecting), and every look is a query
-/// per waiting reader, so it is not made often.
+/// wake readers at once (and events they announce that an older transaction holds back are
+/// looked for after 10 ms, then less and less often); the poll covers a notification lost on the
+/// way (its writer died between its commit and its `NOTIFY`, or the listener was
+/// reconnecting). Every look is a query per waiting reader, so it is not made often.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How soon a waiting reader looks again when a notification came but the events it
+/// announced are not readable yet (held back by an older transaction, whose end sends no
+/// notification); the interval then doubles up to the poll interval.
+const HELD_BACK_POLL: Duration = Duration::from_millis(10);
 
 /// The PostgreSQL event store. Cheap to clone; clones share the pool and the listener.
 ///
@@ -505,19 +511,24 @@ impl EventStore for PgEventStore {
     async fn wait_for_events(&self, after: Position, timeout: Duration) -> Result<bool> {
         let mut signal = self.notifier.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
+        // The look's interval: the poll interval, or, while events that were notified are
+        // not readable yet (an older transaction holds them back, and its end sends no
+        // notification), a short one that doubles up to it.
+        let mut every = self.poll_interval;
         loop {
             if self.head().await? > after {
                 return Ok(true);
             }
-            let nap = deadline
-                .saturating_duration_since(tokio::time::Instant::now())
-                .min(self.poll_interval);
-            // Woken by a notification or by the poll interval, look again; at the deadline,
-            // leave the last look to the caller, who reads the log next anyway (an idle
-            // reader then costs one query less per wait).
-            let woken = tokio::time::timeout(nap, signal.changed()).await.is_ok();
-            if !woken && tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 return Ok(false);
+            }
+            match tokio::time::timeout((deadline - now).min(every), signal.changed()).await {
+                Ok(_) => every = HELD_BACK_POLL.min(self.poll_interval),
+                // At the deadline, the last look is left to the caller, who reads the log
+                // next anyway: an idle reader costs one query less per wait.
+                Err(_) if tokio::time::Instant::now() >= deadline => return Ok(false),
+                Err(_) => every = (every * 2).min(self.poll_interval),
             }
         }
     }

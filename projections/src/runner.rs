@@ -488,6 +488,14 @@ impl<T: Target> ProjectionRunner<T> {
                 let wait = match until {
                     // Older transactions still hold events back: look again soon.
                     Some(_) => self.options.idle_wait.min(Duration::from_millis(20)),
+                    // The log moved on without events for it: back when the idle checkpoint
+                    // is due, so that it is recorded every `idle_checkpoint_every`, whatever
+                    // woke the worker in between.
+                    None if cursor.scanned > cursor.checkpoint => self.options.idle_wait.min(
+                        self.options
+                            .idle_checkpoint_every
+                            .saturating_sub(last_idle_checkpoint.elapsed()),
+                    ),
                     None => self.options.idle_wait,
                 };
                 tokio::select! {

@@ -147,7 +147,7 @@ async fn a_frozen_lease_holder_is_replaced_and_commits_and_sends_nothing() {
 /// workers settles back to a few database transactions a second: each worker's look at the
 /// log (a read, a look at its head, its idle checkpoint) and the checkout's. It ran 45.7 to
 /// 48.8 a second when waits looked at the head once more at their deadline, the read models
-/// waited half a second and readers polled every half second; 35 to 36 since.
+/// waited half a second and readers polled every half second; 33 to 36 since.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_serve_stays_quiet_after_an_unrelated_event() {
     let app = tests::spawn_app().await;

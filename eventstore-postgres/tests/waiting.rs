@@ -1,0 +1,133 @@
+//! Readers waiting for events (`EventStore::wait_for_events`) on a real PostgreSQL: a wait
+//! ends at its timeout even while appends keep coming that an older transaction holds back,
+//! and events held back are seen soon after that transaction ends, though its end sends no
+//! notification.
+
+use std::time::{Duration, Instant};
+
+use cqrs_core::conformance::TestEvent;
+use cqrs_core::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
+use eventstore_postgres::testing::TestDatabase;
+use eventstore_postgres::PgEventStore;
+use sqlx::Connection;
+
+async fn store(db: &TestDatabase) -> PgEventStore {
+    let store = PgEventStore::new(db.pool.clone());
+    store.migrate().await.expect("migrate");
+    store
+}
+
+async fn append(store: &PgEventStore, stream: &str) {
+    store
+        .append(
+            &StreamId::new(stream).expect("id"),
+            ExpectedVersion::Any,
+            vec![NewEvent::from_domain(&TestEvent::Added { amount: 1 }).expect("encode")],
+            &Metadata::default(),
+        )
+        .await
+        .expect("append");
+}
+
+/// A transaction with a transaction id, left open: every event appended after it stays
+/// unreadable until it ends.
+async fn blocker(db: &TestDatabase) -> sqlx::PgConnection {
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut conn)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut conn)
+        .await
+        .expect("take a transaction id");
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_ends_at_its_timeout_while_held_back_appends_keep_coming() {
+    let db = TestDatabase::create(10).await;
+    let store = store(&db).await;
+    append(&store, "before-1").await;
+    let after = store.head().await.expect("head");
+    let mut blocker = blocker(&db).await;
+
+    // Appends in this process wake the waiter every time, more often than it looks at the
+    // log; none of them is readable.
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let mut n = 0;
+                while started.elapsed() < Duration::from_secs(5) {
+                    append(&store, &format!("held-{w}-{n}")).await;
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let woke = store
+        .wait_for_events(after, Duration::from_millis(300))
+        .await
+        .expect("wait");
+    let waited = started.elapsed();
+    assert!(!woke, "nothing readable came after {after}");
+    assert!(
+        waited < Duration::from_secs(2),
+        "a wait of 300 ms lasted {waited:?} while appends kept coming"
+    );
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    sqlx::query("COMMIT")
+        .execute(&mut blocker)
+        .await
+        .expect("commit");
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_held_back_are_seen_soon_after_the_older_transaction_ends() {
+    let db = TestDatabase::create(10).await;
+    // A poll so slow that only the looks after a notification can explain a quick wake.
+    let store = store(&db).await.with_poll_interval(Duration::from_secs(20));
+    append(&store, "before-1").await;
+    let after = store.head().await.expect("head");
+    let mut blocker = blocker(&db).await;
+
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move { store.wait_for_events(after, Duration::from_secs(30)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Notified at once, but held back by the blocker.
+    append(&store, "held-1").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the event was readable before the blocker ended"
+    );
+    // The blocker's end sends no notification.
+    let ended = Instant::now();
+    sqlx::query("COMMIT")
+        .execute(&mut blocker)
+        .await
+        .expect("commit");
+    let woke = tokio::time::timeout(Duration::from_secs(15), waiter)
+        .await
+        .expect("the waiter was not woken within 15 s of the blocker's end")
+        .expect("task")
+        .expect("wait");
+    let seen = ended.elapsed();
+    assert!(woke, "the held-back event is readable");
+    // Other tests' transactions can hold the log back a little longer; the poll would take
+    // 20 s.
+    assert!(
+        seen < Duration::from_secs(5),
+        "the held-back event was seen {seen:?} after the blocker ended"
+    );
+    db.drop_database().await;
+}
