@@ -202,9 +202,10 @@ async fn raw_singles(pool: &PgPool, writers: usize, per_writer: usize) -> Durati
     started.elapsed()
 }
 
-/// Single-event writes, raw and through the store, in up to [`MAX_SLICES`] turns each (raw, store,
-/// raw, store…), so that a slow moment of the machine (a checkpoint, a neighbour's disk)
-/// falls on both sides: the events per second of each side, `(raw, store)`.
+/// Single-event writes, raw and through the store, in up to [`MAX_SLICES`] turns each (raw
+/// then store, store then raw, …), so that a slow moment of the machine (a checkpoint, a
+/// neighbour's disk) falls on both sides: the events per second of each side,
+/// `(raw, store)`.
 async fn singles_in_turn(
     store: &PgEventStore,
     pool: &PgPool,
@@ -214,9 +215,15 @@ async fn singles_in_turn(
     let slices = (per_writer / MIN_SLICE).clamp(1, MAX_SLICES);
     let per_slice = per_writer.div_ceil(slices);
     let (mut raw, mut ours) = (Duration::ZERO, Duration::ZERO);
-    for _ in 0..slices {
-        raw += raw_singles(pool, writers, per_slice).await;
-        ours += append_singles(store, writers, per_slice).await;
+    for slice in 0..slices {
+        // Each side goes first in every other turn.
+        if slice % 2 == 0 {
+            raw += raw_singles(pool, writers, per_slice).await;
+            ours += append_singles(store, writers, per_slice).await;
+        } else {
+            ours += append_singles(store, writers, per_slice).await;
+            raw += raw_singles(pool, writers, per_slice).await;
+        }
     }
     let events = writers * per_slice * slices;
     (rate(events, raw), rate(events, ours))
@@ -419,7 +426,7 @@ async fn run_once(store: &PgEventStore, pool: &PgPool, options: &Options) -> Vec
     let mut push = |name, value, unit| figures.push(Figure { name, value, unit });
     use Unit::*;
     // Each pair runs raw first, then the toolkit, on the same database (the single-event
-    // writes in turns of both, see `singles_in_turn`).
+    // writes in turns, each side first in every other one: see `singles_in_turn`).
     if options.runs("1x1") {
         let (raw, ours) = singles_in_turn(store, pool, 1, 500 * scale).await;
         push("raw_1x1", raw, EventsPerSec);
@@ -490,9 +497,9 @@ async fn main() {
         .await
         .expect("raw table");
 
-    // Warm up connections and plans.
-    let _ = append_singles(&store, 4, 20).await;
-    let _ = raw_singles(&db.pool, 4, 20).await;
+    // Warm up connections (as many as the most writers) and plans.
+    let _ = append_singles(&store, 16, 20).await;
+    let _ = raw_singles(&db.pool, 16, 20).await;
 
     let mut runs = Vec::new();
     for _ in 0..options.runs {
