@@ -25,7 +25,8 @@ pub struct RunnerOptions {
     /// transaction longer than the batch timeout is ended by the server (the guard against
     /// frozen workers), so such a projection takes small batches: one event by default.
     pub effect_batch_size: usize,
-    /// How long a caught-up worker waits for new events before looking again.
+    /// How long a caught-up worker waits for new events before looking again (less when
+    /// its idle checkpoint, see `idle_checkpoint_every`, comes due sooner).
     pub idle_wait: Duration,
     /// How often a standby worker tries to take the lease.
     pub standby_retry: Duration,
