@@ -1,7 +1,7 @@
 //! Readers waiting for events (`EventStore::wait_for_events`) on a real PostgreSQL: a wait
 //! ends at its timeout even while appends keep coming that an older transaction holds back,
 //! and events held back are seen soon after that transaction ends, though its end sends no
-//! notification.
+//! notification, and readers look again once a lost listener connection is back.
 
 use std::time::{Duration, Instant};
 
@@ -130,5 +130,53 @@ async fn events_held_back_are_seen_soon_after_the_older_transaction_ends() {
         seen < Duration::from_secs(5),
         "the held-back event was seen {seen:?} after the blocker ended"
     );
+    db.drop_database().await;
+}
+
+/// Events stored while the listener's connection was down (here, written by SQL that sends
+/// no notification) wake the readers once it listens again: a reconnect wakes them to look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_look_again_once_the_listener_is_back() {
+    let db = TestDatabase::create(10).await;
+    let store = store(&db).await.with_poll_interval(Duration::from_secs(30));
+    append(&store, "before-1").await;
+    let after = store.head().await.expect("head");
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move { store.wait_for_events(after, Duration::from_secs(60)).await })
+    };
+    // The listener's backend, once it listens.
+    let listener = loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .expect("activity");
+        if let Some(pid) = pid {
+            break pid;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(listener)
+        .execute(&db.pool)
+        .await
+        .expect("terminate the listener");
+    // Stored while nobody listens, and without a notification.
+    sqlx::query(
+        "INSERT INTO es_events (event_id, stream_id, stream_version, event_type, schema_version, payload, metadata) \
+         VALUES (gen_random_uuid(), 'quiet-1', 1, 'Added', 1, '{\"Added\":{\"amount\":1}}', '{}')",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("insert");
+    let woke = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter was not woken within 10 s of the listener's loss")
+        .expect("task")
+        .expect("wait");
+    assert!(woke, "the event stored meanwhile is readable");
     db.drop_database().await;
 }
