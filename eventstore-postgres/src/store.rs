@@ -35,7 +35,10 @@ const APPEND: &str = "SELECT outcome, stream_version, transaction_id, positions,
 /// of 1,000; without a filter there is no plan to fear but the walk of the primary key in
 /// log order, which the `LIMIT` makes the cheapest. (A filter
 /// could make a bitmap scan and a sort of the matching rows look cheaper, so filtered pages
-/// go through the function, which turns those off.)
+/// go through the function, which turns those off.) The parameters are read in subqueries,
+/// so that the planner cannot tailor a plan to their values: with them in sight, a plan for
+/// the page's position always looked cheaper than the generic one, and every page was
+/// planned again (about 0.15 ms: a fifth of a page of ten events, 2–3 % of a page of 1,000).
 const READ_ALL: &str = "\
 WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon)
 SELECT h.horizon, e.*
@@ -44,10 +47,10 @@ LEFT JOIN LATERAL (
     SELECT ev.transaction_id, ev.position, ev.event_id, ev.stream_id, ev.stream_version,
            ev.event_type, ev.schema_version, ev.payload, ev.metadata, ev.recorded_at
     FROM es_events ev
-    WHERE (ev.transaction_id, ev.position) > ($1::text::xid8, $2)
+    WHERE (ev.transaction_id, ev.position) > ((SELECT $1::text::xid8), (SELECT $2))
       AND ev.transaction_id < h.horizon
     ORDER BY ev.transaction_id, ev.position
-    LIMIT $3
+    LIMIT (SELECT $3)
 ) e ON true";
 
 /// How often a caught-up reader looks again when no notification arrives. Notifications
