@@ -30,16 +30,14 @@ use crate::set_append::{self, Stored};
 const APPEND: &str = "SELECT outcome, stream_version, transaction_id, positions, recorded_at \
      FROM es_append_v2($1, $2, $3, $4, $5, $6, $7, $8, $9, true)";
 
-/// A page of the whole log, unfiltered: `es_read_all_v3`'s statement sent as it is. The
-/// function call and its copy of the page cost about a fifth of the server's time for a page
-/// of 1,000; without a filter there is no plan to fear but the walk of the primary key in
-/// log order, which the `LIMIT` makes the cheapest. (A filter
-/// could make a bitmap scan and a sort of the matching rows look cheaper, so filtered pages
-/// go through the function, which turns those off.) The parameters are read in subqueries,
-/// so that the planner cannot tailor a plan to their values: with them in sight, a plan for
-/// the page's position always looked cheaper than the generic one, and every page was
-/// planned again (about 0.15 ms: a fifth of a page of ten events, 2–3 % of a page of 1,000).
-const READ_ALL: &str = "\
+/// A page of the whole log, unfiltered: `es_read_all_v3`'s statement sent as it is, up to
+/// its `LIMIT` (the page size follows, written into the statement: see [`read_all_statement`]).
+/// The function call and its copy of the page cost about a fifth of the server's time for a
+/// page of 1,000; without a filter there is no plan to fear but the walk of the primary key
+/// in log order, which the `LIMIT` makes the cheapest. (A filter could make a bitmap scan and
+/// a sort of the matching rows look cheaper, so filtered pages go through the function,
+/// which turns those off.)
+const READ_ALL_UP_TO_LIMIT: &str = "\
 WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon)
 SELECT h.horizon, e.*
 FROM h
@@ -50,8 +48,19 @@ LEFT JOIN LATERAL (
     WHERE (ev.transaction_id, ev.position) > ((SELECT $1::text::xid8), (SELECT $2))
       AND ev.transaction_id < h.horizon
     ORDER BY ev.transaction_id, ev.position
-    LIMIT (SELECT $3)
-) e ON true";
+    LIMIT";
+
+/// The unfiltered page statement for pages of `limit` events. The position is read in
+/// subqueries, so that the planner cannot tailor a plan to it: in sight, a plan for the
+/// page's position always looked cheaper than the generic one, and every page was planned
+/// again (about 0.15 ms: a fifth of the time of a page of ten events, 2–3 % of a page of
+/// 1,000). The page size is written in, not bound, so that the one plan kept per connection
+/// and page size is costed for that many rows (behind a subquery, the planner costs a tenth
+/// of the log, and on a log much larger than `effective_cache_size` chose a scan and sort
+/// of all of it). One cached statement per page size a reader uses.
+fn read_all_statement(limit: i64) -> String {
+    format!("{READ_ALL_UP_TO_LIMIT} {limit}\n) e ON true")
+}
 
 /// How often a caught-up reader looks again when no notification arrives. Notifications
 /// wake readers at once (and events they announce that an older transaction holds back are
@@ -437,10 +446,9 @@ impl EventStore for PgEventStore {
         );
         // One statement, so the rows and the horizon come from the same snapshot.
         let rows = if filter.event_types.is_empty() && filter.categories.is_empty() {
-            sqlx::query(READ_ALL)
+            sqlx::query(&read_all_statement(limit_i64))
                 .bind(commit)
                 .bind(sequence)
-                .bind(limit_i64)
                 .fetch_all(&self.pool)
                 .await
         } else {

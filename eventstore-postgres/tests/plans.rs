@@ -1,6 +1,8 @@
 //! The store's busiest statements are planned once per connection (PostgreSQL's generic
-//! plan), not at every call: planning a page of the log cost about as much as reading ten
-//! of its events.
+//! plan), not at every call: planning a page of the log took about a fifth of the time of a
+//! page of ten events.
+
+use std::time::{Duration, Instant};
 
 use cqrs_core::conformance::TestEvent;
 use cqrs_core::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, StreamId};
@@ -52,13 +54,24 @@ async fn pages_of_the_log_and_single_appends_are_not_planned_at_every_call() {
         .execute(&db.pool)
         .await
         .expect("analyze");
+    // Twelve pages of one event; a page comes back empty while another test's transaction
+    // holds the log back (the horizon is the cluster's), and is read again.
     let mut after = Position::START;
-    for _ in 0..12 {
+    let (mut pages, deadline) = (0, Instant::now() + Duration::from_secs(30));
+    while pages < 12 {
         let page = store
             .read_all(after, 1, &EventFilter::all())
             .await
             .expect("read");
-        assert_eq!(page.events.len(), 1);
+        if page.events.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the log stayed held back for 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        pages += 1;
         after = page.scanned_to;
     }
 
@@ -67,9 +80,10 @@ async fn pages_of_the_log_and_single_appends_are_not_planned_at_every_call() {
     let (generic, custom) = plans(&db.pool, "LEFT JOIN LATERAL").await;
     assert!(
         generic >= 6,
-        "the page statement: {generic} generic plans, {custom} custom plans in 12 reads"
+        "the page statement: {generic} generic plans, {custom} custom plans in {pages}+ reads"
     );
-    let (generic, custom) = plans(&db.pool, "INSERT INTO es_events").await;
+    // `OFFSET 0` is the single-append statement's alone.
+    let (generic, custom) = plans(&db.pool, "OFFSET 0").await;
     assert!(
         generic >= 6,
         "the single-append statement: {generic} generic plans, {custom} custom plans in 12 appends"

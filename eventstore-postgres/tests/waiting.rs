@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use cqrs_core::conformance::TestEvent;
-use cqrs_core::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
+use cqrs_core::{EventStore, ExpectedVersion, Metadata, NewEvent, Position, StreamId};
 use eventstore_postgres::testing::TestDatabase;
 use eventstore_postgres::PgEventStore;
 use sqlx::Connection;
@@ -17,8 +17,9 @@ async fn store(db: &TestDatabase) -> PgEventStore {
     store
 }
 
-async fn append(store: &PgEventStore, stream: &str) {
-    store
+/// Appends one event to `stream`; its position.
+async fn append(store: &PgEventStore, stream: &str) -> Position {
+    let appended = store
         .append(
             &StreamId::new(stream).expect("id"),
             ExpectedVersion::Any,
@@ -27,6 +28,7 @@ async fn append(store: &PgEventStore, stream: &str) {
         )
         .await
         .expect("append");
+    appended.positions[0]
 }
 
 /// A transaction with a transaction id, left open: every event appended after it stays
@@ -48,8 +50,9 @@ async fn blocker(db: &TestDatabase) -> sqlx::PgConnection {
 async fn a_wait_ends_at_its_timeout_while_held_back_appends_keep_coming() {
     let db = TestDatabase::create(10).await;
     let store = store(&db).await;
-    append(&store, "before-1").await;
-    let after = store.head().await.expect("head");
+    // Its own position, not the head: another test's open transaction (the horizon is the
+    // cluster's) can leave the head behind it, and it would then wake the waiter later.
+    let after = append(&store, "before-1").await;
     let mut blocker = blocker(&db).await;
 
     // Appends in this process wake the waiter every time, more often than it looks at the
@@ -95,8 +98,9 @@ async fn events_held_back_are_seen_soon_after_the_older_transaction_ends() {
     let db = TestDatabase::create(10).await;
     // A poll so slow that only the looks after a notification can explain a quick wake.
     let store = store(&db).await.with_poll_interval(Duration::from_secs(20));
-    append(&store, "before-1").await;
-    let after = store.head().await.expect("head");
+    // Its own position, not the head: another test's open transaction (the horizon is the
+    // cluster's) can leave the head behind it, and it would then wake the waiter later.
+    let after = append(&store, "before-1").await;
     let mut blocker = blocker(&db).await;
 
     let waiter = {
@@ -139,8 +143,9 @@ async fn events_held_back_are_seen_soon_after_the_older_transaction_ends() {
 async fn readers_look_again_once_the_listener_is_back() {
     let db = TestDatabase::create(10).await;
     let store = store(&db).await.with_poll_interval(Duration::from_secs(30));
-    append(&store, "before-1").await;
-    let after = store.head().await.expect("head");
+    // Its own position, not the head: another test's open transaction (the horizon is the
+    // cluster's) can leave the head behind it, and it would then wake the waiter later.
+    let after = append(&store, "before-1").await;
     let waiter = {
         let store = store.clone();
         tokio::spawn(async move { store.wait_for_events(after, Duration::from_secs(60)).await })
