@@ -31,6 +31,13 @@ async fn append(store: &PgEventStore, stream: &str) -> Position {
     appended.positions[0]
 }
 
+/// Appends the test's first event; its position, which the waits start after. Not the head:
+/// another test's open transaction (the horizon is the cluster's) can leave the head behind
+/// this event, which would then wake a waiter later.
+async fn first_event(store: &PgEventStore) -> Position {
+    append(store, "before-1").await
+}
+
 /// A transaction with a transaction id, left open: every event appended after it stays
 /// unreadable until it ends.
 async fn blocker(db: &TestDatabase) -> sqlx::PgConnection {
@@ -50,9 +57,7 @@ async fn blocker(db: &TestDatabase) -> sqlx::PgConnection {
 async fn a_wait_ends_at_its_timeout_while_held_back_appends_keep_coming() {
     let db = TestDatabase::create(10).await;
     let store = store(&db).await;
-    // Its own position, not the head: another test's open transaction (the horizon is the
-    // cluster's) can leave the head behind it, and it would then wake the waiter later.
-    let after = append(&store, "before-1").await;
+    let after = first_event(&store).await;
     let mut blocker = blocker(&db).await;
 
     // Appends in this process wake the waiter every time, more often than it looks at the
@@ -98,9 +103,7 @@ async fn events_held_back_are_seen_soon_after_the_older_transaction_ends() {
     let db = TestDatabase::create(10).await;
     // A poll so slow that only the looks after a notification can explain a quick wake.
     let store = store(&db).await.with_poll_interval(Duration::from_secs(20));
-    // Its own position, not the head: another test's open transaction (the horizon is the
-    // cluster's) can leave the head behind it, and it would then wake the waiter later.
-    let after = append(&store, "before-1").await;
+    let after = first_event(&store).await;
     let mut blocker = blocker(&db).await;
 
     let waiter = {
@@ -143,9 +146,7 @@ async fn events_held_back_are_seen_soon_after_the_older_transaction_ends() {
 async fn readers_look_again_once_the_listener_is_back() {
     let db = TestDatabase::create(10).await;
     let store = store(&db).await.with_poll_interval(Duration::from_secs(30));
-    // Its own position, not the head: another test's open transaction (the horizon is the
-    // cluster's) can leave the head behind it, and it would then wake the waiter later.
-    let after = append(&store, "before-1").await;
+    let after = first_event(&store).await;
     let waiter = {
         let store = store.clone();
         tokio::spawn(async move { store.wait_for_events(after, Duration::from_secs(60)).await })
