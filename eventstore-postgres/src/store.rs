@@ -64,8 +64,8 @@ fn read_all_statement(limit: i64) -> String {
 
 /// How often a caught-up reader looks again when no notification arrives. Notifications
 /// wake readers at once (and events they announce that an older transaction holds back are
-/// looked for after 10 ms, then less and less often); the poll covers a notification lost on the
-/// way (its writer died between its commit and its `NOTIFY`, or the listener was
+/// looked for after 10 ms, then less and less often); the poll covers a notification lost
+/// on the way (its writer died between its commit and its `NOTIFY`, or the listener was
 /// reconnecting). Every look is a query per waiting reader, so it is not made often.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 

@@ -53,12 +53,30 @@ async fn blocker(db: &TestDatabase) -> sqlx::PgConnection {
     conn
 }
 
+/// Ends a [`blocker`]'s transaction: what it held back becomes readable.
+async fn end(mut blocker: sqlx::PgConnection) {
+    sqlx::query("COMMIT")
+        .execute(&mut blocker)
+        .await
+        .expect("commit");
+}
+
+/// A reader waiting in a task of its own for events after `after`.
+fn spawn_waiter(
+    store: &PgEventStore,
+    after: Position,
+    timeout: Duration,
+) -> tokio::task::JoinHandle<cqrs_core::Result<bool>> {
+    let store = store.clone();
+    tokio::spawn(async move { store.wait_for_events(after, timeout).await })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_ends_at_its_timeout_while_held_back_appends_keep_coming() {
     let db = TestDatabase::create(10).await;
     let store = store(&db).await;
     let after = first_event(&store).await;
-    let mut blocker = blocker(&db).await;
+    let blocker = blocker(&db).await;
 
     // Appends in this process wake the waiter every time, more often than it looks at the
     // log; none of them is readable.
@@ -91,10 +109,7 @@ async fn a_wait_ends_at_its_timeout_while_held_back_appends_keep_coming() {
     for writer in writers {
         writer.await.expect("writer");
     }
-    sqlx::query("COMMIT")
-        .execute(&mut blocker)
-        .await
-        .expect("commit");
+    end(blocker).await;
     db.drop_database().await;
 }
 
@@ -104,12 +119,9 @@ async fn events_held_back_are_seen_soon_after_the_older_transaction_ends() {
     // A poll so slow that only the looks after a notification can explain a quick wake.
     let store = store(&db).await.with_poll_interval(Duration::from_secs(20));
     let after = first_event(&store).await;
-    let mut blocker = blocker(&db).await;
+    let blocker = blocker(&db).await;
 
-    let waiter = {
-        let store = store.clone();
-        tokio::spawn(async move { store.wait_for_events(after, Duration::from_secs(30)).await })
-    };
+    let waiter = spawn_waiter(&store, after, Duration::from_secs(30));
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Notified at once, but held back by the blocker.
     append(&store, "held-1").await;
@@ -120,10 +132,7 @@ async fn events_held_back_are_seen_soon_after_the_older_transaction_ends() {
     );
     // The blocker's end sends no notification.
     let ended = Instant::now();
-    sqlx::query("COMMIT")
-        .execute(&mut blocker)
-        .await
-        .expect("commit");
+    end(blocker).await;
     let woke = tokio::time::timeout(Duration::from_secs(15), waiter)
         .await
         .expect("the waiter was not woken within 15 s of the blocker's end")
@@ -147,10 +156,7 @@ async fn readers_look_again_once_the_listener_is_back() {
     let db = TestDatabase::create(10).await;
     let store = store(&db).await.with_poll_interval(Duration::from_secs(30));
     let after = first_event(&store).await;
-    let waiter = {
-        let store = store.clone();
-        tokio::spawn(async move { store.wait_for_events(after, Duration::from_secs(60)).await })
-    };
+    let waiter = spawn_waiter(&store, after, Duration::from_secs(60));
     // The listener's backend, once it listens.
     let listener = loop {
         let pid: Option<i32> = sqlx::query_scalar(
