@@ -6,8 +6,9 @@
 //! Every toolkit figure has a raw twin measured on the same database with the same row
 //! shape (a table with the same columns and unique indexes), and is printed with its ratio
 //! to that twin. Events carry about 200 bytes of JSON; readers decode them to the domain
-//! event (`read_all` and `raw_scan`, `load_1000` and `raw_load_1000`, a `SELECT` of the
-//! same stream's rows). The single-event writers (`1x1`, `16x1`) take turns with their raw
+//! event (`read_all` and `raw_scan` by pages of 1,000; `read_tail` and `raw_tail` by pages
+//! of 10 through a filter on the event type, as a projection following the log reads it;
+//! `load_1000` and `raw_load_1000`, a `SELECT` of the same stream's rows). The single-event writers (`1x1`, `16x1`) take turns with their raw
 //! twins, up to ten turns a side, so that a slow moment of the machine (a checkpoint, a
 //! neighbour's disk) falls on both. With `--runs N` each figure is the median of N runs. `--json` prints one
 //! JSON object per line: `{"name":"append_16x1","events_per_sec":5210.4}`.
@@ -269,14 +270,47 @@ async fn raw_batches(pool: &PgPool, batches: usize, size: usize) -> f64 {
     rate(batches * size, started.elapsed())
 }
 
-/// The whole log by pages of 1,000, each event decoded to the domain event.
-async fn read_all(store: &PgEventStore) -> f64 {
+/// How a reader walks the log: by pages of `page` events, of every type or only of the
+/// bench's one event type (the filter then matches every event, so that both walks read the
+/// same rows: what it measures is a filtered page's cost), up to `up_to` events.
+#[derive(Clone, Copy)]
+struct Walk {
+    page: usize,
+    filtered: bool,
+    up_to: usize,
+}
+
+/// The whole log by pages of 1,000, unfiltered.
+const SCAN: Walk = Walk {
+    page: 1_000,
+    filtered: false,
+    up_to: usize::MAX,
+};
+
+/// A projection following the log: pages of 10 through a filter on the event type, where a
+/// page's fixed cost (its planning, its round trip) shows.
+const TAIL: Walk = Walk {
+    page: 10,
+    filtered: true,
+    up_to: 20_000,
+};
+
+/// The event type of [`event`], the one `TAIL` filters on.
+const EVENT_TYPE: &str = "Noted";
+
+/// The log walked through the store, each event decoded to the domain event.
+async fn read_all(store: &PgEventStore, walk: Walk) -> f64 {
+    let filter = if walk.filtered {
+        EventFilter::all().event_types([EVENT_TYPE])
+    } else {
+        EventFilter::all()
+    };
     let started = Instant::now();
     let mut after = Position::START;
     let mut count = 0;
-    loop {
+    while count < walk.up_to {
         let page = store
-            .read_all(after, 1_000, &EventFilter::all())
+            .read_all(after, walk.page, &filter)
             .await
             .expect("read_all");
         if page.events.is_empty() {
@@ -291,20 +325,24 @@ async fn read_all(store: &PgEventStore) -> f64 {
     rate(count, started.elapsed())
 }
 
-/// The same paged scan by hand: keyset on the position, rows decoded into owned values.
-async fn raw_scan(pool: &PgPool) -> f64 {
+/// The same walk by hand: keyset on the position, rows decoded into owned values.
+async fn raw_scan(pool: &PgPool, walk: Walk) -> f64 {
+    let statement = format!(
+        "SELECT position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata, recorded_at \
+         FROM raw_events WHERE position > $1 {} ORDER BY position LIMIT {}",
+        if walk.filtered { "AND event_type = ANY($2)" } else { "" },
+        walk.page
+    );
+    let types = [EVENT_TYPE];
     let started = Instant::now();
     let mut after = 0i64;
     let mut count = 0;
-    loop {
-        let rows = sqlx::query(
-            "SELECT position, event_id, stream_id, stream_version, event_type, schema_version, payload, metadata, recorded_at \
-             FROM raw_events WHERE position > $1 ORDER BY position LIMIT 1000",
-        )
-        .bind(after)
-        .fetch_all(pool)
-        .await
-        .expect("scan");
+    while count < walk.up_to {
+        let mut query = sqlx::query(&statement).bind(after);
+        if walk.filtered {
+            query = query.bind(&types[..]);
+        }
+        let rows = query.fetch_all(pool).await.expect("scan");
         if rows.is_empty() {
             break;
         }
@@ -453,8 +491,10 @@ async fn run_once(store: &PgEventStore, pool: &PgPool, options: &Options) -> Vec
         // The same events in both logs, whichever workloads ran before.
         let _ = raw_batches(pool, 10 * scale, 1_000).await;
         let _ = append_batches(store, 10 * scale, 1_000).await;
-        push("raw_scan", raw_scan(pool).await, EventsPerSec);
-        push("read_all", read_all(store).await, EventsPerSec);
+        push("raw_scan", raw_scan(pool, SCAN).await, EventsPerSec);
+        push("read_all", read_all(store, SCAN).await, EventsPerSec);
+        push("raw_tail", raw_scan(pool, TAIL).await, EventsPerSec);
+        push("read_tail", read_all(store, TAIL).await, EventsPerSec);
     }
     if options.runs("load") {
         let loads = loads_1000(Arc::new(store.clone()), pool).await;
@@ -471,6 +511,7 @@ const PAIRS: &[(&str, &str)] = &[
     ("append_16x1", "raw_16x1"),
     ("append_batch", "raw_batch"),
     ("read_all", "raw_scan"),
+    ("read_tail", "raw_tail"),
     ("load_1000", "raw_load_1000"),
     ("load_1000_snapshot", "load_1000"),
 ];

@@ -30,7 +30,7 @@ use crate::set_append::{self, Stored};
 const APPEND: &str = "SELECT outcome, stream_version, transaction_id, positions, recorded_at \
      FROM es_append_v2($1, $2, $3, $4, $5, $6, $7, $8, $9, true)";
 
-/// A page of the whole log, unfiltered: `es_read_all_v3`'s statement sent as it is, up to
+/// A page of the whole log, unfiltered: `es_read_all_v4`'s statement sent as it is, up to
 /// its `LIMIT` (the page size follows, written into the statement: see [`read_all_statement`]).
 /// The function call and its copy of the page cost about a fifth of the server's time for a
 /// page of 1,000; without a filter there is no plan to fear but the walk of the primary key
@@ -435,7 +435,7 @@ impl EventStore for PgEventStore {
         limit: usize,
         filter: &EventFilter,
     ) -> Result<ReadAllPage> {
-        // At most what es_read_all_v3 takes (an i32), so that a full page is told by its
+        // At most what es_read_all_v4 takes (an i32), so that a full page is told by its
         // length on both paths.
         let limit = limit.min(i32::MAX as usize);
         let limit_i64 = page_limit(limit)?;
@@ -458,7 +458,7 @@ impl EventStore for PgEventStore {
             sqlx::query(
                 "SELECT horizon, commit, position, event_id, stream_id, stream_version, \
                         event_type, schema_version, payload, metadata, recorded_at \
-                 FROM es_read_all_v3($1, $2, $3, $4, $5)",
+                 FROM es_read_all_v4($1, $2, $3, $4, $5)",
             )
             .bind(commit)
             .bind(sequence)

@@ -1,7 +1,9 @@
 //! The store's busiest statements are planned once per connection (PostgreSQL's generic
 //! plan), not at every call: planning a page of the log took about a fifth of the time of a
-//! page of ten events.
+//! page of ten events, and half that of a filtered page of one. And every page's plan is
+//! the walk of the primary key in log order, whatever the planner's estimates.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cqrs_core::conformance::TestEvent;
@@ -21,9 +23,11 @@ async fn plans(pool: &sqlx::PgPool, marker: &str) -> (i64, i64) {
     .expect("prepared statements")
 }
 
-#[tokio::test]
-async fn pages_of_the_log_and_single_appends_are_not_planned_at_every_call() {
-    // One connection: the statements' plans and pg_prepared_statements are its own.
+/// A store on a database of one connection (so that the session's plans and settings are
+/// the test's), whose log holds 12 appended events and 5,000 more inserted in bulk, with
+/// statistics: with them, a plan made for a page's parameters looks far cheaper than the
+/// generic one.
+async fn a_log_with_statistics() -> (TestDatabase, PgEventStore) {
     let db = TestDatabase::create(1).await;
     let store = PgEventStore::new(db.pool.clone());
     store.migrate().await.expect("migrate");
@@ -38,8 +42,6 @@ async fn pages_of_the_log_and_single_appends_are_not_planned_at_every_call() {
             .await
             .expect("append");
     }
-    // A log of some size whose statistics the planner knows: with them, a plan made for a
-    // page's parameters looks far cheaper than the generic one.
     sqlx::query(
         "INSERT INTO es_events (event_id, stream_id, stream_version, event_type, schema_version, \
                                 payload, metadata) \
@@ -54,15 +56,18 @@ async fn pages_of_the_log_and_single_appends_are_not_planned_at_every_call() {
         .execute(&db.pool)
         .await
         .expect("analyze");
-    // Twelve pages of one event; a page comes back empty while another test's transaction
-    // holds the log back (the horizon is the cluster's), and is read again.
+    (db, store)
+}
+
+/// Reads `pages` pages of one event through `filter`; how many reads it took (a page comes
+/// back empty while another test's transaction holds the log back, the horizon being the
+/// cluster's, and is read again).
+async fn read_pages(store: &PgEventStore, filter: &EventFilter, pages: usize) -> usize {
     let mut after = Position::START;
-    let (mut pages, deadline) = (0, Instant::now() + Duration::from_secs(30));
-    while pages < 12 {
-        let page = store
-            .read_all(after, 1, &EventFilter::all())
-            .await
-            .expect("read");
+    let (mut read, mut reads, deadline) = (0, 0, Instant::now() + Duration::from_secs(30));
+    while read < pages {
+        let page = store.read_all(after, 1, filter).await.expect("read");
+        reads += 1;
         if page.events.is_empty() {
             assert!(
                 Instant::now() < deadline,
@@ -71,22 +76,134 @@ async fn pages_of_the_log_and_single_appends_are_not_planned_at_every_call() {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
-        pages += 1;
+        read += 1;
         after = page.scanned_to;
     }
+    reads
+}
+
+#[tokio::test]
+async fn pages_of_the_log_and_single_appends_are_not_planned_at_every_call() {
+    let (db, store) = a_log_with_statistics().await;
+    let pages = read_pages(&store, &EventFilter::all(), 12).await;
 
     // PostgreSQL plans a statement's first five executions for their parameters, then
     // keeps the generic plan unless the custom plans looked cheaper.
     let (generic, custom) = plans(&db.pool, "LEFT JOIN LATERAL").await;
     assert!(
         generic >= 6,
-        "the page statement: {generic} generic plans, {custom} custom plans in {pages}+ reads"
+        "the page statement: {generic} generic plans, {custom} custom plans in {pages} reads"
     );
     // `OFFSET 0` is the single-append statement's alone.
     let (generic, custom) = plans(&db.pool, "OFFSET 0").await;
     assert!(
         generic >= 6,
         "the single-append statement: {generic} generic plans, {custom} custom plans in 12 appends"
+    );
+    db.drop_database().await;
+}
+
+/// What the test's session printed through sqlx's notices: `auto_explain`'s plans.
+#[derive(Clone, Default)]
+struct Notices(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Notices {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("notices").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Notices {
+    /// A subscriber writing sqlx's notices here (sqlx hands them to `tracing`).
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
+        let notices = self.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || notices.clone())
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "sqlx::postgres::notice=info",
+            ))
+            .with_ansi(false)
+            .without_time()
+            .finish()
+    }
+
+    /// The plans printed so far, one per statement run, each with its query's text.
+    fn plans(&self) -> Vec<String> {
+        let text = String::from_utf8_lossy(&self.0.lock().expect("notices")).into_owned();
+        text.split("duration: ")
+            .skip(1)
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn every_page_walks_the_log_in_order_on_a_plan_kept_for_the_session() {
+    let (db, store) = a_log_with_statistics().await;
+    for setting in [
+        // The plan of every statement the session runs, a function's own statements too, as
+        // a notice.
+        "LOAD 'auto_explain'",
+        "SET auto_explain.log_min_duration = 0",
+        "SET auto_explain.log_nested_statements = on",
+        "SET auto_explain.log_level = notice",
+        // A cache this small makes a scan and sort of the log look cheaper than walking its
+        // primary key: the plan the page statements must never take.
+        "SET effective_cache_size = '1MB'",
+    ] {
+        sqlx::query(setting)
+            .execute(&db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{setting}: {e}"));
+    }
+    let notices = Notices::default();
+    let capture = tracing::subscriber::set_default(notices.subscriber());
+    // Filtered pages (through es_read_all_v4): 12 events of the 5,012 are in the category.
+    let filtered = read_pages(&store, &EventFilter::all().categories(["plans"]), 12).await;
+    let unfiltered = read_pages(&store, &EventFilter::all(), 12).await;
+    drop(capture);
+
+    // The page statements' plans: the unfiltered one's and the function's own statement's.
+    let plans: Vec<String> = notices
+        .plans()
+        .into_iter()
+        .filter(|plan| plan.contains("FROM es_events ev"))
+        .collect();
+    assert!(
+        plans.len() >= filtered + unfiltered,
+        "{} page plans printed for {filtered} + {unfiltered} reads",
+        plans.len()
+    );
+    for plan in &plans {
+        assert!(
+            plan.contains("Index Scan using es_events_log_order")
+                && !["Seq Scan", "Bitmap", "Sort  ("]
+                    .iter()
+                    .any(|node| plan.contains(node)),
+            "a page was not a walk of the primary key:\n{plan}"
+        );
+    }
+    // A plan kept for the session is the generic one: its parameters are still `$n`, where
+    // a plan made for one call has their values in their place. The function keeps the
+    // generic plan from its first call; the unfiltered statement after its first five.
+    let (filtered_plans, unfiltered_plans): (Vec<&String>, Vec<&String>) = plans
+        .iter()
+        .partition(|plan| plan.contains("LIMIT p_limit"));
+    for plan in &filtered_plans {
+        assert!(
+            plan.contains("$1"),
+            "a filtered page was planned for its values:\n{plan}"
+        );
+    }
+    let last_unfiltered = unfiltered_plans.last().expect("an unfiltered page's plan");
+    assert!(
+        last_unfiltered.contains("$1"),
+        "the unfiltered page was planned for its values:\n{last_unfiltered}"
     );
     db.drop_database().await;
 }
