@@ -94,8 +94,15 @@ async fn listen(pool: PgPool, signal: watch::Sender<u64>) {
                 // Anything appended while we were not listening: wake readers to look.
                 signal.send_modify(|n| *n += 1);
                 loop {
-                    match listener.recv().await {
-                        Ok(_) => signal.send_modify(|n| *n += 1),
+                    match listener.try_recv().await {
+                        Ok(Some(_)) => signal.send_modify(|n| *n += 1),
+                        // The connection was closed under it (a network cut: no error from
+                        // the server) and sqlx has connected and listened again. A
+                        // notification sent meanwhile is lost: wake readers to look.
+                        Ok(None) => {
+                            tracing::warn!("event notifications interrupted; listening again");
+                            signal.send_modify(|n| *n += 1);
+                        }
                         Err(error) => {
                             tracing::warn!(%error, "event notifications interrupted; reconnecting");
                             break;
@@ -138,11 +145,7 @@ async fn publish(pool: PgPool, pending: Arc<Notify>, announced: Arc<AtomicU64>) 
         pending.notified().await;
         let before = announced.load(Ordering::Relaxed);
         tokio::time::sleep(interval).await;
-        if let Err(error) = sqlx::query(NOTIFY)
-            .bind(CHANNEL)
-            .execute(&pool)
-            .await
-        {
+        if let Err(error) = sqlx::query(NOTIFY).bind(CHANNEL).execute(&pool).await {
             tracing::warn!(%error, "cannot NOTIFY; readers in other processes fall back to polling");
         }
         // More appends meanwhile: the log is busy, so the next notification waits longer.

@@ -1,7 +1,8 @@
 //! Readers waiting for events (`EventStore::wait_for_events`) on a real PostgreSQL: a wait
 //! ends at its timeout even while appends keep coming that an older transaction holds back,
 //! and events held back are seen soon after that transaction ends, though its end sends no
-//! notification, and readers look again once a lost listener connection is back.
+//! notification, and readers look again once a lost listener connection is back, whether
+//! the server ended it or the network cut it.
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,52 @@ fn spawn_waiter(
     let store = store.clone();
     tokio::spawn(async move { store.wait_for_events(after, timeout).await })
 }
+
+/// The backend of the store's listener, once it listens.
+async fn listening(db: &TestDatabase) -> i32 {
+    loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .expect("activity");
+        if let Some(pid) = pid {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A reader waiting (up to a minute) for events after the test's first event, once the
+/// store listens and that event's own notification has come and gone: with a 30 s poll,
+/// only a notification or a reconnect of the listener wakes it. (Woken by a notification
+/// that finds nothing new, a reader looks again after 10 ms, then less and less often, and
+/// would find an event stored without one in a few seconds on its own.)
+async fn quiet_waiter(
+    db: &TestDatabase,
+    store: &PgEventStore,
+) -> tokio::task::JoinHandle<cqrs_core::Result<bool>> {
+    // The first wait starts the listener.
+    store
+        .wait_for_events(Position::START, Duration::from_millis(1))
+        .await
+        .expect("wait");
+    listening(db).await;
+    let after = first_event(store).await;
+    // Its notification (sent within 20 ms of the append) is heard before the wait begins.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiter = spawn_waiter(store, after, Duration::from_secs(60));
+    // The waiter has looked once and now waits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    waiter
+}
+
+/// An event stored by SQL, which sends no notification.
+const QUIET_INSERT: &str = "INSERT INTO es_events \
+     (event_id, stream_id, stream_version, event_type, schema_version, payload, metadata) \
+     VALUES (gen_random_uuid(), 'quiet-1', 1, 'Added', 1, '{\"Added\":{\"amount\":1}}', '{}')";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_ends_at_its_timeout_while_held_back_appends_keep_coming() {
@@ -155,40 +202,101 @@ async fn events_held_back_are_seen_soon_after_the_older_transaction_ends() {
 async fn readers_look_again_once_the_listener_is_back() {
     let db = TestDatabase::create(10).await;
     let store = store(&db).await.with_poll_interval(Duration::from_secs(30));
-    let after = first_event(&store).await;
-    let waiter = spawn_waiter(&store, after, Duration::from_secs(60));
-    // The listener's backend, once it listens.
-    let listener = loop {
-        let pid: Option<i32> = sqlx::query_scalar(
-            "SELECT pid FROM pg_stat_activity \
-             WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
-        )
-        .fetch_optional(&db.pool)
-        .await
-        .expect("activity");
-        if let Some(pid) = pid {
-            break pid;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let waiter = quiet_waiter(&db, &store).await;
+    let listener = listening(&db).await;
     sqlx::query("SELECT pg_terminate_backend($1)")
         .bind(listener)
         .execute(&db.pool)
         .await
         .expect("terminate the listener");
     // Stored while nobody listens, and without a notification.
-    sqlx::query(
-        "INSERT INTO es_events (event_id, stream_id, stream_version, event_type, schema_version, payload, metadata) \
-         VALUES (gen_random_uuid(), 'quiet-1', 1, 'Added', 1, '{\"Added\":{\"amount\":1}}', '{}')",
-    )
-    .execute(&db.pool)
-    .await
-    .expect("insert");
+    sqlx::query(QUIET_INSERT)
+        .execute(&db.pool)
+        .await
+        .expect("insert");
     let woke = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
         .expect("the waiter was not woken within 10 s of the listener's loss")
         .expect("task")
         .expect("wait");
     assert!(woke, "the event stored meanwhile is readable");
+    db.drop_database().await;
+}
+
+/// A TCP proxy in front of PostgreSQL whose connections can all be cut at once: each client
+/// then sees its socket closed, as after a network cut, with no error from the server.
+struct Proxy {
+    port: u16,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    /// A proxy on a free local port to the server of `url`.
+    async fn start(url: &str) -> Self {
+        let upstream: sqlx::postgres::PgConnectOptions = url.parse().expect("database url");
+        let upstream = format!("{}:{}", upstream.get_host(), upstream.get_port());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let (cut, cuts) = tokio::sync::watch::channel(0);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let (upstream, mut cuts) = (upstream.clone(), cuts.clone());
+                cuts.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    // Both sockets are dropped, and so closed, at a cut.
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { port, cut }
+    }
+
+    /// The options of `url` with the proxy in place of the server.
+    fn options(&self, url: &str) -> sqlx::postgres::PgConnectOptions {
+        let options: sqlx::postgres::PgConnectOptions = url.parse().expect("database url");
+        options.host("127.0.0.1").port(self.port)
+    }
+
+    /// Closes every connection open through the proxy; new ones go through.
+    fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+/// The listener's connection cut by the network (the socket closed, no error from the
+/// server: sqlx connects and listens again on its own, silently) wakes the readers to look,
+/// as a notification sent while it was down is lost. Here the event was stored without
+/// one, before the cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_look_again_after_a_network_cut_of_the_listener() {
+    let db = TestDatabase::create(4).await;
+    store(&db).await;
+    let proxy = Proxy::start(&db.url).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(proxy.options(&db.url))
+        .await
+        .expect("connect through the proxy");
+    let store = PgEventStore::new(pool).with_poll_interval(Duration::from_secs(30));
+    let waiter = quiet_waiter(&db, &store).await;
+    sqlx::query(QUIET_INSERT)
+        .execute(&db.pool)
+        .await
+        .expect("insert");
+    proxy.cut();
+    let woke = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter was not woken within 10 s of the cut")
+        .expect("task")
+        .expect("wait");
+    assert!(woke, "the event stored before the cut is readable");
     db.drop_database().await;
 }
