@@ -1,13 +1,15 @@
 -- es_read_all_v4: es_read_all_v3's page of the log, planned once per session rather than at
 -- every call. A `LANGUAGE sql` function with SET clauses is never inlined, and before
 -- PostgreSQL 18 its body is planned again at every call: about 0.15 ms, half the time of a
--- filtered page of one event (pgbench, 40,000 events: 0.33-0.37 ms a call for v3 against
--- 0.19-0.21 ms for v4; pages of 1,000: 5-15 % faster). PL/pgSQL keeps its statements' plans
+-- filtered page of one event (pgbench, 40,000 events: 0.32-0.37 ms a call for v3 against
+-- 0.19-0.22 ms for v4; pages of 1,000: 5-15 % faster). PL/pgSQL keeps its statements' plans
 -- for the session, and `plan_cache_mode = force_generic_plan` makes it keep the generic one
 -- from the first call (left to choose, it planned every call for its parameters, as the
 -- custom plan always looked cheaper). The generic plan cannot be tailored to a filter's
--- values; the planner settings leave it one shape whatever they are: the walk of the primary
--- key in log order, so a catch-up never sorts the log.
+-- values, and costs `LIMIT p_limit` as a tenth of the log rather than the page; the planner
+-- settings leave it one shape whatever the estimates: the walk of the primary key in log
+-- order, so a catch-up never sorts the log, and never in parallel (a generic plan costed
+-- for a tenth of a large log could otherwise start workers for every page).
 --
 -- The rows and the horizon still come from one snapshot: the function is STABLE, so its
 -- statement runs in the calling statement's snapshot, which pg_current_snapshot() reads.
@@ -35,6 +37,7 @@ CREATE FUNCTION es_read_all_v4(
 ) LANGUAGE plpgsql STABLE
   SET enable_bitmapscan = off
   SET enable_sort = off
+  SET max_parallel_workers_per_gather = 0
   SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN

@@ -93,15 +93,22 @@ async fn listen(pool: PgPool, signal: watch::Sender<u64>) {
             Ok(mut listener) => {
                 // Anything appended while we were not listening: wake readers to look.
                 signal.send_modify(|n| *n += 1);
+                let mut last_loss: Option<tokio::time::Instant> = None;
                 loop {
                     match listener.try_recv().await {
                         Ok(Some(_)) => signal.send_modify(|n| *n += 1),
-                        // The connection was closed under it (a network cut: no error from
-                        // the server) and sqlx has connected and listened again. A
+                        // The connection was closed under it (a network cut, or the server
+                        // ending the session) and sqlx has connected and listened again. A
                         // notification sent meanwhile is lost: wake readers to look.
                         Ok(None) => {
                             tracing::warn!("event notifications interrupted; listening again");
                             signal.send_modify(|n| *n += 1);
+                            // A connection that keeps dropping as soon as it is made is
+                            // made again no more often than one that fails to connect.
+                            if last_loss.is_some_and(|at| at.elapsed() < RECONNECT_DELAY) {
+                                tokio::time::sleep(RECONNECT_DELAY).await;
+                            }
+                            last_loss = Some(tokio::time::Instant::now());
                         }
                         Err(error) => {
                             tracing::warn!(%error, "event notifications interrupted; reconnecting");

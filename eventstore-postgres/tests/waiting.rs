@@ -72,12 +72,12 @@ fn spawn_waiter(
     tokio::spawn(async move { store.wait_for_events(after, timeout).await })
 }
 
-/// The backend of the store's listener, once it listens.
+/// The backend of the store's listener, once it listens (its `LISTEN` done).
 async fn listening(db: &TestDatabase) -> i32 {
     loop {
         let pid: Option<i32> = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity \
-             WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%' AND state = 'idle'",
         )
         .fetch_optional(&db.pool)
         .await
@@ -89,11 +89,26 @@ async fn listening(db: &TestDatabase) -> i32 {
     }
 }
 
-/// A reader waiting (up to a minute) for events after the test's first event, once the
-/// store listens and that event's own notification has come and gone: with a 30 s poll,
-/// only a notification or a reconnect of the listener wakes it. (Woken by a notification
-/// that finds nothing new, a reader looks again after 10 ms, then less and less often, and
-/// would find an event stored without one in a few seconds on its own.)
+/// Stores an event by SQL, which sends no notification; its position.
+async fn quiet_insert(db: &TestDatabase, stream: &str) -> Position {
+    let (commit, position): (i64, i64) = sqlx::query_as(
+        "INSERT INTO es_events \
+             (event_id, stream_id, stream_version, event_type, schema_version, payload, metadata) \
+         VALUES (gen_random_uuid(), $1, 1, 'Added', 1, '{\"Added\":{\"amount\":1}}', '{}') \
+         RETURNING transaction_id::text::int8, position",
+    )
+    .bind(stream)
+    .fetch_one(&db.pool)
+    .await
+    .expect("insert");
+    Position::new(commit as u64, position as u64)
+}
+
+/// A reader of `store` waiting (up to a minute) for events after one stored without a
+/// notification, once the store listens. The tests that use it send no notification at
+/// all, so with a 30 s poll only a reconnect of the listener wakes it. (A reader woken by a
+/// notification that finds nothing new looks again after 10 ms, then less and less often,
+/// and would find an event stored without one on its own.)
 async fn quiet_waiter(
     db: &TestDatabase,
     store: &PgEventStore,
@@ -104,19 +119,29 @@ async fn quiet_waiter(
         .await
         .expect("wait");
     listening(db).await;
-    let after = first_event(store).await;
-    // Its notification (sent within 20 ms of the append) is heard before the wait begins.
+    // Once listening, the listener wakes the readers of the moment to look (for anything
+    // stored while it was not): that comes and goes before this waiter begins.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = quiet_insert(db, "before-1").await;
     let waiter = spawn_waiter(store, after, Duration::from_secs(60));
-    // The waiter has looked once and now waits.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The waiter has looked once, and waits.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     waiter
 }
 
-/// An event stored by SQL, which sends no notification.
-const QUIET_INSERT: &str = "INSERT INTO es_events \
-     (event_id, stream_id, stream_version, event_type, schema_version, payload, metadata) \
-     VALUES (gen_random_uuid(), 'quiet-1', 1, 'Added', 1, '{\"Added\":{\"amount\":1}}', '{}')";
+/// Stores an event without a notification, and checks a second later that `waiter` still
+/// waits: nothing but what the test does next may wake it.
+async fn store_quietly(
+    db: &TestDatabase,
+    waiter: &tokio::task::JoinHandle<cqrs_core::Result<bool>>,
+) {
+    quiet_insert(db, "quiet-1").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the waiter was woken before its listener's connection was lost"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_ends_at_its_timeout_while_held_back_appends_keep_coming() {
@@ -196,35 +221,33 @@ async fn events_held_back_are_seen_soon_after_the_older_transaction_ends() {
     db.drop_database().await;
 }
 
-/// Events stored while the listener's connection was down (here, written by SQL that sends
-/// no notification) wake the readers once it listens again: a reconnect wakes them to look.
+/// The listener's connection ended by the server (`pg_terminate_backend`) wakes the readers
+/// to look once it listens again, as a notification sent while it was down is lost. Here
+/// the event was stored without one, before the loss.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_look_again_once_the_listener_is_back() {
     let db = TestDatabase::create(10).await;
     let store = store(&db).await.with_poll_interval(Duration::from_secs(30));
     let waiter = quiet_waiter(&db, &store).await;
     let listener = listening(&db).await;
+    store_quietly(&db, &waiter).await;
     sqlx::query("SELECT pg_terminate_backend($1)")
         .bind(listener)
         .execute(&db.pool)
         .await
         .expect("terminate the listener");
-    // Stored while nobody listens, and without a notification.
-    sqlx::query(QUIET_INSERT)
-        .execute(&db.pool)
-        .await
-        .expect("insert");
     let woke = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
         .expect("the waiter was not woken within 10 s of the listener's loss")
         .expect("task")
         .expect("wait");
-    assert!(woke, "the event stored meanwhile is readable");
+    assert!(woke, "the event stored before the loss is readable");
     db.drop_database().await;
 }
 
 /// A TCP proxy in front of PostgreSQL whose connections can all be cut at once: each client
 /// then sees its socket closed, as after a network cut, with no error from the server.
+/// (It needs a server reached over TCP, as the tests' default URL is.)
 struct Proxy {
     port: u16,
     cut: tokio::sync::watch::Sender<u64>,
@@ -272,9 +295,8 @@ impl Proxy {
 }
 
 /// The listener's connection cut by the network (the socket closed, no error from the
-/// server: sqlx connects and listens again on its own, silently) wakes the readers to look,
-/// as a notification sent while it was down is lost. Here the event was stored without
-/// one, before the cut.
+/// server) wakes the readers to look once it listens again. (sqlx connects and listens
+/// again on its own, and its `recv` says nothing of it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_look_again_after_a_network_cut_of_the_listener() {
     let db = TestDatabase::create(4).await;
@@ -287,16 +309,13 @@ async fn readers_look_again_after_a_network_cut_of_the_listener() {
         .expect("connect through the proxy");
     let store = PgEventStore::new(pool).with_poll_interval(Duration::from_secs(30));
     let waiter = quiet_waiter(&db, &store).await;
-    sqlx::query(QUIET_INSERT)
-        .execute(&db.pool)
-        .await
-        .expect("insert");
+    store_quietly(&db, &waiter).await;
     proxy.cut();
     let woke = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
         .expect("the waiter was not woken within 10 s of the cut")
         .expect("task")
         .expect("wait");
-    assert!(woke, "the event stored before the cut is readable");
+    assert!(woke, "the event stored before the loss is readable");
     db.drop_database().await;
 }
