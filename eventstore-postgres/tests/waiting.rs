@@ -143,6 +143,17 @@ async fn store_quietly(
     );
 }
 
+/// Waits up to 10 s for a [`quiet_waiter`] to be woken, after its listener's connection was
+/// lost, and to find the event stored meanwhile.
+async fn woken_to_the_quiet_event(waiter: tokio::task::JoinHandle<cqrs_core::Result<bool>>) {
+    let woke = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter was not woken within 10 s of its listener's loss")
+        .expect("task")
+        .expect("wait");
+    assert!(woke, "the event stored before the loss is readable");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_ends_at_its_timeout_while_held_back_appends_keep_coming() {
     let db = TestDatabase::create(10).await;
@@ -236,12 +247,7 @@ async fn readers_look_again_once_the_listener_is_back() {
         .execute(&db.pool)
         .await
         .expect("terminate the listener");
-    let woke = tokio::time::timeout(Duration::from_secs(10), waiter)
-        .await
-        .expect("the waiter was not woken within 10 s of the listener's loss")
-        .expect("task")
-        .expect("wait");
-    assert!(woke, "the event stored before the loss is readable");
+    woken_to_the_quiet_event(waiter).await;
     db.drop_database().await;
 }
 
@@ -311,11 +317,6 @@ async fn readers_look_again_after_a_network_cut_of_the_listener() {
     let waiter = quiet_waiter(&db, &store).await;
     store_quietly(&db, &waiter).await;
     proxy.cut();
-    let woke = tokio::time::timeout(Duration::from_secs(10), waiter)
-        .await
-        .expect("the waiter was not woken within 10 s of the cut")
-        .expect("task")
-        .expect("wait");
-    assert!(woke, "the event stored before the loss is readable");
+    woken_to_the_quiet_event(waiter).await;
     db.drop_database().await;
 }
