@@ -74,7 +74,12 @@ fn spawn_waiter(
 
 /// The backend of the store's listener, once it listens (its `LISTEN` done).
 async fn listening(db: &TestDatabase) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        assert!(
+            Instant::now() < deadline,
+            "the store did not listen within 30 s"
+        );
         let pid: Option<i32> = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity \
              WHERE datname = current_database() AND query ILIKE 'LISTEN%' AND state = 'idle'",
@@ -104,9 +109,9 @@ async fn quiet_insert(db: &TestDatabase, stream: &str) -> Position {
     Position::new(commit as u64, position as u64)
 }
 
-/// A reader of `store` waiting (up to a minute) for events after one stored without a
+/// A reader of `store` waiting (up to three minutes) for events after one stored without a
 /// notification, once the store listens. The tests that use it send no notification at
-/// all, so with a 30 s poll only a reconnect of the listener wakes it. (A reader woken by a
+/// all, so with a poll of two minutes only a reconnect of the listener wakes it. (A reader woken by a
 /// notification that finds nothing new looks again after 10 ms, then less and less often,
 /// and would find an event stored without one on its own.)
 async fn quiet_waiter(
@@ -123,7 +128,7 @@ async fn quiet_waiter(
     // stored while it was not): that comes and goes before this waiter begins.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = quiet_insert(db, "before-1").await;
-    let waiter = spawn_waiter(store, after, Duration::from_secs(60));
+    let waiter = spawn_waiter(store, after, Duration::from_secs(180));
     // The waiter has looked once, and waits.
     tokio::time::sleep(Duration::from_millis(500)).await;
     waiter
@@ -143,12 +148,14 @@ async fn store_quietly(
     );
 }
 
-/// Waits up to 10 s for a [`quiet_waiter`] to be woken, after its listener's connection was
-/// lost, and to find the event stored meanwhile.
+/// Waits up to 25 s for a [`quiet_waiter`] to be woken, after its listener's connection was
+/// lost, and to find the event stored meanwhile. (Woken, a reader that finds the event
+/// held back, by another test's transaction, the horizon being the cluster's, looks again
+/// after 10 ms, doubling: the looks at about 10 s and 20 s fall within the 25 s.)
 async fn woken_to_the_quiet_event(waiter: tokio::task::JoinHandle<cqrs_core::Result<bool>>) {
-    let woke = tokio::time::timeout(Duration::from_secs(10), waiter)
+    let woke = tokio::time::timeout(Duration::from_secs(25), waiter)
         .await
-        .expect("the waiter was not woken within 10 s of its listener's loss")
+        .expect("the waiter was not woken within 25 s of its listener's loss")
         .expect("task")
         .expect("wait");
     assert!(woke, "the event stored before the loss is readable");
@@ -238,7 +245,9 @@ async fn events_held_back_are_seen_soon_after_the_older_transaction_ends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_look_again_once_the_listener_is_back() {
     let db = TestDatabase::create(10).await;
-    let store = store(&db).await.with_poll_interval(Duration::from_secs(30));
+    let store = store(&db)
+        .await
+        .with_poll_interval(Duration::from_secs(120));
     let waiter = quiet_waiter(&db, &store).await;
     let listener = listening(&db).await;
     store_quietly(&db, &waiter).await;
@@ -313,7 +322,7 @@ async fn readers_look_again_after_a_network_cut_of_the_listener() {
         .connect_with(proxy.options(&db.url))
         .await
         .expect("connect through the proxy");
-    let store = PgEventStore::new(pool).with_poll_interval(Duration::from_secs(30));
+    let store = PgEventStore::new(pool).with_poll_interval(Duration::from_secs(120));
     let waiter = quiet_waiter(&db, &store).await;
     store_quietly(&db, &waiter).await;
     proxy.cut();
