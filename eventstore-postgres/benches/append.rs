@@ -8,10 +8,11 @@
 //! to that twin. Events carry about 200 bytes of JSON; readers decode them to the domain
 //! event (`read_all` and `raw_scan` by pages of 1,000; `read_tail` and `raw_tail` by pages
 //! of 10 through a filter on the event type, as a projection following the log reads it;
-//! `load_1000` and `raw_load_1000`, a `SELECT` of the same stream's rows). The single-event writers (`1x1`, `16x1`) take turns with their raw
-//! twins, up to ten turns a side, so that a slow moment of the machine (a checkpoint, a
-//! neighbour's disk) falls on both. With `--runs N` each figure is the median of N runs. `--json` prints one
-//! JSON object per line: `{"name":"append_16x1","events_per_sec":5210.4}`.
+//! `load_1000` and `raw_load_1000`, a `SELECT` of the same stream's rows). The single-event
+//! writers (`1x1`, `16x1`) take turns with their raw twins, up to ten turns a side, so that
+//! a slow moment of the machine (a checkpoint, a neighbour's disk) falls on both. With
+//! `--runs N` each figure is the median of N runs. `--json` prints one JSON object per
+//! line: `{"name":"append_16x1","events_per_sec":5210.4}`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

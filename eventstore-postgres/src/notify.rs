@@ -26,9 +26,10 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
 /// One LISTEN connection per store, shared by every waiting reader through a `watch` counter.
 ///
-/// A notification only says "look again"; a reader that misses one (the connection dropped,
-/// the listener was starting) still finds the events at its next poll, so a lost
-/// notification costs latency, never events.
+/// A notification only says "look again". One sent while the listener's connection was down
+/// is lost, so readers are woken to look once it listens again; a reader that misses one
+/// anyway (its writer died between commit and `NOTIFY`) finds the events at its next poll,
+/// so a lost notification costs latency, never events.
 #[derive(Debug)]
 pub(crate) struct Notifier {
     pool: PgPool,

@@ -148,16 +148,26 @@ async fn store_quietly(
     );
 }
 
+/// What `waiter` answered, once it ends within `within` of `what` happened; a test failure
+/// if it does not.
+async fn answer_within(
+    waiter: tokio::task::JoinHandle<cqrs_core::Result<bool>>,
+    within: Duration,
+    what: &str,
+) -> bool {
+    tokio::time::timeout(within, waiter)
+        .await
+        .unwrap_or_else(|_| panic!("the waiter was not woken within {within:?} of {what}"))
+        .expect("task")
+        .expect("wait")
+}
+
 /// Waits up to 25 s for a [`quiet_waiter`] to be woken, after its listener's connection was
 /// lost, and to find the event stored meanwhile. (Woken, a reader that finds the event
 /// held back, by another test's transaction, the horizon being the cluster's, looks again
 /// after 10 ms, doubling: the looks at about 10 s and 20 s fall within the 25 s.)
 async fn woken_to_the_quiet_event(waiter: tokio::task::JoinHandle<cqrs_core::Result<bool>>) {
-    let woke = tokio::time::timeout(Duration::from_secs(25), waiter)
-        .await
-        .expect("the waiter was not woken within 25 s of its listener's loss")
-        .expect("task")
-        .expect("wait");
+    let woke = answer_within(waiter, Duration::from_secs(25), "its listener's loss").await;
     assert!(woke, "the event stored before the loss is readable");
 }
 
@@ -223,11 +233,7 @@ async fn events_held_back_are_seen_soon_after_the_older_transaction_ends() {
     // The blocker's end sends no notification.
     let ended = Instant::now();
     end(blocker).await;
-    let woke = tokio::time::timeout(Duration::from_secs(15), waiter)
-        .await
-        .expect("the waiter was not woken within 15 s of the blocker's end")
-        .expect("task")
-        .expect("wait");
+    let woke = answer_within(waiter, Duration::from_secs(15), "the blocker's end").await;
     let seen = ended.elapsed();
     assert!(woke, "the held-back event is readable");
     // Other tests' transactions can hold the log back longer (the one above, for a second);
