@@ -9,9 +9,9 @@ use chrono::Utc;
 use crate::aggregate::Aggregate;
 use crate::command::CommandId;
 use crate::error::{CommandError, Error, Result};
-use crate::event::{EventEnvelope, Metadata, NewEvent};
+use crate::event::{EventEnvelope, Metadata, NewEvent, ReplayedEvent};
 use crate::snapshot::{Snapshot, SnapshotPolicy};
-use crate::store::{read_stream_to_end, EventStore};
+use crate::store::{replay_stream_to_end, EventStore};
 use crate::stream::{ExpectedVersion, StreamId};
 use crate::upcast::Upcasters;
 
@@ -144,13 +144,17 @@ impl<A: Aggregate> Repository<A> {
 
     async fn load_stream(&self, stream: &StreamId) -> Result<LoadedAggregate<A>> {
         let (mut state, mut version) = self.load_snapshot(stream).await;
-        let tail = read_stream_to_end(self.store.as_ref(), stream, version + 1, LOAD_PAGE).await?;
-        let replayed = tail.len() as u64;
-        for recorded in tail {
-            let envelope = recorded.into_decoded::<A::Event>(&self.upcasters)?;
-            state.apply(&envelope.event);
-            version = envelope.stream_version;
-        }
+        let from = version + 1;
+        let upcasters = &self.upcasters;
+        // Each event is folded as it is read: none is kept.
+        let mut apply = |stored: ReplayedEvent| {
+            let at = stored.stream_version;
+            state.apply(&stored.into_decoded::<A::Event>(upcasters)?);
+            version = at;
+            Ok(())
+        };
+        let replayed =
+            replay_stream_to_end(self.store.as_ref(), stream, from, LOAD_PAGE, &mut apply).await?;
         Ok(LoadedAggregate {
             state,
             version,

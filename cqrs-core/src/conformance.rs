@@ -22,7 +22,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::command_handler::Repository;
-use crate::event::{DomainEvent, Metadata, NewEvent, RawEvent, RecordedEvent};
+use crate::event::{DomainEvent, Metadata, NewEvent, RawEvent, RecordedEvent, ReplayedEvent};
 use crate::snapshot::{Snapshot, SnapshotPolicy};
 use crate::store::{EventFilter, EventStore};
 use crate::stream::{ExpectedVersion, Position, StreamId};
@@ -44,6 +44,7 @@ macro_rules! store_conformance_tests {
     ($factory:path) => {
         $crate::store_conformance_tests!(@each $factory;
             append_and_read_stream,
+            replay_stream_matches_read_stream,
             expected_version_rules,
             conflict_stores_nothing,
             batches_are_atomic,
@@ -292,6 +293,80 @@ pub async fn append_and_read_stream(store: Arc<dyn EventStore>) {
     for (logged, streamed) in from_log.iter().zip(&all) {
         assert_eq!(*logged, streamed);
     }
+}
+
+/// `replay_stream` hands over what `read_stream` reads, less the envelope: the same
+/// versions, positions and events, page for page; an error of its `apply` stops it.
+pub async fn replay_stream_matches_read_stream(store: Arc<dyn EventStore>) {
+    let s = stream("account-replayed");
+    let meta = Metadata::new_request().with_actor("tester");
+    store
+        .append(&s, ExpectedVersion::NoStream, batch(3), &meta)
+        .await
+        .expect("first append");
+    store
+        .append(
+            &stream("account-other"),
+            ExpectedVersion::Any,
+            batch(1),
+            &meta,
+        )
+        .await
+        .expect("another stream");
+    let note = NewEvent::from_domain(&TestEvent::Noted {
+        text: "between".into(),
+    })
+    .expect("enc");
+    store
+        .append(&s, ExpectedVersion::Exact(3), vec![note, added(9)], &meta)
+        .await
+        .expect("second append");
+
+    for (from, limit) in [(1, 100), (2, 2), (5, 1), (6, 10)] {
+        let read: Vec<ReplayedEvent> = store
+            .read_stream(&s, from, limit)
+            .await
+            .expect("read")
+            .into_iter()
+            .map(ReplayedEvent::from)
+            .collect();
+        let mut replayed = Vec::new();
+        let count = store
+            .replay_stream(&s, from, limit, &mut |event| {
+                replayed.push(event);
+                Ok(())
+            })
+            .await
+            .expect("replay");
+        assert_eq!(replayed, read, "from version {from}, {limit} at most");
+        assert_eq!(count, read.len());
+    }
+    let mut versions = Vec::new();
+    store
+        .replay_stream(&stream("account-none"), 1, 10, &mut |event| {
+            versions.push(event.stream_version);
+            Ok(())
+        })
+        .await
+        .expect("missing stream");
+    assert!(versions.is_empty());
+
+    let refused = store
+        .replay_stream(&s, 1, 100, &mut |event| {
+            versions.push(event.stream_version);
+            match event.stream_version {
+                2 => Err(Error::InvalidInput("stop at 2".into())),
+                _ => Ok(()),
+            }
+        })
+        .await;
+    assert!(
+        matches!(&refused, Err(Error::InvalidInput(m)) if m == "stop at 2"),
+        "{refused:?}"
+    );
+    assert_eq!(versions, vec![1, 2], "nothing is applied after the error");
+    // The store reads on as usual after a replay it stopped.
+    assert_eq!(store.stream_version(&s).await.expect("version"), 5);
 }
 
 /// Each `ExpectedVersion` accepts exactly the states it names.
@@ -1085,6 +1160,17 @@ impl EventStore for Unreliable {
         limit: usize,
     ) -> crate::Result<Vec<RecordedEvent>> {
         self.inner.read_stream(stream, from_version, limit).await
+    }
+    async fn replay_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+        apply: &mut (dyn FnMut(ReplayedEvent) -> crate::Result<()> + Send),
+    ) -> crate::Result<usize> {
+        self.inner
+            .replay_stream(stream, from_version, limit, apply)
+            .await
     }
     async fn read_event(&self, event_id: Uuid) -> crate::Result<Option<RecordedEvent>> {
         self.inner.read_event(event_id).await

@@ -279,24 +279,64 @@ impl RecordedEvent {
     }
 }
 
+/// A stored event as replaying it into an aggregate needs it: its version in its stream, its
+/// place in the log (which names it in an error) and the event, not yet decoded. What
+/// [`EventStore::replay_stream`](crate::EventStore::replay_stream) returns, without the
+/// envelope's id, stream, time and metadata, which a fold does not read, so that a store
+/// need not send them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplayedEvent {
+    /// Its version within the stream (1 for the first event).
+    pub stream_version: u64,
+    /// Its place in the global log.
+    pub position: Position,
+    /// The event itself.
+    pub event: RawEvent,
+}
+
+impl ReplayedEvent {
+    /// Upcasts the payload to its current schema and decodes it into `E`, moving it rather
+    /// than copying it. The error names the event type and its position in the log.
+    pub fn into_decoded<E: DomainEvent>(self, upcasters: &Upcasters) -> Result<E> {
+        decode_raw(self.event, self.position, upcasters)
+    }
+}
+
+impl From<RecordedEvent> for ReplayedEvent {
+    fn from(recorded: RecordedEvent) -> Self {
+        Self {
+            stream_version: recorded.stream_version,
+            position: recorded.position,
+            event: recorded.event,
+        }
+    }
+}
+
 /// Upcasts `raw` (stored at `position`) to its current schema and decodes it into `E`; the
 /// error names the event type, its schema version and its position.
 fn decode_raw<E: DomainEvent>(
-    raw: RawEvent,
+    mut raw: RawEvent,
     position: Position,
     upcasters: &Upcasters,
 ) -> Result<E> {
-    let (event_type, schema_version) = (raw.event_type.clone(), raw.schema_version);
-    let decode_error = |source: BoxError| Error::Decode {
+    // The event type is kept for the error, not copied for it: a copy per event was an
+    // allocation per event of every load.
+    let schema_version = raw.schema_version;
+    let failed = |event_type: String, source: BoxError| Error::Decode {
         position,
-        event_type: event_type.clone(),
+        event_type,
         schema_version,
         source,
     };
-    let current = upcasters
-        .upcast(raw)
-        .map_err(|e| decode_error(Box::new(e)))?;
-    E::decode(&current.event_type, current.payload).map_err(|e| decode_error(Box::new(e)))
+    if let Err(e) = upcasters.upcast_in_place(&mut raw) {
+        return Err(failed(raw.event_type, Box::new(e)));
+    }
+    let RawEvent {
+        event_type,
+        payload,
+        ..
+    } = raw;
+    E::decode(&event_type, payload).map_err(|e| failed(event_type, Box::new(e)))
 }
 
 #[cfg(test)]

@@ -79,7 +79,9 @@ pub use aggregate::Aggregate;
 pub use command::CommandId;
 pub use command_handler::{LoadedAggregate, Repository};
 pub use error::{BoxError, CommandError, Error, Result};
-pub use event::{DomainEvent, EventEnvelope, Metadata, NewEvent, RawEvent, RecordedEvent};
+pub use event::{
+    DomainEvent, EventEnvelope, Metadata, NewEvent, RawEvent, RecordedEvent, ReplayedEvent,
+};
 pub use horizon::{Horizon, HorizonBlocker};
 pub use in_memory::InMemoryEventStore;
 pub use snapshot::{Snapshot, SnapshotPolicy};

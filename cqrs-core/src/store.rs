@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::event::{Metadata, NewEvent, RecordedEvent};
+use crate::event::{Metadata, NewEvent, RecordedEvent, ReplayedEvent};
 use crate::horizon::Horizon;
 use crate::snapshot::Snapshot;
 use crate::stream::{ExpectedVersion, Position, StreamId};
@@ -157,6 +157,30 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>>;
 
+    /// Replays up to `limit` events of `stream` with version ≥ `from_version`, in version
+    /// order, into `apply`, each as soon as it is read, with only what a replay needs
+    /// ([`ReplayedEvent`]: version, position, event): what the
+    /// [`Repository`](crate::Repository) loads aggregates with. Returns how many it replayed.
+    /// An error from `apply` stops the replay and is returned.
+    ///
+    /// The default reads [`read_stream`](EventStore::read_stream) and drops the rest; a store
+    /// that can send less, or hand events over as they arrive, overrides it (PostgreSQL does
+    /// both: a fold then runs while the rest of the stream is still on its way).
+    async fn replay_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+        apply: &mut (dyn FnMut(ReplayedEvent) -> Result<()> + Send),
+    ) -> Result<usize> {
+        let events = self.read_stream(stream, from_version, limit).await?;
+        let count = events.len();
+        for event in events {
+            apply(event.into())?;
+        }
+        Ok(count)
+    }
+
     /// The stored event with this id, if there is one. (An event is found here as soon as
     /// its append returned, even where [`read_all`](EventStore::read_all) shows it later.)
     async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>>;
@@ -215,16 +239,48 @@ pub async fn read_stream_to_end(
     let mut events = Vec::new();
     let mut next = from_version;
     loop {
-        let page = store
+        let mut page = store
             .read_stream(stream, next, page_size.saturating_add(1))
             .await?;
         let full = page.len() > page_size;
         if let Some(last) = page.last() {
             next = last.stream_version + 1;
         }
-        events.extend(page);
+        if events.is_empty() {
+            events = page;
+        } else {
+            events.append(&mut page);
+        }
         if !full {
             return Ok(events);
+        }
+    }
+}
+
+/// Replays a whole stream from `from_version` into `apply` by pages of `page_size` (each
+/// read asking for one event more, like [`read_stream_to_end`]); how many it replayed.
+pub async fn replay_stream_to_end(
+    store: &(impl EventStore + ?Sized),
+    stream: &StreamId,
+    from_version: u64,
+    page_size: usize,
+    apply: &mut (dyn FnMut(ReplayedEvent) -> Result<()> + Send),
+) -> Result<u64> {
+    let mut replayed = 0;
+    let mut next = from_version;
+    loop {
+        let mut last = None;
+        let mut each = |event: ReplayedEvent| {
+            last = Some(event.stream_version);
+            apply(event)
+        };
+        let count = store
+            .replay_stream(stream, next, page_size.saturating_add(1), &mut each)
+            .await?;
+        replayed += count as u64;
+        match last {
+            Some(version) if count > page_size => next = version + 1,
+            _ => return Ok(replayed),
         }
     }
 }

@@ -36,7 +36,9 @@ type Step = Arc<dyn Fn(Value) -> Result<Value, BoxError> + Send + Sync>;
 /// A registry of upcasting steps, keyed by event type and the schema version they upgrade from.
 #[derive(Clone, Default)]
 pub struct Upcasters {
-    steps: HashMap<(String, u32), Step>,
+    /// By event type, then by the schema version a step upgrades from: an event's type is
+    /// looked up as it is, without a key built (and allocated) for it.
+    steps: HashMap<String, HashMap<u32, Step>>,
 }
 
 /// The longest chain of steps one event may pass through; guards against a step registered in a loop.
@@ -57,23 +59,31 @@ impl Upcasters {
         F: Fn(Value) -> Result<Value, BoxError> + Send + Sync + 'static,
     {
         self.steps
-            .insert((event_type.into(), from_version), Arc::new(step));
+            .entry(event_type.into())
+            .or_default()
+            .insert(from_version, Arc::new(step));
         self
     }
 
     /// Runs every step that applies, oldest first, and returns the event in its newest shape.
     pub fn upcast(&self, mut event: RawEvent) -> Result<RawEvent, UpcastError> {
-        if self.steps.is_empty() {
-            return Ok(event);
-        }
+        self.upcast_in_place(&mut event)?;
+        Ok(event)
+    }
+
+    /// [`Upcasters::upcast`] on an event the caller keeps: on an error, its type and schema
+    /// version are left as they were when the failing step was reached (its payload is then
+    /// gone).
+    pub(crate) fn upcast_in_place(&self, event: &mut RawEvent) -> Result<(), UpcastError> {
+        let Some(steps) = self.steps.get(event.event_type.as_str()) else {
+            return Ok(());
+        };
         for _ in 0..MAX_CHAIN {
-            let Some(step) = self
-                .steps
-                .get(&(event.event_type.clone(), event.schema_version))
-            else {
-                return Ok(event);
+            let Some(step) = steps.get(&event.schema_version) else {
+                return Ok(());
             };
-            event.payload = step(event.payload).map_err(|source| UpcastError::Step {
+            let payload = std::mem::take(&mut event.payload);
+            event.payload = step(payload).map_err(|source| UpcastError::Step {
                 from_version: event.schema_version,
                 source,
             })?;
@@ -103,7 +113,11 @@ pub enum UpcastError {
 
 impl fmt::Debug for Upcasters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut keys: Vec<_> = self.steps.keys().collect();
+        let mut keys: Vec<(&str, u32)> = self
+            .steps
+            .iter()
+            .flat_map(|(event_type, steps)| steps.keys().map(move |v| (event_type.as_str(), *v)))
+            .collect();
         keys.sort();
         f.debug_struct("Upcasters").field("steps", &keys).finish()
     }

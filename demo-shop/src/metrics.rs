@@ -37,7 +37,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cqrs_core::{
     AppendResult, EventFilter, EventStore, ExpectedVersion, Horizon, Metadata, NewEvent, Position,
-    ReadAllPage, RecordedEvent, Snapshot, StreamId,
+    ReadAllPage, RecordedEvent, ReplayedEvent, Snapshot, StreamId,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -475,6 +475,17 @@ impl EventStore for MeteredStore {
         self.inner.read_stream(stream, from_version, limit).await
     }
 
+    async fn replay_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+        apply: &mut (dyn FnMut(ReplayedEvent) -> cqrs_core::Result<()> + Send),
+    ) -> cqrs_core::Result<usize> {
+        self.inner
+            .replay_stream(stream, from_version, limit, apply)
+            .await
+    }
     async fn read_event(&self, event_id: Uuid) -> cqrs_core::Result<Option<RecordedEvent>> {
         self.inner.read_event(event_id).await
     }

@@ -1,7 +1,9 @@
 //! Turning rows of `es_events` into [`RecordedEvent`]s, refusing bad data with its position.
 
 use chrono::{DateTime, Utc};
-use cqrs_core::{Error, Metadata, Position, RawEvent, RecordedEvent, Result, StreamId};
+use cqrs_core::{
+    Error, Metadata, Position, RawEvent, RecordedEvent, ReplayedEvent, Result, StreamId,
+};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::Row;
@@ -18,6 +20,11 @@ pub(crate) const EVENT_COLUMNS: &str = "e.transaction_id AS commit, e.position, 
 /// again with every row ([`decode_stream_event`] takes it from the caller).
 pub(crate) const STREAM_EVENT_COLUMNS: &str = "e.transaction_id AS commit, e.position, e.event_id, \
      NULL::text AS stream_id, e.stream_version, e.event_type, e.schema_version, e.payload, e.metadata, e.recorded_at";
+
+/// The columns a replay reads ([`decode_replayed`]): the position, the stream version and
+/// the event; none of the envelope's other fields.
+pub(crate) const REPLAY_COLUMNS: &str =
+    "e.transaction_id AS commit, e.position, e.stream_version, e.event_type, e.schema_version, e.payload";
 
 /// The commit part of a position as a row carries it: an `xid8` (a 64-bit transaction id,
 /// sent as 8 bytes) or a `bigint` (what the SQL functions return).
@@ -84,13 +91,7 @@ pub(crate) fn decode_stream_event(row: &PgRow, stream: &StreamId) -> Result<Reco
 
 fn decode_row(row: &PgRow, first: usize, stream: Option<&StreamId>) -> Result<RecordedEvent> {
     let column = |n: usize| first + n;
-    let Commit(commit) = value(row, column(0))?;
-    let sequence: i64 = value(row, column(1))?;
-    let raw_position = Position::new(commit.max(0) as u64, sequence.max(0) as u64);
-    let position = Position::new(
-        unsigned(commit, "transaction id", raw_position)?,
-        unsigned(sequence, "position", raw_position)?,
-    );
+    let position = position_at(row, column(0))?;
     let corrupt = |reason: String| Error::Corrupt { position, reason };
 
     let stream_id = match stream {
@@ -103,7 +104,6 @@ fn decode_row(row: &PgRow, first: usize, stream: Option<&StreamId>) -> Result<Re
         }
     };
     let stream_version: i64 = value(row, column(4))?;
-    let schema_version: i32 = value(row, column(6))?;
     let metadata: Metadata = match row.try_get_unchecked::<Json<Metadata>, _>(column(8)) {
         Ok(Json(metadata)) => metadata,
         Err(sqlx::Error::ColumnDecode { source, .. }) => {
@@ -121,12 +121,43 @@ fn decode_row(row: &PgRow, first: usize, stream: Option<&StreamId>) -> Result<Re
         position,
         recorded_at,
         metadata,
-        event: RawEvent {
-            event_type: value(row, column(5))?,
-            schema_version: u32::try_from(schema_version)
-                .map_err(|_| corrupt(format!("schema version is negative ({schema_version})")))?,
-            payload: value(row, column(7))?,
-        },
+        event: raw_event_at(row, column(5), position)?,
+    })
+}
+
+/// Decodes a row selected with [`REPLAY_COLUMNS`].
+pub(crate) fn decode_replayed(row: &PgRow) -> Result<ReplayedEvent> {
+    let position = position_at(row, 0)?;
+    let stream_version: i64 = value(row, 2)?;
+    Ok(ReplayedEvent {
+        stream_version: unsigned(stream_version, "stream version", position)?,
+        position,
+        event: raw_event_at(row, 3, position)?,
+    })
+}
+
+/// The position whose transaction id and sequence are columns `first` and `first + 1`.
+fn position_at(row: &PgRow, first: usize) -> Result<Position> {
+    let Commit(commit) = value(row, first)?;
+    let sequence: i64 = value(row, first + 1)?;
+    let raw_position = Position::new(commit.max(0) as u64, sequence.max(0) as u64);
+    Ok(Position::new(
+        unsigned(commit, "transaction id", raw_position)?,
+        unsigned(sequence, "position", raw_position)?,
+    ))
+}
+
+/// The event whose type, schema version and payload are columns `first` to `first + 2`,
+/// of the event at `position`.
+fn raw_event_at(row: &PgRow, first: usize, position: Position) -> Result<RawEvent> {
+    let schema_version: i32 = value(row, first + 1)?;
+    Ok(RawEvent {
+        event_type: value(row, first)?,
+        schema_version: u32::try_from(schema_version).map_err(|_| Error::Corrupt {
+            position,
+            reason: format!("schema version is negative ({schema_version})"),
+        })?,
+        payload: value(row, first + 2)?,
     })
 }
 

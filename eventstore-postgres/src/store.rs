@@ -8,8 +8,10 @@ use chrono::{DateTime, Utc};
 use cqrs_core::store::check_batch;
 use cqrs_core::{
     AppendResult, Error, EventFilter, EventStore, ExpectedVersion, Horizon, HorizonBlocker,
-    Metadata, NewEvent, Position, ReadAllPage, RecordedEvent, Result, Snapshot, StreamId,
+    Metadata, NewEvent, Position, ReadAllPage, RecordedEvent, ReplayedEvent, Result, Snapshot,
+    StreamId,
 };
+use futures_util::TryStreamExt;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
@@ -20,8 +22,8 @@ use crate::horizon;
 use crate::log_order::LogOrderGuard;
 use crate::notify::Notifier;
 use crate::row::{
-    decode_event, decode_event_at, decode_stream_event, signed, unsigned, Commit, EVENT_COLUMNS,
-    STREAM_EVENT_COLUMNS,
+    decode_event, decode_event_at, decode_replayed, decode_stream_event, signed, unsigned, Commit,
+    EVENT_COLUMNS, REPLAY_COLUMNS, STREAM_EVENT_COLUMNS,
 };
 use crate::set_append::{self, Stored};
 
@@ -389,22 +391,35 @@ impl EventStore for PgEventStore {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let limit = page_limit(limit)?;
         self.check_log_order().await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {STREAM_EVENT_COLUMNS} FROM es_events e \
-             WHERE e.stream_id = $1 AND e.stream_version >= $2 \
-             ORDER BY e.stream_version LIMIT $3"
-        ))
-        .bind(stream.as_str())
-        .bind(signed(from_version, "version")?)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
+        let statement = stream_statement(STREAM_EVENT_COLUMNS);
+        let rows = stream_query(&statement, stream, from_version, limit)?
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
         rows.iter()
             .map(|row| decode_stream_event(row, stream))
             .collect()
+    }
+
+    async fn replay_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+        apply: &mut (dyn FnMut(ReplayedEvent) -> Result<()> + Send),
+    ) -> Result<usize> {
+        self.check_log_order().await?;
+        let statement = stream_statement(REPLAY_COLUMNS);
+        // Row by row as they arrive: each is applied while the next are still on the wire,
+        // and none is kept.
+        let mut rows = stream_query(&statement, stream, from_version, limit)?.fetch(&self.pool);
+        let mut count = 0;
+        while let Some(row) = rows.try_next().await.map_err(from_sqlx)? {
+            apply(decode_replayed(&row)?)?;
+            count += 1;
+        }
+        Ok(count)
     }
 
     async fn read_event(&self, event_id: Uuid) -> Result<Option<RecordedEvent>> {
@@ -612,6 +627,29 @@ impl EventStore for PgEventStore {
         .map_err(from_sqlx)?;
         Ok(())
     }
+}
+
+/// The statement reading `columns` of a stream's events from a version on (`$2`), in version
+/// order, up to a limit (`$3`).
+fn stream_statement(columns: &str) -> String {
+    format!(
+        "SELECT {columns} FROM es_events e \
+         WHERE e.stream_id = $1 AND e.stream_version >= $2 \
+         ORDER BY e.stream_version LIMIT $3"
+    )
+}
+
+/// [`stream_statement`] bound to read up to `limit` events of `stream` from `from_version`.
+fn stream_query<'q>(
+    statement: &'q str,
+    stream: &'q StreamId,
+    from_version: u64,
+    limit: usize,
+) -> Result<sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>> {
+    Ok(sqlx::query(statement)
+        .bind(stream.as_str())
+        .bind(signed(from_version, "version")?)
+        .bind(page_limit(limit)?))
 }
 
 /// A page size as a SQL `LIMIT`: at least 1.

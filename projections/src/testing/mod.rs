@@ -22,7 +22,8 @@ use crate::{
 use async_trait::async_trait;
 use cqrs_core::conformance::TestEvent;
 use cqrs_core::{
-    EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StreamId,
+    EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
+    ReplayedEvent, StreamId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -974,6 +975,17 @@ impl EventStore for CountingStore {
         limit: usize,
     ) -> cqrs_core::Result<Vec<RecordedEvent>> {
         self.inner.read_stream(stream, from_version, limit).await
+    }
+    async fn replay_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+        apply: &mut (dyn FnMut(ReplayedEvent) -> cqrs_core::Result<()> + Send),
+    ) -> cqrs_core::Result<usize> {
+        self.inner
+            .replay_stream(stream, from_version, limit, apply)
+            .await
     }
     async fn read_event(&self, event_id: uuid::Uuid) -> cqrs_core::Result<Option<RecordedEvent>> {
         self.inner.read_event(event_id).await
