@@ -64,6 +64,10 @@ fn read_all_statement(limit: i64) -> String {
     format!("{READ_ALL_UP_TO_LIMIT} {limit}\n) e ON true")
 }
 
+/// The most events a page's vector is made room for before its rows arrive (a larger page
+/// grows it as they come).
+const PAGE_CAPACITY: usize = 1_000;
+
 /// How often a caught-up reader looks again when no notification arrives. Notifications
 /// wake readers at once (and events they announce that an older transaction holds back are
 /// looked for after 10 ms, then less and less often); the poll covers a notification lost
@@ -460,12 +464,9 @@ impl EventStore for PgEventStore {
             signed(after.sequence, "position")?,
         );
         // One statement, so the rows and the horizon come from the same snapshot.
-        let rows = if filter.event_types.is_empty() && filter.categories.is_empty() {
-            sqlx::query(&read_all_statement(limit_i64))
-                .bind(commit)
-                .bind(sequence)
-                .fetch_all(&self.pool)
-                .await
+        let unfiltered = read_all_statement(limit_i64);
+        let query = if filter.event_types.is_empty() && filter.categories.is_empty() {
+            sqlx::query(&unfiltered).bind(commit).bind(sequence)
         } else {
             let types = (!filter.event_types.is_empty()).then_some(&filter.event_types);
             let stream_patterns =
@@ -480,23 +481,25 @@ impl EventStore for PgEventStore {
             .bind(i32::try_from(limit_i64).map_err(|_| Error::InvalidInput("limit".into()))?)
             .bind(types)
             .bind(stream_patterns)
-            .fetch_all(&self.pool)
-            .await
-        }
-        .map_err(from_sqlx)?;
-
-        let horizon: i64 = match rows.first() {
-            Some(row) => row.try_get::<Commit, _>("horizon").map_err(from_sqlx)?.0,
-            None => return Err(Error::Backend("read_all returned no horizon row".into())),
         };
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let position: Option<i64> = row.try_get("position").map_err(from_sqlx)?;
+        // Rows are decoded as they arrive, while the rest of the page is on its way.
+        let mut rows = query.fetch(&self.pool);
+        let mut horizon = None;
+        let mut events = Vec::with_capacity(limit.min(PAGE_CAPACITY));
+        while let Some(row) = rows.try_next().await.map_err(from_sqlx)? {
+            if horizon.is_none() {
+                horizon = Some(row.try_get::<Commit, _>(0).map_err(from_sqlx)?.0);
+            }
+            // A row without a position is the horizon alone (no event on the page);
+            // otherwise the event columns follow the horizon in their usual order.
+            let position: Option<i64> = row.try_get(2).map_err(from_sqlx)?;
             if position.is_some() {
-                // After the horizon, the event columns in their usual order.
-                events.push(decode_event_at(row, 1)?);
+                events.push(decode_event_at(&row, 1)?);
             }
         }
+        let Some(horizon) = horizon else {
+            return Err(Error::Backend("read_all returned no horizon row".into()));
+        };
         let scanned_to = match events.last() {
             Some(last) if events.len() == limit => last.position,
             _ => Position::new(unsigned(horizon, "horizon", after)?, 0).max(after),
