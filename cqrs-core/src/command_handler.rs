@@ -10,7 +10,7 @@ use crate::aggregate::Aggregate;
 use crate::command::CommandId;
 use crate::error::{CommandError, Error, Result};
 use crate::event::{EventEnvelope, Metadata, NewEvent, ReplayedEvent};
-use crate::snapshot::{Snapshot, SnapshotPolicy};
+use crate::snapshot::{Snapshot, SnapshotAndTail, SnapshotPolicy};
 use crate::store::{replay_stream_to_end, EventStore};
 use crate::stream::{ExpectedVersion, StreamId};
 use crate::upcast::Upcasters;
@@ -143,53 +143,79 @@ impl<A: Aggregate> Repository<A> {
     }
 
     async fn load_stream(&self, stream: &StreamId) -> Result<LoadedAggregate<A>> {
-        let (mut state, mut version) = self.load_snapshot(stream).await;
-        let from = version + 1;
+        let mut loaded = LoadedAggregate {
+            state: A::default(),
+            version: 0,
+            replayed: 0,
+        };
+        if self.snapshots != SnapshotPolicy::Never
+            && self.load_from_snapshot(stream, &mut loaded).await?
+        {
+            return Ok(loaded);
+        }
+        let LoadedAggregate {
+            state,
+            version,
+            replayed,
+        } = &mut loaded;
+        let from = *version + 1;
         let upcasters = &self.upcasters;
         // Each event is folded as it is read: none is kept.
         let mut apply = |stored: ReplayedEvent| {
             let at = stored.stream_version;
             state.apply(&stored.into_decoded::<A::Event>(upcasters)?);
-            version = at;
+            *version = at;
             Ok(())
         };
-        let replayed =
+        *replayed +=
             replay_stream_to_end(self.store.as_ref(), stream, from, LOAD_PAGE, &mut apply).await?;
-        Ok(LoadedAggregate {
-            state,
-            version,
-            replayed,
-        })
+        Ok(loaded)
     }
 
-    /// The snapshot's state and version, or the default state at 0 when there is no usable
-    /// snapshot (missing, of another shape, unreadable: a snapshot is only a cache, so the
-    /// aggregate is loaded from its events instead, and the reason logged).
-    async fn load_snapshot(&self, stream: &StreamId) -> (A, u64) {
-        if self.snapshots == SnapshotPolicy::Never {
-            return (A::default(), 0);
-        }
-        match self.store.load_snapshot(stream).await {
-            Ok(Some(snapshot)) if snapshot.schema_version == A::SNAPSHOT_VERSION => {
-                match serde_json::from_value::<A>(snapshot.state) {
-                    Ok(state) => return (state, snapshot.version),
-                    Err(error) => {
-                        tracing::warn!(%stream, %error, "a snapshot does not decode; loading from the events");
-                    }
-                }
-            }
-            Ok(Some(snapshot)) => tracing::debug!(
-                %stream,
-                stored = snapshot.schema_version,
-                current = A::SNAPSHOT_VERSION,
-                "a snapshot of another shape; loading from the events"
-            ),
-            Ok(None) => {}
+    /// Starts `loaded` from the stream's snapshot and the events after it, read together:
+    /// whether that reached the stream's end. Without a usable snapshot (missing, of another
+    /// shape, unreadable: a snapshot is only a cache, and the reason is logged) it starts
+    /// from the stream's first events instead, or leaves `loaded` as it was for a replay
+    /// from the start.
+    async fn load_from_snapshot(
+        &self,
+        stream: &StreamId,
+        loaded: &mut LoadedAggregate<A>,
+    ) -> Result<bool> {
+        // One event more than a page: a tail of exactly a page needs no second read.
+        let start = self
+            .store
+            .load_snapshot_and_tail(stream, A::SNAPSHOT_VERSION, LOAD_PAGE + 1)
+            .await;
+        let SnapshotAndTail { snapshot, events } = match start {
+            Ok(start) => start,
             Err(error) => {
                 tracing::warn!(%stream, %error, "cannot read a snapshot; loading from the events");
+                return Ok(false);
+            }
+        };
+        if let Some(snapshot) = snapshot {
+            match serde_json::from_value::<A>(snapshot.state) {
+                Ok(state) => {
+                    loaded.state = state;
+                    loaded.version = snapshot.version;
+                }
+                Err(error) => {
+                    tracing::warn!(%stream, %error, "a snapshot does not decode; loading from the events");
+                    return Ok(false);
+                }
             }
         }
-        (A::default(), 0)
+        let full = events.len() > LOAD_PAGE;
+        for stored in events {
+            let at = stored.stream_version;
+            loaded
+                .state
+                .apply(&stored.into_decoded::<A::Event>(&self.upcasters)?);
+            loaded.version = at;
+            loaded.replayed += 1;
+        }
+        Ok(!full)
     }
 
     /// Carries out `command` on the aggregate with this id and returns the stored events

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::command_handler::Repository;
 use crate::event::{DomainEvent, Metadata, NewEvent, RawEvent, RecordedEvent, ReplayedEvent};
-use crate::snapshot::{Snapshot, SnapshotPolicy};
+use crate::snapshot::{Snapshot, SnapshotAndTail, SnapshotPolicy};
 use crate::store::{EventFilter, EventStore};
 use crate::stream::{ExpectedVersion, Position, StreamId};
 use crate::upcast::Upcasters;
@@ -55,10 +55,12 @@ macro_rules! store_conformance_tests {
             concurrent_exact_writers_on_one_stream,
             concurrent_writers_and_followers_agree,
             snapshots_keep_the_newest,
+            snapshot_and_tail_read_together,
             upcasting_on_read,
             unknown_event_type_names_type_and_position,
             wait_for_events_wakes_on_append,
             repository_with_snapshots_matches_full_replay,
+            repository_loads_past_long_tails_and_unusable_snapshots,
             repeated_command_returns_the_original_outcome,
             concurrent_repeats_of_one_command_store_it_once,
             a_repeat_refused_by_the_state_its_original_made_answers_with_the_original,
@@ -812,6 +814,92 @@ pub async fn snapshots_keep_the_newest(store: Arc<dyn EventStore>) {
     assert_eq!(loaded.version, 20);
 }
 
+/// `load_snapshot_and_tail` gives the snapshot of the shape asked for and the events after
+/// it, up to the limit; without such a snapshot, the stream's first events.
+pub async fn snapshot_and_tail_read_together(store: Arc<dyn EventStore>) {
+    let s = stream("snap-tail");
+    store
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            batch(5),
+            &Metadata::default(),
+        )
+        .await
+        .expect("append");
+    let versions = |start: &SnapshotAndTail| -> Vec<u64> {
+        start.events.iter().map(|e| e.stream_version).collect()
+    };
+
+    let start = store
+        .load_snapshot_and_tail(&s, 1, 10)
+        .await
+        .expect("no snapshot yet");
+    assert_eq!(start.snapshot, None);
+    assert_eq!(versions(&start), vec![1, 2, 3, 4, 5]);
+
+    let snapshot = Snapshot {
+        stream_id: s.clone(),
+        version: 3,
+        schema_version: 1,
+        state: json!({ "total": 6, "applied": 3 }),
+        taken_at: chrono::Utc::now(),
+    };
+    store.save_snapshot(&snapshot).await.expect("save");
+    let start = store
+        .load_snapshot_and_tail(&s, 1, 10)
+        .await
+        .expect("with a snapshot");
+    let loaded = start.snapshot.clone().expect("the snapshot");
+    assert_eq!((loaded.version, loaded.schema_version), (3, 1));
+    assert_eq!(loaded.state, snapshot.state);
+    assert_eq!(loaded.stream_id, s);
+    assert_eq!(versions(&start), vec![4, 5]);
+    let read: Vec<ReplayedEvent> = store
+        .read_stream(&s, 4, 10)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(ReplayedEvent::from)
+        .collect();
+    assert_eq!(start.events, read, "the same events as read_stream gives");
+
+    let limited = store
+        .load_snapshot_and_tail(&s, 1, 1)
+        .await
+        .expect("limited");
+    assert_eq!(versions(&limited), vec![4]);
+    assert!(limited.snapshot.is_some());
+
+    // A snapshot of another shape is left out: the tail starts at the stream's beginning.
+    let other_shape = store
+        .load_snapshot_and_tail(&s, 2, 10)
+        .await
+        .expect("another shape");
+    assert_eq!(other_shape.snapshot, None);
+    assert_eq!(versions(&other_shape), vec![1, 2, 3, 4, 5]);
+
+    // A snapshot at the stream's head has no tail.
+    store
+        .save_snapshot(&Snapshot {
+            version: 5,
+            ..snapshot
+        })
+        .await
+        .expect("save newer");
+    let start = store
+        .load_snapshot_and_tail(&s, 1, 10)
+        .await
+        .expect("at the head");
+    assert_eq!(start.snapshot.map(|s| s.version), Some(5));
+    assert!(start.events.is_empty());
+    let empty = store
+        .load_snapshot_and_tail(&stream("snap-none"), 1, 10)
+        .await
+        .expect("no stream");
+    assert_eq!(empty, SnapshotAndTail::default());
+}
+
 /// An event stored in an old shape is upcast when read and decodes into today's type.
 pub async fn upcasting_on_read(store: Arc<dyn EventStore>) {
     let s = stream("legacy-1");
@@ -939,6 +1027,73 @@ pub async fn repository_with_snapshots_matches_full_replay(store: Arc<dyn EventS
     assert_eq!(fast.version, 25);
     assert_eq!(fast.replayed, 5);
     assert_eq!(full.replayed, 25);
+}
+
+/// A load with snapshots reads on past a tail longer than a page, and loads from the events
+/// when the snapshot does not decode or is of another shape.
+pub async fn repository_loads_past_long_tails_and_unusable_snapshots(store: Arc<dyn EventStore>) {
+    let with = Repository::<Counter>::new(Arc::clone(&store), ())
+        .with_snapshots(SnapshotPolicy::EveryNEvents(1_000_000));
+    let s = StreamId::for_aggregate("counter", "long").expect("id");
+    let events = 2_105;
+    store
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            batch(events),
+            &Metadata::default(),
+        )
+        .await
+        .expect("append");
+    let total = (1..=events).sum::<u64>();
+    let snapshot = |version: u64, schema_version: u32, state| Snapshot {
+        stream_id: s.clone(),
+        version,
+        schema_version,
+        state,
+        taken_at: chrono::Utc::now(),
+    };
+    let loaded = with.load("long").await.expect("no snapshot");
+    assert_eq!(
+        (loaded.state.total, loaded.version, loaded.replayed),
+        (total, events, events)
+    );
+
+    store
+        .save_snapshot(&snapshot(2, 1, json!({ "total": 3, "applied": 2 })))
+        .await
+        .expect("save");
+    let loaded = with
+        .load("long")
+        .await
+        .expect("a tail of two pages and more");
+    assert_eq!(loaded.state.total, total);
+    assert_eq!(loaded.state.applied, events);
+    assert_eq!((loaded.version, loaded.replayed), (events, events - 2));
+
+    // Each snapshot newer than the one before, so that it replaces it.
+    for (version, schema_version, state, why) in [
+        (
+            events - 1,
+            1,
+            json!("not a counter"),
+            "a snapshot that does not decode",
+        ),
+        (
+            events,
+            2,
+            json!({ "total": 0, "applied": 0 }),
+            "a snapshot of another shape",
+        ),
+    ] {
+        let unusable = snapshot(version, schema_version, state);
+        store.save_snapshot(&unusable).await.expect("save");
+        let stored = store.load_snapshot(&s).await.expect("load").expect("some");
+        assert_eq!(stored.state, unusable.state, "{why} is stored");
+        let loaded = with.load("long").await.expect(why);
+        assert_eq!(loaded.state.total, total, "{why}");
+        assert_eq!((loaded.version, loaded.replayed), (events, events), "{why}");
+    }
 }
 
 /// A command carried out again (same [`CommandId`]) answers with its original events and
@@ -1203,6 +1358,16 @@ impl EventStore for Unreliable {
     }
     async fn load_snapshot(&self, stream: &StreamId) -> crate::Result<Option<Snapshot>> {
         self.inner.load_snapshot(stream).await
+    }
+    async fn load_snapshot_and_tail(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        limit: usize,
+    ) -> crate::Result<crate::SnapshotAndTail> {
+        self.inner
+            .load_snapshot_and_tail(stream, schema_version, limit)
+            .await
     }
     async fn save_snapshot(&self, snapshot: &Snapshot) -> crate::Result<()> {
         self.inner.save_snapshot(snapshot).await

@@ -84,7 +84,7 @@ pub use event::{
 };
 pub use horizon::{Horizon, HorizonBlocker};
 pub use in_memory::InMemoryEventStore;
-pub use snapshot::{Snapshot, SnapshotPolicy};
+pub use snapshot::{Snapshot, SnapshotAndTail, SnapshotPolicy};
 pub use store::{AppendResult, EventFilter, EventStore, ReadAllPage};
 pub use stream::{ExpectedVersion, Position, StreamId};
 pub use upcast::{UpcastError, Upcasters};

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::event::ReplayedEvent;
 use crate::stream::StreamId;
 
 /// An aggregate's state after the event at `version` of its stream.
@@ -23,6 +24,18 @@ pub struct Snapshot {
     pub state: Value,
     /// When it was taken.
     pub taken_at: DateTime<Utc>,
+}
+
+/// Where a load with snapshots starts: the stream's snapshot, if it has one of the shape
+/// asked for, and the first events after it (after version 0 without one), read together
+/// by [`EventStore::load_snapshot_and_tail`](crate::EventStore::load_snapshot_and_tail).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SnapshotAndTail {
+    /// The snapshot, if the stream has one of the schema version asked for.
+    pub snapshot: Option<Snapshot>,
+    /// Events after the snapshot's version (from version 1 without one), in version order,
+    /// up to the limit asked for: the stream may go on after them.
+    pub events: Vec<ReplayedEvent>,
 }
 
 /// When the repository takes a snapshot of an aggregate.

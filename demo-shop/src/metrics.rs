@@ -526,6 +526,16 @@ impl EventStore for MeteredStore {
     async fn load_snapshot(&self, stream: &StreamId) -> cqrs_core::Result<Option<Snapshot>> {
         self.inner.load_snapshot(stream).await
     }
+    async fn load_snapshot_and_tail(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        limit: usize,
+    ) -> cqrs_core::Result<cqrs_core::SnapshotAndTail> {
+        self.inner
+            .load_snapshot_and_tail(stream, schema_version, limit)
+            .await
+    }
 
     async fn save_snapshot(&self, snapshot: &Snapshot) -> cqrs_core::Result<()> {
         self.inner.save_snapshot(snapshot).await

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_core::{
-    Error, Metadata, Position, RawEvent, RecordedEvent, ReplayedEvent, Result, StreamId,
+    Error, Metadata, Position, RawEvent, RecordedEvent, ReplayedEvent, Result, Snapshot, StreamId,
 };
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -125,14 +125,33 @@ fn decode_row(row: &PgRow, first: usize, stream: Option<&StreamId>) -> Result<Re
     })
 }
 
-/// Decodes a row selected with [`REPLAY_COLUMNS`].
-pub(crate) fn decode_replayed(row: &PgRow) -> Result<ReplayedEvent> {
-    let position = position_at(row, 0)?;
-    let stream_version: i64 = value(row, 2)?;
+/// Decodes a row whose [`REPLAY_COLUMNS`] start at column `first`.
+pub(crate) fn decode_replayed_at(row: &PgRow, first: usize) -> Result<ReplayedEvent> {
+    let position = position_at(row, first)?;
+    let stream_version: i64 = value(row, first + 2)?;
     Ok(ReplayedEvent {
         stream_version: unsigned(stream_version, "stream version", position)?,
         position,
-        event: raw_event_at(row, 3, position)?,
+        event: raw_event_at(row, first + 3, position)?,
+    })
+}
+
+/// Decodes the snapshot of `stream` whose version, schema version, state and time are the
+/// first four columns of `row`.
+pub(crate) fn decode_snapshot(row: &PgRow, stream: &StreamId) -> Result<Snapshot> {
+    let corrupt = |reason: String| Error::Corrupt {
+        position: Position::START,
+        reason: format!("snapshot of `{stream}`: {reason}"),
+    };
+    let version: i64 = row.try_get(0).map_err(from_sqlx)?;
+    let schema_version: i32 = row.try_get(1).map_err(from_sqlx)?;
+    Ok(Snapshot {
+        stream_id: stream.clone(),
+        version: u64::try_from(version).map_err(|_| corrupt(format!("version {version}")))?,
+        schema_version: u32::try_from(schema_version)
+            .map_err(|_| corrupt(format!("schema version {schema_version}")))?,
+        state: row.try_get(2).map_err(from_sqlx)?,
+        taken_at: row.try_get(3).map_err(from_sqlx)?,
     })
 }
 

@@ -4,12 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use cqrs_core::store::check_batch;
 use cqrs_core::{
     AppendResult, Error, EventFilter, EventStore, ExpectedVersion, Horizon, HorizonBlocker,
     Metadata, NewEvent, Position, ReadAllPage, RecordedEvent, ReplayedEvent, Result, Snapshot,
-    StreamId,
+    SnapshotAndTail, StreamId,
 };
 use futures_util::TryStreamExt;
 use sqlx::postgres::PgPoolOptions;
@@ -22,8 +21,8 @@ use crate::horizon;
 use crate::log_order::LogOrderGuard;
 use crate::notify::Notifier;
 use crate::row::{
-    decode_event, decode_event_at, decode_replayed, decode_stream_event, signed, unsigned, Commit,
-    EVENT_COLUMNS, REPLAY_COLUMNS, STREAM_EVENT_COLUMNS,
+    decode_event, decode_event_at, decode_replayed_at, decode_snapshot, decode_stream_event,
+    signed, unsigned, Commit, EVENT_COLUMNS, REPLAY_COLUMNS, STREAM_EVENT_COLUMNS,
 };
 use crate::set_append::{self, Stored};
 
@@ -420,7 +419,7 @@ impl EventStore for PgEventStore {
         let mut rows = stream_query(&statement, stream, from_version, limit)?.fetch(&self.pool);
         let mut count = 0;
         while let Some(row) = rows.try_next().await.map_err(from_sqlx)? {
-            apply(decode_replayed(&row)?)?;
+            apply(decode_replayed_at(&row, 0)?)?;
             count += 1;
         }
         Ok(count)
@@ -590,20 +589,39 @@ impl EventStore for PgEventStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        let Some(row) = row else { return Ok(None) };
-        let version: i64 = row.try_get("version").map_err(from_sqlx)?;
-        let schema_version: i32 = row.try_get("schema_version").map_err(from_sqlx)?;
-        let taken_at: DateTime<Utc> = row.try_get("taken_at").map_err(from_sqlx)?;
-        Ok(Some(Snapshot {
-            stream_id: stream.clone(),
-            version: unsigned(version, "snapshot version", Position::START)?,
-            schema_version: u32::try_from(schema_version).map_err(|_| Error::Corrupt {
-                position: Position::START,
-                reason: format!("snapshot of `{stream}`: schema version {schema_version}"),
-            })?,
-            state: row.try_get("state").map_err(from_sqlx)?,
-            taken_at,
-        }))
+        row.map(|row| decode_snapshot(&row, stream)).transpose()
+    }
+
+    async fn load_snapshot_and_tail(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        limit: usize,
+    ) -> Result<SnapshotAndTail> {
+        self.check_log_order().await?;
+        let schema = i32::try_from(schema_version).map_err(|_| {
+            Error::InvalidInput(format!(
+                "snapshot schema version {schema_version} is out of range"
+            ))
+        })?;
+        let rows = sqlx::query(SNAPSHOT_AND_TAIL)
+            .bind(stream.as_str())
+            .bind(schema)
+            .bind(page_limit(limit)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        let mut start = SnapshotAndTail::default();
+        for row in &rows {
+            // The snapshot's row has no event; it is told by its columns, not its place.
+            let position: Option<i64> = row.try_get(5).map_err(from_sqlx)?;
+            if position.is_some() {
+                start.events.push(decode_replayed_at(row, 4)?);
+            } else {
+                start.snapshot = Some(decode_snapshot(row, stream)?);
+            }
+        }
+        Ok(start)
     }
 
     async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
@@ -654,6 +672,27 @@ fn stream_query<'q>(
         .bind(signed(from_version, "version")?)
         .bind(page_limit(limit)?))
 }
+
+/// The snapshot of a stream (`$1`) taken with a schema version (`$2`), if there is one, in a
+/// row of its own, and up to `$3` events after it (after version 0 without one) in rows of
+/// [`REPLAY_COLUMNS`] from column 4 on. One statement, so both come from one snapshot of the
+/// database; the snapshot's row is the one without a position, wherever it comes.
+const SNAPSHOT_AND_TAIL: &str = "\
+WITH s AS MATERIALIZED (
+    SELECT version, schema_version, state, taken_at FROM es_snapshots
+    WHERE stream_id = $1 AND schema_version = $2
+)
+SELECT s.version, s.schema_version, s.state, s.taken_at, NULL::xid8 AS commit,
+       NULL::int8 AS position, NULL::int8 AS stream_version, NULL::text AS event_type,
+       NULL::int4 AS event_schema_version, NULL::jsonb AS payload
+FROM s
+UNION ALL
+(SELECT NULL, NULL, NULL, NULL, e.transaction_id, e.position, e.stream_version, e.event_type,
+        e.schema_version, e.payload
+ FROM es_events e
+ WHERE e.stream_id = $1 AND e.stream_version > coalesce((SELECT version FROM s), 0)
+ ORDER BY e.stream_version
+ LIMIT $3)";
 
 /// A page size as a SQL `LIMIT`: at least 1.
 fn page_limit(limit: usize) -> Result<i64> {

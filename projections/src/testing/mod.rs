@@ -1029,6 +1029,16 @@ impl EventStore for CountingStore {
     ) -> cqrs_core::Result<Option<cqrs_core::Snapshot>> {
         self.inner.load_snapshot(stream).await
     }
+    async fn load_snapshot_and_tail(
+        &self,
+        stream: &StreamId,
+        schema_version: u32,
+        limit: usize,
+    ) -> cqrs_core::Result<cqrs_core::SnapshotAndTail> {
+        self.inner
+            .load_snapshot_and_tail(stream, schema_version, limit)
+            .await
+    }
     async fn save_snapshot(&self, snapshot: &cqrs_core::Snapshot) -> cqrs_core::Result<()> {
         self.inner.save_snapshot(snapshot).await
     }
