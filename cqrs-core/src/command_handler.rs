@@ -176,7 +176,8 @@ impl<A: Aggregate> Repository<A> {
     /// whether that reached the stream's end. Without a usable snapshot (missing, of another
     /// shape, unreadable: a snapshot is only a cache, and the reason is logged) it starts
     /// from the stream's first events instead, or leaves `loaded` as it was for a replay
-    /// from the start.
+    /// from the start. (The events read with the snapshot come in one answer, not one by
+    /// one: after a snapshot there are fewer than its interval.)
     async fn load_from_snapshot(
         &self,
         stream: &StreamId,
@@ -189,22 +190,34 @@ impl<A: Aggregate> Repository<A> {
             .await;
         let SnapshotAndTail { snapshot, events } = match start {
             Ok(start) => start,
-            Err(error) => {
+            // A snapshot the store cannot read: the events can still be.
+            Err(error @ Error::Corrupt { .. }) => {
                 tracing::warn!(%stream, %error, "cannot read a snapshot; loading from the events");
                 return Ok(false);
             }
+            Err(error) => return Err(error),
         };
-        if let Some(snapshot) = snapshot {
-            match serde_json::from_value::<A>(snapshot.state) {
-                Ok(state) => {
-                    loaded.state = state;
-                    loaded.version = snapshot.version;
-                }
-                Err(error) => {
-                    tracing::warn!(%stream, %error, "a snapshot does not decode; loading from the events");
-                    return Ok(false);
+        match snapshot {
+            Some(snapshot) if snapshot.schema_version == A::SNAPSHOT_VERSION => {
+                match serde_json::from_value::<A>(snapshot.state) {
+                    Ok(state) => {
+                        loaded.state = state;
+                        loaded.version = snapshot.version;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%stream, %error, "a snapshot does not decode; loading from the events");
+                        return Ok(false);
+                    }
                 }
             }
+            // The events read with it are the stream's first.
+            Some(snapshot) => tracing::debug!(
+                %stream,
+                stored = snapshot.schema_version,
+                current = A::SNAPSHOT_VERSION,
+                "a snapshot of another shape; loading from the events"
+            ),
+            None => {}
         }
         let full = events.len() > LOAD_PAGE;
         for stored in events {

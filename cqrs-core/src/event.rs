@@ -281,7 +281,7 @@ impl RecordedEvent {
 
 /// A stored event as replaying it into an aggregate needs it: its version in its stream, its
 /// place in the log (which names it in an error) and the event, not yet decoded. What
-/// [`EventStore::replay_stream`](crate::EventStore::replay_stream) returns, without the
+/// [`EventStore::replay_stream`](crate::EventStore::replay_stream) hands over, without the
 /// envelope's id, stream, time and metadata, which a fold does not read, so that a store
 /// need not send them.
 #[derive(Clone, Debug, PartialEq)]

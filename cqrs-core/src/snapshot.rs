@@ -26,15 +26,16 @@ pub struct Snapshot {
     pub taken_at: DateTime<Utc>,
 }
 
-/// Where a load with snapshots starts: the stream's snapshot, if it has one of the shape
-/// asked for, and the first events after it (after version 0 without one), read together
-/// by [`EventStore::load_snapshot_and_tail`](crate::EventStore::load_snapshot_and_tail).
+/// Where a load with snapshots starts: the stream's snapshot, if it has one, and the first
+/// events after it, read together by
+/// [`EventStore::load_snapshot_and_tail`](crate::EventStore::load_snapshot_and_tail).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SnapshotAndTail {
-    /// The snapshot, if the stream has one of the schema version asked for.
+    /// The stream's snapshot, of whatever shape it was taken with.
     pub snapshot: Option<Snapshot>,
-    /// Events after the snapshot's version (from version 1 without one), in version order,
-    /// up to the limit asked for: the stream may go on after them.
+    /// The events after the snapshot's version if it has the shape asked for, else from the
+    /// stream's first, in version order, up to the limit asked for: the stream may go on
+    /// after them.
     pub events: Vec<ReplayedEvent>,
 }
 

@@ -165,7 +165,9 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// The default reads [`read_stream`](EventStore::read_stream) and drops the rest; a store
     /// that can send less, or hand events over as they arrive, overrides it (PostgreSQL does
-    /// both: a fold then runs while the rest of the stream is still on its way).
+    /// both: a fold then runs while the rest of the stream is still on its way). `apply`
+    /// should be quick and must not wait on the store: a store that hands events over as they
+    /// arrive holds a connection until the replay ends.
     async fn replay_stream(
         &self,
         stream: &StreamId,
@@ -222,9 +224,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// The newest snapshot of `stream`, if any.
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>>;
 
-    /// The snapshot of `stream` taken with `schema_version` (a snapshot of another shape is
-    /// left out), and up to `limit` events after it, as one read where the store can: what
-    /// a load with snapshots starts with, so that it costs one round trip, not two.
+    /// The snapshot of `stream`, if any, and up to `limit` events after it when it was taken
+    /// with `schema_version` (from the stream's first event when it was not, or there is
+    /// none), as one read where the store can: what a load with snapshots starts with, so
+    /// that it costs one round trip, not two.
     ///
     /// The default reads [`load_snapshot`](EventStore::load_snapshot), then
     /// [`replay_stream`](EventStore::replay_stream).
@@ -234,11 +237,12 @@ pub trait EventStore: Send + Sync + 'static {
         schema_version: u32,
         limit: usize,
     ) -> Result<SnapshotAndTail> {
-        let snapshot = self
-            .load_snapshot(stream)
-            .await?
-            .filter(|s| s.schema_version == schema_version);
-        let from = snapshot.as_ref().map_or(0, |s| s.version) + 1;
+        let snapshot = self.load_snapshot(stream).await?;
+        let from = snapshot
+            .as_ref()
+            .filter(|s| s.schema_version == schema_version)
+            .map_or(0, |s| s.version)
+            + 1;
         let mut events = Vec::new();
         self.replay_stream(stream, from, limit, &mut |event| {
             events.push(event);

@@ -21,7 +21,7 @@ pub(crate) const EVENT_COLUMNS: &str = "e.transaction_id AS commit, e.position, 
 pub(crate) const STREAM_EVENT_COLUMNS: &str = "e.transaction_id AS commit, e.position, e.event_id, \
      NULL::text AS stream_id, e.stream_version, e.event_type, e.schema_version, e.payload, e.metadata, e.recorded_at";
 
-/// The columns a replay reads ([`decode_replayed`]): the position, the stream version and
+/// The columns a replay reads ([`decode_replayed_at`]): the position, the stream version and
 /// the event; none of the envelope's other fields.
 pub(crate) const REPLAY_COLUMNS: &str =
     "e.transaction_id AS commit, e.position, e.stream_version, e.event_type, e.schema_version, e.payload";
@@ -184,7 +184,9 @@ fn raw_event_at(row: &PgRow, first: usize, position: Position) -> Result<RawEven
 /// the store's own, of known types (the comparison was a tenth of a read's client time).
 /// A query that selects a column of another type would not always be told (an 8-byte
 /// value of another type decodes as any 8-byte type), so every query decoded here selects
-/// the columns [`EVENT_COLUMNS`] names, of the types the tests read back.
+/// `es_events`' own columns as [`EVENT_COLUMNS`], [`STREAM_EVENT_COLUMNS`] or
+/// [`REPLAY_COLUMNS`] name them (or, in a `UNION`, `NULL`s cast to their types), of the
+/// types the tests read back.
 fn value<'r, T: sqlx::Decode<'r, sqlx::Postgres>>(row: &'r PgRow, index: usize) -> Result<T> {
     row.try_get_unchecked(index).map_err(from_sqlx)
 }

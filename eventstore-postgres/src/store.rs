@@ -63,9 +63,10 @@ fn read_all_statement(limit: i64) -> String {
     format!("{READ_ALL_UP_TO_LIMIT} {limit}\n) e ON true")
 }
 
-/// The most events a page's vector is made room for before its rows arrive (a larger page
-/// grows it as they come).
-const PAGE_CAPACITY: usize = 1_000;
+/// The most events a page's vector is made room for before its rows arrive: a larger page
+/// grows it as they come (twice for a page of 1,000), and an empty page, a caught-up
+/// reader's, does not pay for room it leaves unused.
+const PAGE_CAPACITY: usize = 256;
 
 /// How often a caught-up reader looks again when no notification arrives. Notifications
 /// wake readers at once (and events they announce that an older transaction holds back are
@@ -621,6 +622,11 @@ impl EventStore for PgEventStore {
                 start.snapshot = Some(decode_snapshot(row, stream)?);
             }
         }
+        // In version order as the statement sorts them; the sort only guards against a plan
+        // that would hand the two parts of the statement over interleaved.
+        if !start.events.is_sorted_by_key(|e| e.stream_version) {
+            start.events.sort_by_key(|e| e.stream_version);
+        }
         Ok(start)
     }
 
@@ -673,14 +679,14 @@ fn stream_query<'q>(
         .bind(page_limit(limit)?))
 }
 
-/// The snapshot of a stream (`$1`) taken with a schema version (`$2`), if there is one, in a
-/// row of its own, and up to `$3` events after it (after version 0 without one) in rows of
-/// [`REPLAY_COLUMNS`] from column 4 on. One statement, so both come from one snapshot of the
-/// database; the snapshot's row is the one without a position, wherever it comes.
+/// The snapshot of a stream (`$1`), if there is one, in a row of its own, and up to `$3`
+/// events after it if it was taken with the schema version `$2` (else from the stream's first
+/// event) in rows of [`REPLAY_COLUMNS`] from column 4 on. One statement, so both come from
+/// one snapshot of the database; the snapshot's row is the one without a position, wherever
+/// it comes (and the events are put in version order if they come in another).
 const SNAPSHOT_AND_TAIL: &str = "\
 WITH s AS MATERIALIZED (
-    SELECT version, schema_version, state, taken_at FROM es_snapshots
-    WHERE stream_id = $1 AND schema_version = $2
+    SELECT version, schema_version, state, taken_at FROM es_snapshots WHERE stream_id = $1
 )
 SELECT s.version, s.schema_version, s.state, s.taken_at, NULL::xid8 AS commit,
        NULL::int8 AS position, NULL::int8 AS stream_version, NULL::text AS event_type,
@@ -690,7 +696,8 @@ UNION ALL
 (SELECT NULL, NULL, NULL, NULL, e.transaction_id, e.position, e.stream_version, e.event_type,
         e.schema_version, e.payload
  FROM es_events e
- WHERE e.stream_id = $1 AND e.stream_version > coalesce((SELECT version FROM s), 0)
+ WHERE e.stream_id = $1
+   AND e.stream_version > coalesce((SELECT version FROM s WHERE schema_version = $2), 0)
  ORDER BY e.stream_version
  LIMIT $3)";
 
