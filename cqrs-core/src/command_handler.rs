@@ -177,7 +177,8 @@ impl<A: Aggregate> Repository<A> {
     /// shape, unreadable: a snapshot is only a cache, and the reason is logged) it starts
     /// from the stream's first events instead, or leaves `loaded` as it was for a replay
     /// from the start. (The events read with the snapshot come in one answer, not one by
-    /// one: after a snapshot there are fewer than its interval.)
+    /// one as a replay hands them over: after a usable snapshot there are fewer than its
+    /// interval; without one, they are at most the stream's first page.)
     async fn load_from_snapshot(
         &self,
         stream: &StreamId,
@@ -190,9 +191,10 @@ impl<A: Aggregate> Repository<A> {
             .await;
         let SnapshotAndTail { snapshot, events } = match start {
             Ok(start) => start,
-            // A snapshot the store cannot read: the events can still be.
+            // A snapshot the store cannot read (or an event after it: the replay from the
+            // start then meets it again and fails with it).
             Err(error @ Error::Corrupt { .. }) => {
-                tracing::warn!(%stream, %error, "cannot read a snapshot; loading from the events");
+                tracing::warn!(%stream, %error, "cannot read the snapshot or the events after it; loading from the events");
                 return Ok(false);
             }
             Err(error) => return Err(error),

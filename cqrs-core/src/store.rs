@@ -229,7 +229,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// none), as one read where the store can: what a load with snapshots starts with, so
     /// that it costs one round trip, not two.
     ///
-    /// The default reads [`load_snapshot`](EventStore::load_snapshot), then
+    /// A snapshot that cannot be read is reported as [`Error::Corrupt`]: the
+    /// [`Repository`](crate::Repository) then loads from the events, and returns any other
+    /// error as it is. The default reads [`load_snapshot`](EventStore::load_snapshot), then
     /// [`replay_stream`](EventStore::replay_stream).
     async fn load_snapshot_and_tail(
         &self,
