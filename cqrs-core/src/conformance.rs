@@ -64,7 +64,8 @@ macro_rules! store_conformance_tests {
             repeated_command_returns_the_original_outcome,
             concurrent_repeats_of_one_command_store_it_once,
             a_repeat_refused_by_the_state_its_original_made_answers_with_the_original,
-            lost_replies_are_retried_with_the_same_ids
+            lost_replies_are_retried_with_the_same_ids,
+            an_unreadable_snapshot_is_skipped_and_other_errors_are_returned
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {
@@ -1285,12 +1286,49 @@ pub async fn lost_replies_are_retried_with_the_same_ids(store: Arc<dyn EventStor
     assert_eq!(once.load("c1").await.expect("load").state.total, 121);
 }
 
-/// A store in front of another that can refuse an append before it reaches the store, or
-/// lose the reply of one that was stored.
+/// A snapshot the store cannot read ([`Error::Corrupt`]) costs a load nothing but time: it
+/// is loaded from the events. Any other error of that read (the store unreachable) is the
+/// load's error, not a reason to read the whole stream again.
+pub async fn an_unreadable_snapshot_is_skipped_and_other_errors_are_returned(
+    store: Arc<dyn EventStore>,
+) {
+    let flaky = Arc::new(Unreliable::new(Arc::clone(&store)));
+    let repo = Repository::<Counter>::new(Arc::clone(&flaky) as Arc<dyn EventStore>, ())
+        .with_snapshots(SnapshotPolicy::EveryNEvents(5));
+    for amount in 1..=12u64 {
+        repo.execute("c1", amount, &Metadata::new_request())
+            .await
+            .expect("execute");
+    }
+    let total = (1..=12u64).sum::<u64>();
+    let usual = repo.load("c1").await.expect("load");
+    assert_eq!(
+        (usual.state.total, usual.version, usual.replayed),
+        (total, 12, 2)
+    );
+
+    flaky.fail_next_snapshot_read(Error::Corrupt {
+        position: Position::START,
+        reason: "snapshot of `counter-c1`: schema version -1".into(),
+    });
+    let skipped = repo.load("c1").await.expect("loaded from the events");
+    assert_eq!(
+        (skipped.state.total, skipped.version, skipped.replayed),
+        (total, 12, 12)
+    );
+
+    flaky.fail_next_snapshot_read(outage("connection refused"));
+    let failed = repo.load("c1").await;
+    assert!(matches!(failed, Err(Error::Unavailable(_))), "{failed:?}");
+}
+
+/// A store in front of another that can refuse an append before it reaches the store, lose
+/// the reply of one that was stored, or fail the next read of a snapshot.
 struct Unreliable {
     inner: Arc<dyn EventStore>,
     refuse_next: std::sync::atomic::AtomicBool,
     lose_next: std::sync::atomic::AtomicBool,
+    snapshot_read_fails: std::sync::Mutex<Option<Error>>,
 }
 
 impl Unreliable {
@@ -1299,7 +1337,15 @@ impl Unreliable {
             inner,
             refuse_next: false.into(),
             lose_next: false.into(),
+            snapshot_read_fails: std::sync::Mutex::new(None),
         }
+    }
+
+    fn fail_next_snapshot_read(&self, error: Error) {
+        *self
+            .snapshot_read_fails
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
     }
 
     fn refuse_next_append(&self) {
@@ -1396,6 +1442,14 @@ impl EventStore for Unreliable {
         schema_version: u32,
         limit: usize,
     ) -> crate::Result<crate::SnapshotAndTail> {
+        let failure = self
+            .snapshot_read_fails
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(error) = failure {
+            return Err(error);
+        }
         self.inner
             .load_snapshot_and_tail(stream, schema_version, limit)
             .await
