@@ -153,23 +153,22 @@ impl<A: Aggregate> Repository<A> {
         {
             return Ok(loaded);
         }
-        let LoadedAggregate {
-            state,
-            version,
-            replayed,
-        } = &mut loaded;
-        let from = *version + 1;
-        let upcasters = &self.upcasters;
+        let from = loaded.version + 1;
         // Each event is folded as it is read: none is kept.
-        let mut apply = |stored: ReplayedEvent| {
-            let at = stored.stream_version;
-            state.apply(&stored.into_decoded::<A::Event>(upcasters)?);
-            *version = at;
-            Ok(())
-        };
-        *replayed +=
-            replay_stream_to_end(self.store.as_ref(), stream, from, LOAD_PAGE, &mut apply).await?;
+        let mut apply = |stored| self.fold(&mut loaded, stored);
+        replay_stream_to_end(self.store.as_ref(), stream, from, LOAD_PAGE, &mut apply).await?;
         Ok(loaded)
+    }
+
+    /// Folds one stored event into `loaded`.
+    fn fold(&self, loaded: &mut LoadedAggregate<A>, stored: ReplayedEvent) -> Result<()> {
+        let at = stored.stream_version;
+        loaded
+            .state
+            .apply(&stored.into_decoded::<A::Event>(&self.upcasters)?);
+        loaded.version = at;
+        loaded.replayed += 1;
+        Ok(())
     }
 
     /// Starts `loaded` from the stream's snapshot and the events after it, read together:
@@ -223,12 +222,7 @@ impl<A: Aggregate> Repository<A> {
         }
         let full = events.len() > LOAD_PAGE;
         for stored in events {
-            let at = stored.stream_version;
-            loaded
-                .state
-                .apply(&stored.into_decoded::<A::Event>(&self.upcasters)?);
-            loaded.version = at;
-            loaded.replayed += 1;
+            self.fold(loaded, stored)?;
         }
         Ok(!full)
     }

@@ -1,6 +1,6 @@
 //! [`PgEventStore`]: the [`EventStore`] contract on PostgreSQL.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -396,8 +396,7 @@ impl EventStore for PgEventStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         self.check_log_order().await?;
-        let statement = stream_statement(STREAM_EVENT_COLUMNS);
-        let rows = stream_query(&statement, stream, from_version, limit)?
+        let rows = stream_query(&READ_STREAM, stream, from_version, limit)?
             .fetch_all(&self.pool)
             .await
             .map_err(from_sqlx)?;
@@ -414,10 +413,9 @@ impl EventStore for PgEventStore {
         apply: &mut (dyn FnMut(ReplayedEvent) -> Result<()> + Send),
     ) -> Result<usize> {
         self.check_log_order().await?;
-        let statement = stream_statement(REPLAY_COLUMNS);
         // Row by row as they arrive: each is applied while the next are still on the wire,
         // and none is kept.
-        let mut rows = stream_query(&statement, stream, from_version, limit)?.fetch(&self.pool);
+        let mut rows = stream_query(&REPLAY_STREAM, stream, from_version, limit)?.fetch(&self.pool);
         let mut count = 0;
         while let Some(row) = rows.try_next().await.map_err(from_sqlx)? {
             apply(decode_replayed_at(&row, 0)?)?;
@@ -653,6 +651,12 @@ impl EventStore for PgEventStore {
         Ok(())
     }
 }
+
+/// `read_stream`'s statement, written once (not at every call).
+static READ_STREAM: LazyLock<String> = LazyLock::new(|| stream_statement(STREAM_EVENT_COLUMNS));
+
+/// `replay_stream`'s statement, written once.
+static REPLAY_STREAM: LazyLock<String> = LazyLock::new(|| stream_statement(REPLAY_COLUMNS));
 
 /// The statement reading `columns` of a stream's events from a version on (`$2`), in version
 /// order, up to a limit (`$3`).
