@@ -200,13 +200,13 @@ async fn every_page_walks_the_log_in_order_on_a_plan_kept_for_the_session() {
     // `$n`, where a plan made for one call has their values in their place. (The unfiltered
     // statement's are read in subqueries, `$n` either way: the other test counts its generic
     // plans.)
-    let filtered: Vec<&String> = plans
+    let function_plans: Vec<&String> = plans
         .iter()
         .filter(|(text, _)| text.contains("LIMIT p_limit"))
         .map(|(_, plan)| plan)
         .collect();
-    assert!(!filtered.is_empty(), "no filtered page's plan");
-    for plan in filtered {
+    assert!(!function_plans.is_empty(), "no filtered page's plan");
+    for plan in function_plans {
         assert!(
             plan.contains("$1"),
             "a filtered page was planned for its values:\n{plan}"
