@@ -17,30 +17,37 @@
 //! written again as above.
 //!
 //! Who writes: every append joins the queue, then either its answer arrives or it takes the
-//! writer's turn and writes everything queued so far, itself included. Alone, it writes
-//! through the single-append statement ([`set_append::write_lone`], only trying the lock),
-//! keeping the turn meanwhile, so that a lone writer pays nothing for grouping and the
-//! appends arriving meanwhile form the next group. A group is written in a task of its own holding the turn, so that a caller that
+//! writer's turn and writes everything queued so far, itself included. The turn holds the
+//! writer's connection ([`WriterConnection`]), which every statement of the fast path is
+//! written on. Alone, an append writes through the single-append statement
+//! ([`set_append::write_lone`], only trying the lock), keeping the turn meanwhile, so that a
+//! lone writer pays nothing for grouping and the appends arriving meanwhile form the next
+//! group. A group is written in a task of its own holding the turn, so that a caller that
 //! stops waiting never strands the others; an append whose caller stopped waiting before it
 //! was taken is dropped, not written later.
+//!
+//! A statement whose connection went while it ran may or may not have been stored. Its
+//! appends are then written again on their own, on a pooled connection: an append stored
+//! before is found by its event ids and reported as stored, so nothing is stored twice.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cqrs_core::{ExpectedVersion, NewEvent, StreamId};
 use sqlx::{PgPool, Row};
-use tokio::sync::{oneshot, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Mutex as AsyncMutex, OwnedMutexGuard};
 
 use crate::error::from_sqlx;
 use crate::notify::Notifier;
 use crate::set_append::{self, Outcome, Stored};
+use crate::writer::WriterConnection;
 
-/// How many statements (groups or lone appends) are written at once. One: the others
-/// gather into the next group meanwhile. (Two, three and four were measured slower on a
-/// 2-core server with the set statement too: the groups shrink and each append's share of a
-/// statement's fixed cost grows. The rule that a group of one is the caller's own append
-/// holds only for one.)
-const WRITERS: usize = 1;
+/// The writer's turn: the right to write the next statement (a group or a lone append), and
+/// the connection to write it on. One statement is written at a time and the others gather
+/// into the next group meanwhile. (Two, three and four at once were measured slower on a
+/// 2-core server: the groups shrink and each append's share of a statement's fixed cost
+/// grows. The rule that a group of one is the caller's own append holds only for one.)
+pub(crate) type Turn = OwnedMutexGuard<WriterConnection>;
 
 /// At most this many appends share a transaction (in `es_append_group_v2` each is a
 /// subtransaction; PostgreSQL tracks up to 64 of them per transaction cheaply).
@@ -118,7 +125,7 @@ struct Queued {
 #[derive(Debug)]
 pub(crate) struct Grouper {
     queue: Mutex<Vec<Queued>>,
-    turns: Arc<Semaphore>,
+    turn: Arc<AsyncMutex<WriterConnection>>,
     notifier: Arc<Notifier>,
     /// One gate per stream whose appends wait for its lock on their own: only one of them
     /// waits on a connection, the others in memory.
@@ -126,11 +133,12 @@ pub(crate) struct Grouper {
 }
 
 impl Grouper {
-    /// A grouper that tells `notifier` when a group stored events.
-    pub(crate) fn new(notifier: Arc<Notifier>) -> Self {
+    /// A grouper that writes on a connection taken from `pool` and tells `notifier` when a
+    /// group stored events.
+    pub(crate) fn new(pool: PgPool, notifier: Arc<Notifier>) -> Self {
         Self {
             queue: Mutex::default(),
-            turns: Arc::new(Semaphore::new(WRITERS)),
+            turn: Arc::new(AsyncMutex::new(WriterConnection::new(pool))),
             notifier,
             waiting: Mutex::default(),
         }
@@ -155,11 +163,7 @@ impl Grouper {
     /// write it on its own: with the writer's turn (it was alone: the single-append
     /// statement, trying the lock, so that the appends arriving meanwhile form the next
     /// group), or without (`es_append_v2`, waiting for its stream's lock).
-    pub(crate) async fn submit(
-        self: &Arc<Self>,
-        pool: &PgPool,
-        request: Request,
-    ) -> (Reply, Option<OwnedSemaphorePermit>) {
+    pub(crate) async fn submit(self: &Arc<Self>, request: Request) -> (Reply, Option<Turn>) {
         let (sender, mut receiver) = oneshot::channel();
         self.lock().push(Queued {
             request,
@@ -169,10 +173,7 @@ impl Grouper {
             let turn = tokio::select! {
                 biased;
                 reply = &mut receiver => return (reply.unwrap_or_else(lost), None),
-                turn = Arc::clone(&self.turns).acquire_owned() => match turn {
-                    Ok(turn) => turn,
-                    Err(_) => return (Reply::Failed(cqrs_core::Error::Unavailable("the store is closing".into())), None),
-                },
+                turn = Arc::clone(&self.turn).lock_owned() => turn,
             };
             // Our answer may have come while we took the turn.
             if let Ok(reply) = receiver.try_recv() {
@@ -199,11 +200,12 @@ impl Grouper {
                     Err(_) => continue,
                 }
             }
-            let (pool, notifier) = (pool.clone(), Arc::clone(&self.notifier));
+            let notifier = Arc::clone(&self.notifier);
             // In a task of its own, holding the turn: it finishes and answers everyone even
             // if this caller stops waiting.
             let _ = tokio::spawn(async move {
-                if write_group(&pool, batch).await {
+                let mut turn = turn;
+                if write_group(&mut turn, batch).await {
                     notifier.announce();
                 }
                 drop(turn);
@@ -213,6 +215,13 @@ impl Grouper {
                 return (reply, None);
             }
         }
+    }
+
+    /// Waits for the writer's turn, outside the queue (for tests that look at the writer's
+    /// connection).
+    #[cfg(feature = "testing")]
+    pub(crate) async fn turn(&self) -> Turn {
+        Arc::clone(&self.turn).lock_owned().await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Queued>> {
@@ -227,64 +236,63 @@ fn lost(_: oneshot::error::RecvError) -> Reply {
     ))
 }
 
-/// Writes `batch` in one transaction and answers each append; whether any was stored. The
-/// set statement ([`set_append`]) writes it when its streams are distinct and nothing goes
-/// wrong; otherwise `es_append_group_v2` does, giving each append its own outcome.
-async fn write_group(pool: &PgPool, batch: Vec<Queued>) -> bool {
+/// Writes `batch` in one transaction on the writer's connection and answers each append;
+/// whether any was stored. The set statement ([`set_append`]) writes it when its streams are
+/// distinct and nothing goes wrong; otherwise `es_append_group_v2` does, giving each append
+/// its own outcome.
+async fn write_group(writer: &mut WriterConnection, batch: Vec<Queued>) -> bool {
     let requests: Vec<&Request> = batch.iter().map(|q| &q.request).collect();
     if set_append::distinct_streams(&requests) {
-        match set_append::write(pool, &requests).await {
+        let written = match writer.get().await {
+            Ok(connection) => set_append::write(connection, &requests).await,
+            Err(error) => Err(error),
+        };
+        match written {
             Ok(outcomes) => return answer(batch, outcomes.into_iter().map(Ok).map(Some).collect()),
             Err(error) if set_append::outcome_unknown(&error) => {
-                fail_unknown(batch, &error);
+                writer.failed(&error);
+                write_each_alone(batch, &error);
                 return false;
             }
             Err(error) => {
+                writer.failed(&error);
                 tracing::debug!(%error, appends = batch.len(), "a group statement failed; writing the group with es_append_group_v2");
             }
         }
     }
-    write_with_function(pool, batch).await
+    write_with_function(writer, batch).await
 }
 
-/// Tells every append of `batch` that the connection went while it was written: it may or
-/// may not be stored, and a retry with the same ids finds out.
-fn fail_unknown(batch: Vec<Queued>, error: &sqlx::Error) {
-    let text = error.to_string();
+/// Sends every append of `batch` to be written on its own, after its group's statement
+/// failed with `error`. If the connection went while it ran, the group may be stored: each
+/// append is then found by its event ids and reported as stored.
+fn write_each_alone(batch: Vec<Queued>, error: &sqlx::Error) {
+    tracing::debug!(%error, appends = batch.len(), "a group was not written; writing its appends one by one");
     for queued in batch {
-        let _ = queued
-            .reply
-            .send(Reply::Failed(cqrs_core::Error::Unavailable(
-                text.clone().into(),
-            )));
+        let _ = queued.reply.send(Reply::Alone(queued.request));
     }
 }
 
 /// Writes `batch` in one `es_append_group_v2` statement and answers each append; whether any
 /// was stored.
-async fn write_with_function(pool: &PgPool, batch: Vec<Queued>) -> bool {
+async fn write_with_function(writer: &mut WriterConnection, batch: Vec<Queued>) -> bool {
     let mut tries = 0;
     let rows = loop {
-        match group_statement(&batch).fetch_all(pool).await {
-            Ok(rows) => break Ok(rows),
+        let written = match writer.get().await {
+            Ok(connection) => group_statement(&batch).fetch_all(connection).await,
+            Err(error) => Err(error),
+        };
+        match written {
+            Ok(rows) => break rows,
             Err(e) if tries < GROUP_RETRIES && lost_a_race(&e) => tries += 1,
-            Err(e) => break Err(e),
-        }
-    };
-    let rows = match rows {
-        Ok(rows) => rows,
-        Err(error) if crate::is_transient(&error) => {
-            fail_unknown(batch, &error);
-            return false;
-        }
-        Err(error) => {
-            // The statement was refused as a whole (a value one append carries, a timeout):
-            // nothing is stored. Each is written on its own, and meets its own fate.
-            tracing::debug!(%error, appends = batch.len(), "a group was refused; writing its appends one by one");
-            for queued in batch {
-                let _ = queued.reply.send(Reply::Alone(queued.request));
+            Err(e) => {
+                // Refused as a whole (a value one append carries, a timeout: nothing is
+                // stored), or the connection went: each is written on its own, and meets
+                // its own fate.
+                writer.failed(&e);
+                write_each_alone(batch, &e);
+                return false;
             }
-            return false;
         }
     };
     let mut outcomes: Vec<Option<Result<Outcome, sqlx::Error>>> =

@@ -114,6 +114,7 @@ mod set_append;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod writer;
 
 pub use cqrs_core::HorizonBlocker;
 pub use error::is_transient;

@@ -33,10 +33,11 @@
 //! within the call.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, Row};
 
 use cqrs_core::{AppendResult, Position};
 
@@ -85,22 +86,50 @@ SELECT NULL, NULL, NULL, i.stream_id, i.stream_version, i.position, i.transactio
        i.recorded_at
 FROM inserted i";
 
+/// The stream's lock, tried, and its version, as `s(lock_timeout, locked, version)`, for the
+/// single-append statements (`$1` is the stream).
+const STREAM_CHECK: &str = "\
+(SELECT set_config('lock_timeout', '1000ms', true) AS lock_timeout,
+        pg_try_advisory_xact_lock(hashtextextended('es_stream:' || $1, 0)) AS locked,
+        coalesce((SELECT max(x.stream_version) FROM es_events x WHERE x.stream_id = $1), 0)
+            AS version
+ OFFSET 0) s";
+
+/// Whether the single-append statements write: the lock was taken and the version read lies
+/// in the accepted range (`$2`–`$3`).
+const ACCEPTED: &str = "s.locked AND s.version >= $2 AND ($3::int8 IS NULL OR s.version <= $3)";
+
 /// One append, when it can be written at once: its stream's lock is free and its expected
 /// version holds. Rows: its events' positions, stream versions, transaction id and commit
-/// time; no row when it cannot (nothing stored), and the function must decide.
-const LONE: &str = "\
-INSERT INTO es_events (event_id, stream_id, stream_version, event_type, schema_version, payload,
-                       metadata)
+/// time; no row when it cannot (nothing stored), and the function must decide. Parameters
+/// as [`Request::bind_to`] binds them.
+static LONE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO es_events (event_id, stream_id, stream_version, event_type, schema_version,
+                       payload, metadata)
 SELECT e.id, $1, s.version + e.k, e.t, e.v, e.p, $8
-FROM (SELECT set_config('lock_timeout', '1000ms', true) AS lock_timeout,
-             pg_try_advisory_xact_lock(hashtextextended('es_stream:' || $1, 0)) AS locked,
-             coalesce((SELECT max(x.stream_version) FROM es_events x WHERE x.stream_id = $1), 0)
-                 AS version
-      OFFSET 0) s,
+FROM {STREAM_CHECK},
      unnest($4::uuid[], $5::text[], $6::int4[], $7::jsonb[]) WITH ORDINALITY AS e(id, t, v, p, k)
-WHERE s.locked AND s.version >= $2 AND ($3::int8 IS NULL OR s.version <= $3)
+WHERE {ACCEPTED}
 ORDER BY e.k
-RETURNING position, stream_version, transaction_id, recorded_at";
+RETURNING position, stream_version, transaction_id, recorded_at"
+    )
+});
+
+/// [`LONE`] for an append of one event, the most common kind (a command that records one
+/// fact), with the event's columns bound as values (`$4`–`$7`) rather than arrays of one:
+/// no arrays to encode and decode, no `unnest` and no sort, about a tenth of a single
+/// append's time.
+static LONE_EVENT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO es_events (event_id, stream_id, stream_version, event_type, schema_version,
+                       payload, metadata)
+SELECT $4, $1, s.version + 1, $5, $6, $7, $8
+FROM {STREAM_CHECK}
+WHERE {ACCEPTED}
+RETURNING position, stream_version, transaction_id, recorded_at"
+    )
+});
 
 /// Writes `request` at once if its stream's lock is free and its expected version holds;
 /// `None` when not (nothing stored): the caller then writes it with `es_append_v2`, which
@@ -109,11 +138,23 @@ RETURNING position, stream_version, transaction_id, recorded_at";
 /// decode comes after the commit, but cannot happen with the store's own columns; were it
 /// to, `es_append_v2` would find the events stored and report them so.)
 pub(crate) async fn write_lone(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     request: &Request,
 ) -> Result<Option<Stored>, sqlx::Error> {
     let events = &request.events;
-    let rows = request.bind_to(sqlx::query(LONE)).fetch_all(pool).await?;
+    let query = match (events.as_slice(), request.schema_versions.as_slice()) {
+        ([event], [schema_version]) => sqlx::query(&LONE_EVENT)
+            .bind(request.stream.as_str())
+            .bind(request.min_version)
+            .bind(request.max_version)
+            .bind(event.event_id)
+            .bind(event.data.event_type.as_str())
+            .bind(schema_version)
+            .bind(&event.data.payload)
+            .bind(&request.metadata),
+        _ => request.bind_to(sqlx::query(&LONE)),
+    };
+    let rows = query.fetch_all(connection).await?;
     let Some(first) = rows.first() else {
         return Ok(None);
     };
@@ -213,7 +254,7 @@ pub(crate) fn distinct_streams(requests: &[&Request]) -> bool {
 /// it to, the group would be written again by `es_append_group_v2`, which finds the events
 /// stored and reports them so.)
 pub(crate) async fn write(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     requests: &[&Request],
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let appends = || requests.iter().copied();
@@ -245,7 +286,7 @@ pub(crate) async fn write(
                 .map(|(_, _, e)| &e.data.payload)
                 .collect::<Vec<_>>(),
         )
-        .fetch_all(pool)
+        .fetch_all(connection)
         .await?;
     outcomes(requests, &rows)
 }

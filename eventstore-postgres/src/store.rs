@@ -16,7 +16,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use crate::error::{from_sqlx, violated_constraint, EVENT_ID_UNIQUE, STREAM_VERSION_UNIQUE};
-use crate::group::{Grouper, Reply, Request};
+use crate::group::{Grouper, Reply, Request, Turn};
 use crate::horizon;
 use crate::log_order::LogOrderGuard;
 use crate::notify::Notifier;
@@ -104,11 +104,11 @@ impl PgEventStore {
     pub fn new(pool: PgPool) -> Self {
         let notifier = Arc::new(Notifier::new(pool.clone()));
         Self {
-            notifier: Arc::clone(&notifier),
+            grouper: Arc::new(Grouper::new(pool.clone(), Arc::clone(&notifier))),
+            notifier,
             pool,
             poll_interval: DEFAULT_POLL_INTERVAL,
             log_order: LogOrderGuard::default(),
-            grouper: Arc::new(Grouper::new(Arc::clone(&notifier))),
         }
     }
 
@@ -152,6 +152,23 @@ impl PgEventStore {
     /// back every reader until it ends. This names them: pid, age, state and query.
     pub async fn horizon_blockers(&self) -> Result<Vec<HorizonBlocker>> {
         horizon::blockers(&self.pool).await
+    }
+
+    /// For the store's own tests: runs `statement` on the writer's connection, the one the
+    /// appends outside a caller's transaction are written on (opening it if none is open),
+    /// and returns its rows. Its session's prepared statements, plans and process id are the
+    /// appends'.
+    #[cfg(feature = "testing")]
+    pub async fn query_on_writer_connection(
+        &self,
+        statement: &str,
+    ) -> Result<Vec<sqlx::postgres::PgRow>> {
+        let mut turn = self.grouper.turn().await;
+        let connection = turn.get().await.map_err(from_sqlx)?;
+        sqlx::query(statement)
+            .fetch_all(connection)
+            .await
+            .map_err(from_sqlx)
     }
 
     /// Appends inside the caller's transaction, so events and other writes (an outbox row,
@@ -259,19 +276,22 @@ impl PgEventStore {
         self.append_with(&self.pool, request, false).await
     }
 
-    /// One append through the single-append statement ([`set_append::write_lone`]); `None`
-    /// when it must be written on its own, waiting: its stream is locked by another
-    /// transaction, its expected version does not hold (`es_append_v2` tells the conflict,
-    /// or finds a retried batch), or the statement failed (storing nothing) and
-    /// `es_append_v2` will meet the cause and say what it is.
-    async fn append_set(&self, request: &Request) -> Result<Option<AppendResult>> {
-        match set_append::write_lone(&self.pool, request).await {
-            Ok(outcome) => match outcome {
-                Some(stored) => stored.into_result().map(Some),
-                None => Ok(None),
-            },
-            Err(error) if set_append::outcome_unknown(&error) => Err(from_sqlx(error)),
+    /// One append through the single-append statement ([`set_append::write_lone`]) on the
+    /// writer's connection; `None` when it must be written on its own, waiting: its stream
+    /// is locked by another transaction, its expected version does not hold (`es_append_v2`
+    /// tells the conflict, or finds a retried batch), the statement failed (storing nothing)
+    /// and `es_append_v2` will meet the cause and say what it is, or the connection went
+    /// while it ran (`es_append_v2` then finds the events by their ids if they were stored).
+    async fn append_set(&self, turn: &mut Turn, request: &Request) -> Result<Option<AppendResult>> {
+        let written = match turn.get().await {
+            Ok(connection) => set_append::write_lone(connection, request).await,
+            Err(error) => Err(error),
+        };
+        match written {
+            Ok(Some(stored)) => stored.into_result().map(Some),
+            Ok(None) => Ok(None),
             Err(error) => {
+                turn.failed(&error);
                 tracing::debug!(%error, "an append statement failed; writing it again on its own");
                 Ok(None)
             }
@@ -362,16 +382,18 @@ impl EventStore for PgEventStore {
         check_batch(&events)?;
         self.check_log_order().await?;
         let request = Self::encode(stream, expected, events, metadata)?;
-        let appended = match self.grouper.submit(&self.pool, request).await {
-            (Reply::Alone(request), Some(turn)) => match self.append_set(&request).await? {
-                Some(appended) => appended,
-                None => {
-                    // Its stream is locked by another transaction (or the statement failed):
-                    // wait for the lock without holding up the other appends.
-                    drop(turn);
-                    self.append_alone(&request).await?
+        let appended = match self.grouper.submit(request).await {
+            (Reply::Alone(request), Some(mut turn)) => {
+                match self.append_set(&mut turn, &request).await? {
+                    Some(appended) => appended,
+                    None => {
+                        // Its stream is locked by another transaction (or the statement failed):
+                        // wait for the lock without holding up the other appends.
+                        drop(turn);
+                        self.append_alone(&request).await?
+                    }
                 }
-            },
+            }
             (Reply::Alone(request), None) => self.append_alone(&request).await?,
             (Reply::Appended(stored), _) => stored.into_result()?,
             (
