@@ -7,6 +7,10 @@
 
 use std::time::Duration;
 
+mod proxy;
+
+pub use proxy::Proxy;
+
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use uuid::Uuid;

@@ -7,8 +7,9 @@ use cqrs_core::conformance::TestEvent;
 use cqrs_core::{
     Error, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, StreamId,
 };
-use eventstore_postgres::testing::TestDatabase;
+use eventstore_postgres::testing::{Proxy, TestDatabase};
 use eventstore_postgres::PgEventStore;
+use sqlx::Row;
 
 async fn store() -> (PgEventStore, TestDatabase) {
     let db = TestDatabase::create(10).await;
@@ -124,6 +125,16 @@ async fn a_bad_row_is_an_error_with_its_position() {
 #[tokio::test]
 async fn a_lost_connection_is_retryable() {
     let (store, db) = store().await;
+    // The writer's connection is open.
+    store
+        .append(
+            &stream("gone-0"),
+            ExpectedVersion::Any,
+            events(1),
+            &Metadata::default(),
+        )
+        .await
+        .expect("append");
     store.pool().close().await;
     let error = store
         .append(
@@ -136,6 +147,30 @@ async fn a_lost_connection_is_retryable() {
         .expect_err("the pool is closed");
     assert!(error.is_retryable(), "{error}");
     assert!(matches!(error, Error::Unavailable(_)));
+    // The writer's connection is closed with the pool: no session is left on the database.
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&eventstore_postgres::testing::server_url())
+        .await
+        .expect("admin connection");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let sessions: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+                .bind(&db.name)
+                .fetch_one(&admin)
+                .await
+                .expect("sessions");
+        if sessions == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sessions} sessions stayed open after the pool was closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    admin.close().await;
     let reopened = PgEventStore::new(
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
@@ -151,6 +186,136 @@ async fn a_lost_connection_is_retryable() {
         0
     );
     reopened.pool().close().await;
+    db.drop_database().await;
+}
+
+/// The stream's events as stored: (version, event id), in version order.
+async fn stored(db: &TestDatabase, name: &str) -> Vec<(i64, uuid::Uuid)> {
+    sqlx::query_as(
+        "SELECT stream_version, event_id FROM es_events WHERE stream_id = $1 \
+         ORDER BY stream_version",
+    )
+    .bind(name)
+    .fetch_all(&db.pool)
+    .await
+    .expect("stored events")
+}
+
+/// The process id of the writer's connection, the one appends are written on.
+async fn writer_pid(store: &PgEventStore) -> i32 {
+    let rows = store
+        .query_on_writer_connection("SELECT pg_backend_pid()")
+        .await
+        .expect("the writer's connection");
+    rows[0].get(0)
+}
+
+/// The reply to an append lost after its commit (the network lost it, then closed the
+/// connection): the append is written again on its own, found stored by its ids, and
+/// reported as stored. The caller is not told it failed, and it is stored once. Both
+/// single-append statements are lost this way: of one event, and of several.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_reply_is_lost_is_stored_once_and_reported_stored() {
+    let db = TestDatabase::create(4).await;
+    PgEventStore::new(db.pool.clone())
+        .migrate()
+        .await
+        .expect("migrate");
+    let proxy = Proxy::start(&db.url).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(proxy.options(&db.url))
+        .await
+        .expect("connect through the proxy");
+    let store = PgEventStore::new(pool);
+    for (name, count) in [("lost-one", 1), ("lost-three", 3)] {
+        // The writer's connection is open, and its session has prepared the statement.
+        store
+            .append(
+                &stream(name),
+                ExpectedVersion::NoStream,
+                events(count),
+                &Metadata::default(),
+            )
+            .await
+            .expect("the first append");
+        let batch = events(count);
+        let ids: Vec<uuid::Uuid> = batch.iter().map(|e| e.event_id).collect();
+        let pid = writer_pid(&store).await;
+        proxy.lose_replies();
+        let appended = store
+            .append(
+                &stream(name),
+                ExpectedVersion::Exact(count),
+                batch,
+                &Metadata::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{name}: the append whose reply was lost failed: {e}"));
+        assert!(appended.already_stored, "{name}: {appended:?}");
+        assert_eq!(appended.stream_version, 2 * count, "{name}");
+        let events = stored(&db, name).await;
+        assert_eq!(events.len() as u64, 2 * count, "{name}: {events:?}");
+        assert_eq!(
+            events[count as usize..]
+                .iter()
+                .map(|(_, id)| *id)
+                .collect::<Vec<_>>(),
+            ids,
+            "{name}"
+        );
+        assert_ne!(
+            writer_pid(&store).await,
+            pid,
+            "{name}: the lost connection was kept"
+        );
+    }
+    store.pool().close().await;
+    db.drop_database().await;
+}
+
+/// The writer's connection ended by the server (an administrator, a restart): the next
+/// append is written on a new one, once.
+#[tokio::test]
+async fn an_append_after_the_writers_connection_ended_is_written_once() {
+    let (store, db) = store().await;
+    store
+        .append(
+            &stream("ended-1"),
+            ExpectedVersion::NoStream,
+            events(1),
+            &Metadata::default(),
+        )
+        .await
+        .expect("the first append");
+    let pid = writer_pid(&store).await;
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+        .bind(pid)
+        .fetch_one(&db.pool)
+        .await
+        .expect("terminate");
+    assert!(ended);
+    for (expected, count) in [(ExpectedVersion::Exact(1), 2), (ExpectedVersion::Any, 1)] {
+        let appended = store
+            .append(
+                &stream("ended-1"),
+                expected,
+                events(count),
+                &Metadata::default(),
+            )
+            .await
+            .expect("an append after the connection ended");
+        assert!(!appended.already_stored);
+    }
+    assert_eq!(
+        stored(&db, "ended-1")
+            .await
+            .iter()
+            .map(|(version, _)| *version)
+            .collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert_ne!(writer_pid(&store).await, pid);
     db.drop_database().await;
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cqrs_core::conformance::TestEvent;
 use cqrs_core::{EventStore, ExpectedVersion, Metadata, NewEvent, Position, StreamId};
-use eventstore_postgres::testing::TestDatabase;
+use eventstore_postgres::testing::{Proxy, TestDatabase};
 use eventstore_postgres::PgEventStore;
 use sqlx::Connection;
 
@@ -264,55 +264,6 @@ async fn readers_look_again_once_the_listener_is_back() {
         .expect("terminate the listener");
     woken_to_the_quiet_event(waiter).await;
     db.drop_database().await;
-}
-
-/// A TCP proxy in front of PostgreSQL whose connections can all be cut at once: each client
-/// then sees its socket closed, as after a network cut, with no error from the server.
-/// (It needs a server reached over TCP, as the tests' default URL is.)
-struct Proxy {
-    port: u16,
-    cut: tokio::sync::watch::Sender<u64>,
-}
-
-impl Proxy {
-    /// A proxy on a free local port to the server of `url`.
-    async fn start(url: &str) -> Self {
-        let upstream: sqlx::postgres::PgConnectOptions = url.parse().expect("database url");
-        let upstream = format!("{}:{}", upstream.get_host(), upstream.get_port());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("address").port();
-        let (cut, cuts) = tokio::sync::watch::channel(0);
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let (upstream, mut cuts) = (upstream.clone(), cuts.clone());
-                cuts.mark_unchanged();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    // Both sockets are dropped, and so closed, at a cut.
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cuts.changed() => {}
-                    }
-                });
-            }
-        });
-        Self { port, cut }
-    }
-
-    /// The options of `url` with the proxy in place of the server.
-    fn options(&self, url: &str) -> sqlx::postgres::PgConnectOptions {
-        let options: sqlx::postgres::PgConnectOptions = url.parse().expect("database url");
-        options.host("127.0.0.1").port(self.port)
-    }
-
-    /// Closes every connection open through the proxy; new ones go through.
-    fn cut(&self) {
-        self.cut.send_modify(|n| *n += 1);
-    }
 }
 
 /// The listener's connection cut by the network (the socket closed, no error from the

@@ -1,0 +1,123 @@
+//! A TCP proxy in front of the test server, for the faults a network makes.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// How long a connection whose replies are being lost stays open after the first reply it
+/// swallowed: long enough for the client to be left waiting, as after a real loss.
+const LOSS_DELAY: Duration = Duration::from_millis(200);
+
+/// A TCP proxy on a free local port in front of the server of a URL, whose connections can
+/// be cut or made to lose the server's replies. It needs a server reached over TCP, as the
+/// tests' default URL is.
+///
+/// ```no_run
+/// # async fn run() {
+/// use eventstore_postgres::testing::{Proxy, TestDatabase};
+///
+/// let db = TestDatabase::create(4).await;
+/// let proxy = Proxy::start(&db.url).await;
+/// let pool = sqlx::postgres::PgPoolOptions::new()
+///     .connect_with(proxy.options(&db.url))
+///     .await
+///     .expect("connect through the proxy");
+/// proxy.cut(); // every connection open through it is closed; new ones go through
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Proxy {
+    port: u16,
+    cuts: watch::Sender<u64>,
+    losses: watch::Sender<u64>,
+}
+
+impl Proxy {
+    /// A proxy to the server of `url`.
+    ///
+    /// # Panics
+    /// When `url` is not a PostgreSQL URL or no local port can be bound: test set-up.
+    pub async fn start(url: &str) -> Self {
+        let upstream: PgConnectOptions = url.parse().expect("a PostgreSQL URL");
+        let upstream = format!("{}:{}", upstream.get_host(), upstream.get_port());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let (cuts, cut) = watch::channel(0);
+        let (losses, loss) = watch::channel(0);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (mut cut, mut loss) = (cut.clone(), loss.clone());
+                cut.mark_unchanged();
+                loss.mark_unchanged();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    // Both sockets are dropped, and so closed, when either ends.
+                    tokio::select! {
+                        _ = relay(client, server, loss) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { port, cuts, losses }
+    }
+
+    /// The options of `url` with the proxy in place of the server.
+    pub fn options(&self, url: &str) -> PgConnectOptions {
+        let options: PgConnectOptions = url.parse().expect("a PostgreSQL URL");
+        options.host("127.0.0.1").port(self.port)
+    }
+
+    /// Closes every connection open through the proxy, as a network cut does: each client
+    /// sees its socket closed, with no error from the server. New connections go through.
+    pub fn cut(&self) {
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// From now on, every connection open through the proxy loses what the server sends:
+    /// the client's requests still reach the server, which runs them (and commits them),
+    /// but the replies are dropped, and the connection is closed shortly after the first
+    /// lost one. New connections go through.
+    pub fn lose_replies(&self) {
+        self.losses.send_modify(|n| *n += 1);
+    }
+}
+
+/// Carries bytes both ways until either side closes, or until replies are being lost and
+/// [`LOSS_DELAY`] has passed since the first.
+async fn relay(client: TcpStream, server: TcpStream, mut loss: watch::Receiver<u64>) {
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    let requests = tokio::io::copy(&mut from_client, &mut to_server);
+    let replies = async move {
+        let mut buffer = vec![0; 16 * 1024];
+        let mut losing = false;
+        loop {
+            tokio::select! {
+                read = from_server.read(&mut buffer) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) if losing => {
+                        tokio::time::sleep(LOSS_DELAY).await;
+                        return;
+                    }
+                    Ok(n) => {
+                        if to_client.write_all(&buffer[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                },
+                changed = loss.changed(), if !losing => losing = changed.is_ok(),
+            }
+        }
+    };
+    tokio::select! {
+        _ = requests => {}
+        _ = replies => {}
+    }
+}
