@@ -8,8 +8,8 @@
 //! to that twin. Events carry about 200 bytes of JSON; readers decode them to the domain
 //! event (`read_all` and `raw_scan` by pages of 1,000; `read_tail` and `raw_tail` by pages
 //! of 10 through a filter on the event type, as a projection following the log reads it;
-//! `load_1000` and `raw_load_1000`, a `SELECT` of the same stream's rows). The single-event
-//! writers (`1x1`, `16x1`) take turns with their raw twins, up to ten turns a side, so that
+//! `load_1000` and `raw_load_1000`, a `SELECT` of the same stream's rows). The writers
+//! (`1x1`, `16x1`, `batch`) take turns with their raw twins, up to ten turns a side, so that
 //! a slow moment of the machine (a checkpoint, a neighbour's disk) falls on both. With
 //! `--runs N` each figure is the median of N runs. `--json` prints one JSON object per
 //! line: `{"name":"append_16x1","events_per_sec":5210.4}`.
@@ -204,10 +204,33 @@ async fn raw_singles(pool: &PgPool, writers: usize, per_writer: usize) -> Durati
     started.elapsed()
 }
 
-/// Single-event writes, raw and through the store, in up to [`MAX_SLICES`] turns each (raw
+/// Runs `raw` and `ours` in `turns` turns each, each side first in every other turn (raw
 /// then store, store then raw, …), so that a slow moment of the machine (a checkpoint, a
-/// neighbour's disk) falls on both sides: the events per second of each side,
-/// `(raw, store)`.
+/// neighbour's disk) falls on both sides: the time each side took in all, `(raw, store)`.
+async fn in_turn<R, O>(
+    turns: usize,
+    mut raw: impl FnMut() -> R,
+    mut ours: impl FnMut() -> O,
+) -> (Duration, Duration)
+where
+    R: std::future::Future<Output = Duration>,
+    O: std::future::Future<Output = Duration>,
+{
+    let (mut raw_time, mut our_time) = (Duration::ZERO, Duration::ZERO);
+    for turn in 0..turns {
+        if turn % 2 == 0 {
+            raw_time += raw().await;
+            our_time += ours().await;
+        } else {
+            our_time += ours().await;
+            raw_time += raw().await;
+        }
+    }
+    (raw_time, our_time)
+}
+
+/// Single-event writes, raw and through the store, in up to [`MAX_SLICES`] turns each (see
+/// [`in_turn`]): the events per second of each side, `(raw, store)`.
 async fn singles_in_turn(
     store: &PgEventStore,
     pool: &PgPool,
@@ -216,29 +239,46 @@ async fn singles_in_turn(
 ) -> (f64, f64) {
     let slices = (per_writer / MIN_SLICE).clamp(1, MAX_SLICES);
     let per_slice = per_writer.div_ceil(slices);
-    let (mut raw, mut ours) = (Duration::ZERO, Duration::ZERO);
-    for slice in 0..slices {
-        // Each side goes first in every other turn.
-        if slice % 2 == 0 {
-            raw += raw_singles(pool, writers, per_slice).await;
-            ours += append_singles(store, writers, per_slice).await;
-        } else {
-            ours += append_singles(store, writers, per_slice).await;
-            raw += raw_singles(pool, writers, per_slice).await;
-        }
-    }
+    let (raw, ours) = in_turn(
+        slices,
+        || raw_singles(pool, writers, per_slice),
+        || append_singles(store, writers, per_slice),
+    )
+    .await;
     let events = writers * per_slice * slices;
     (rate(events, raw), rate(events, ours))
 }
 
-/// The most turns [`singles_in_turn`] takes.
+/// The most turns [`singles_in_turn`] and [`batches_in_turn`] take.
 const MAX_SLICES: usize = 10;
 
 /// The fewest writes per writer in one turn of [`singles_in_turn`]: shorter turns would be
 /// mostly their start and their end, where fewer writers are still writing.
 const MIN_SLICE: usize = 50;
 
-async fn append_batches(store: &PgEventStore, batches: usize, size: usize) -> f64 {
+/// Appends of `size` events to new streams, raw and through the store, in up to
+/// [`MAX_SLICES`] turns of at least two appends each (see [`in_turn`]): the events per
+/// second of each side, `(raw, store)`.
+async fn batches_in_turn(
+    store: &PgEventStore,
+    pool: &PgPool,
+    batches: usize,
+    size: usize,
+) -> (f64, f64) {
+    let slices = (batches / 2).clamp(1, MAX_SLICES);
+    let per_slice = batches.div_ceil(slices);
+    let (raw, ours) = in_turn(
+        slices,
+        || raw_batches(pool, per_slice, size),
+        || append_batches(store, per_slice, size),
+    )
+    .await;
+    let events = per_slice * slices * size;
+    (rate(events, raw), rate(events, ours))
+}
+
+/// `batches` appends of `size` events to new streams through the store; the time taken.
+async fn append_batches(store: &PgEventStore, batches: usize, size: usize) -> Duration {
     let prepared: Vec<Vec<NewEvent>> = (0..batches)
         .map(|_| (0..size).map(|_| event()).collect())
         .collect();
@@ -255,10 +295,12 @@ async fn append_batches(store: &PgEventStore, batches: usize, size: usize) -> f6
             .await
             .expect("append batch");
     }
-    rate(batches * size, started.elapsed())
+    started.elapsed()
 }
 
-async fn raw_batches(pool: &PgPool, batches: usize, size: usize) -> f64 {
+/// The raw twin of [`append_batches`]: one `INSERT … SELECT FROM unnest(…)` per batch; the
+/// time taken.
+async fn raw_batches(pool: &PgPool, batches: usize, size: usize) -> Duration {
     let prepared: Vec<Vec<NewEvent>> = (0..batches)
         .map(|_| (0..size).map(|_| event()).collect())
         .collect();
@@ -268,7 +310,7 @@ async fn raw_batches(pool: &PgPool, batches: usize, size: usize) -> f64 {
     for (b, batch) in prepared.iter().enumerate() {
         raw_insert(pool, &format!("batch-{run}x{b}"), 0, batch, &metadata).await;
     }
-    rate(batches * size, started.elapsed())
+    started.elapsed()
 }
 
 /// How a reader walks the log: by pages of `page` events, of every type or only of the
@@ -464,8 +506,8 @@ async fn run_once(store: &PgEventStore, pool: &PgPool, options: &Options) -> Vec
     let mut figures = Vec::new();
     let mut push = |name, value, unit| figures.push(Figure { name, value, unit });
     use Unit::*;
-    // Each pair runs raw first, then the toolkit, on the same database (the single-event
-    // writes in turns, each side first in every other one: see `singles_in_turn`).
+    // Each pair runs raw first, then the toolkit, on the same database (the writes in turns,
+    // each side first in every other one: see `in_turn`).
     if options.runs("1x1") {
         let (raw, ours) = singles_in_turn(store, pool, 1, 500 * scale).await;
         push("raw_1x1", raw, EventsPerSec);
@@ -477,16 +519,9 @@ async fn run_once(store: &PgEventStore, pool: &PgPool, options: &Options) -> Vec
         push("append_16x1", ours, EventsPerSec);
     }
     if options.runs("batch") {
-        push(
-            "raw_batch",
-            raw_batches(pool, 20 * scale, 1_000).await,
-            EventsPerSec,
-        );
-        push(
-            "append_batch",
-            append_batches(store, 20 * scale, 1_000).await,
-            EventsPerSec,
-        );
+        let (raw, ours) = batches_in_turn(store, pool, 20 * scale, 1_000).await;
+        push("raw_batch", raw, EventsPerSec);
+        push("append_batch", ours, EventsPerSec);
     }
     if options.runs("scan") {
         // The same events in both logs, whichever workloads ran before.

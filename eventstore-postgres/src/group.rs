@@ -241,13 +241,16 @@ fn lost(_: oneshot::error::RecvError) -> Reply {
 /// distinct and nothing goes wrong; otherwise `es_append_group_v2` does, giving each append
 /// its own outcome.
 async fn write_group(writer: &mut WriterConnection, batch: Vec<Queued>) -> bool {
+    let connection = match writer.get().await {
+        Ok(connection) => connection,
+        Err(error) => {
+            fail_all(batch, &error);
+            return false;
+        }
+    };
     let requests: Vec<&Request> = batch.iter().map(|q| &q.request).collect();
     if set_append::distinct_streams(&requests) {
-        let written = match writer.get().await {
-            Ok(connection) => set_append::write(connection, &requests).await,
-            Err(error) => Err(error),
-        };
-        match written {
+        match set_append::write(connection, &requests).await {
             Ok(outcomes) => return answer(batch, outcomes.into_iter().map(Ok).map(Some).collect()),
             Err(error) if set_append::outcome_unknown(&error) => {
                 writer.failed(&error);
@@ -273,16 +276,33 @@ fn write_each_alone(batch: Vec<Queued>, error: &sqlx::Error) {
     }
 }
 
+/// Tells every append of `batch` that no connection could be had to write it on (nothing
+/// was written): the pool's `error`.
+fn fail_all(batch: Vec<Queued>, error: &sqlx::Error) {
+    for queued in batch {
+        let text = error.to_string().into();
+        let error = if crate::is_transient(error) {
+            cqrs_core::Error::Unavailable(text)
+        } else {
+            cqrs_core::Error::Backend(text)
+        };
+        let _ = queued.reply.send(Reply::Failed(error));
+    }
+}
+
 /// Writes `batch` in one `es_append_group_v2` statement and answers each append; whether any
 /// was stored.
 async fn write_with_function(writer: &mut WriterConnection, batch: Vec<Queued>) -> bool {
     let mut tries = 0;
     let rows = loop {
-        let written = match writer.get().await {
-            Ok(connection) => group_statement(&batch).fetch_all(connection).await,
-            Err(error) => Err(error),
+        let connection = match writer.get().await {
+            Ok(connection) => connection,
+            Err(error) => {
+                fail_all(batch, &error);
+                return false;
+            }
         };
-        match written {
+        match group_statement(&batch).fetch_all(connection).await {
             Ok(rows) => break rows,
             Err(e) if tries < GROUP_RETRIES && lost_a_race(&e) => tries += 1,
             Err(e) => {

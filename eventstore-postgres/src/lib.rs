@@ -48,6 +48,13 @@
 //! in full is a retry after a lost reply, and is reported as
 //! [`AppendResult::already_stored`](cqrs_core::AppendResult::already_stored).
 //!
+//! The statements of the fast path are written one at a time, on one connection the store
+//! keeps for them (see `writer`): taken from the pool once and detached from it, so the pool
+//! keeps its size and the store holds **one connection to the server beyond its pool's**.
+//! A statement whose connection went while it ran (a restart, a network cut) may have been
+//! stored; its appends are written again through `es_append_v2` on a pooled connection,
+//! which finds an append stored before by its ids and reports it as stored.
+//!
 //! Readers are woken by `NOTIFY es_events`. A notifying commit takes a cluster-wide lock, so
 //! the store sends it after the append has committed, one per burst of appends, rather than
 //! from inside every append (see `notify`). Readers in the appending process are woken at
@@ -93,12 +100,15 @@
 //! | module | holds |
 //! | --- | --- |
 //! | `store` | [`PgEventStore`] and its [`EventStore`](cqrs_core::EventStore) implementation |
+//! | `set_append` | the plain statements of the fast path: a lone append, a group |
+//! | `group` | group commit: the queue of appends and the writer's turn |
+//! | `writer` | the connection the fast path writes on |
 //! | `row` | decoding event rows, refusing bad data with its position |
 //! | `notify` | the LISTEN task that wakes waiting readers |
 //! | `horizon` | what holds readers back ([`cqrs_core::Horizon`]) |
 //! | `log_order` | the start-up guard against a log copied from a cluster that was ahead |
 //! | `error` | mapping `sqlx` errors to [`cqrs_core::Error`] |
-//! | `testing` | `TestDatabase`: a fresh database per test (feature `testing`) |
+//! | `testing` | `TestDatabase`: a fresh database per test, and `Proxy`, a TCP proxy that cuts connections or loses replies (feature `testing`) |
 //! | `bench` | the command line and medians of the benchmarks (feature `testing`) |
 //! | `migrations/` | the schema and the `es_append_v2` function (older functions kept for a rolling deploy) |
 

@@ -101,6 +101,11 @@ pub struct PgEventStore {
 
 impl PgEventStore {
     /// A store over an existing pool. Call [`PgEventStore::migrate`] once before use.
+    ///
+    /// Besides the pool's connections, the store keeps one of its own for its appends (the
+    /// writer's: see the crate docs), taken from the pool at the first append and detached
+    /// from it. It is closed when the store is dropped, or at the next append once the pool
+    /// is closed (no statement is written on it then).
     pub fn new(pool: PgPool) -> Self {
         let notifier = Arc::new(Notifier::new(pool.clone()));
         Self {
@@ -282,12 +287,11 @@ impl PgEventStore {
     /// tells the conflict, or finds a retried batch), the statement failed (storing nothing)
     /// and `es_append_v2` will meet the cause and say what it is, or the connection went
     /// while it ran (`es_append_v2` then finds the events by their ids if they were stored).
+    /// Fails as the pool does when no connection can be had.
     async fn append_set(&self, turn: &mut Turn, request: &Request) -> Result<Option<AppendResult>> {
-        let written = match turn.get().await {
-            Ok(connection) => set_append::write_lone(connection, request).await,
-            Err(error) => Err(error),
-        };
-        match written {
+        // No connection to write on: nothing was written, and the pool has said why.
+        let connection = turn.get().await.map_err(from_sqlx)?;
+        match set_append::write_lone(connection, request).await {
             Ok(Some(stored)) => stored.into_result().map(Some),
             Ok(None) => Ok(None),
             Err(error) => {

@@ -14,8 +14,9 @@
 //! idle longer than the pool's idle timeout or lived longer than the pool's maximum lifetime,
 //! as the pool does with its own, and dropped after any error that may have left it broken;
 //! the append whose statement failed that way is written again on a pooled connection, which
-//! finds it stored if it was (see `PgEventStore::append`). Once the pool is closed, the
-//! connection is closed too and no statement is written on it.
+//! finds it stored if it was (see `PgEventStore::append`). Once the pool is closed, no
+//! statement is written on the connection: the next one closes it and fails as the pool
+//! would.
 
 use std::time::{Duration, Instant};
 

@@ -189,6 +189,56 @@ async fn a_lost_connection_is_retryable() {
     db.drop_database().await;
 }
 
+/// With no connection to be had (the pool's only one is held elsewhere), an append fails as
+/// unavailable at the pool's timeout, once: it is not tried again on the pool, which would
+/// double the wait.
+#[tokio::test]
+async fn an_append_without_a_connection_fails_once_at_the_pools_timeout() {
+    let db = TestDatabase::create(2).await;
+    PgEventStore::new(db.pool.clone())
+        .migrate()
+        .await
+        .expect("migrate");
+    let timeout = Duration::from_millis(1_000);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(timeout)
+        .connect(&db.url)
+        .await
+        .expect("pool");
+    let store = PgEventStore::new(pool.clone());
+    store.check_log_order().await.expect("log order");
+    let held = pool.acquire().await.expect("the pool's only connection");
+    let started = std::time::Instant::now();
+    let error = store
+        .append(
+            &stream("starved-1"),
+            ExpectedVersion::NoStream,
+            events(1),
+            &Metadata::default(),
+        )
+        .await
+        .expect_err("no connection to write on");
+    let waited = started.elapsed();
+    assert!(matches!(error, Error::Unavailable(_)), "{error}");
+    assert!(
+        waited < timeout * 19 / 10,
+        "the append waited {waited:?} for a pool whose timeout is {timeout:?}"
+    );
+    drop(held);
+    store
+        .append(
+            &stream("starved-1"),
+            ExpectedVersion::NoStream,
+            events(1),
+            &Metadata::default(),
+        )
+        .await
+        .expect("the append once the connection is free");
+    pool.close().await;
+    db.drop_database().await;
+}
+
 /// The stream's events as stored: (version, event id), in version order.
 async fn stored(db: &TestDatabase, name: &str) -> Vec<(i64, uuid::Uuid)> {
     sqlx::query_as(
