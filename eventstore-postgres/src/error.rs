@@ -28,12 +28,13 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 57P01..57P03: shutdown / cannot connect now;
+            // 57P05: the session sat idle longer than idle_session_timeout and was ended;
             // 53300: too many connections; 40001/40P01: serialization failure / deadlock;
             // 25P03: the session sat idle in its transaction too long and was ended.
             code.starts_with("08")
                 || matches!(
                     &*code,
-                    "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01" | "25P03"
+                    "57P01" | "57P02" | "57P03" | "57P05" | "53300" | "40001" | "40P01" | "25P03"
                 )
         }),
         _ => false,

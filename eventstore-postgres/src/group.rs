@@ -250,15 +250,15 @@ async fn write_group(writer: &mut WriterConnection, batch: Vec<Queued>) -> bool 
     };
     let requests: Vec<&Request> = batch.iter().map(|q| &q.request).collect();
     if set_append::distinct_streams(&requests) {
-        match set_append::write(connection, &requests).await {
+        let written = set_append::write(connection, &requests).await;
+        writer.answered(written.as_ref().err());
+        match written {
             Ok(outcomes) => return answer(batch, outcomes.into_iter().map(Ok).map(Some).collect()),
             Err(error) if set_append::outcome_unknown(&error) => {
-                writer.failed(&error);
                 write_each_alone(batch, &error);
                 return false;
             }
             Err(error) => {
-                writer.failed(&error);
                 tracing::debug!(%error, appends = batch.len(), "a group statement failed; writing the group with es_append_group_v2");
             }
         }
@@ -302,14 +302,15 @@ async fn write_with_function(writer: &mut WriterConnection, batch: Vec<Queued>) 
                 return false;
             }
         };
-        match group_statement(&batch).fetch_all(connection).await {
+        let written = group_statement(&batch).fetch_all(connection).await;
+        writer.answered(written.as_ref().err());
+        match written {
             Ok(rows) => break rows,
             Err(e) if tries < GROUP_RETRIES && lost_a_race(&e) => tries += 1,
             Err(e) => {
                 // Refused as a whole (a value one append carries, a timeout: nothing is
                 // stored), or the connection went: each is written on its own, and meets
                 // its own fate.
-                writer.failed(&e);
                 write_each_alone(batch, &e);
                 return false;
             }

@@ -232,8 +232,8 @@ pub(crate) enum Outcome {
 
 /// Whether a failed statement may have been stored after all: the connection went (or the
 /// server was shutting down) while it ran. Any other error, a lost deadlock included, rolled
-/// the whole statement back. (A pool that has no connection to give is counted here too,
-/// though nothing was sent: the caller is told the store is unavailable, as before.)
+/// the whole statement back. (A pool's own errors, which it would count too, do not come
+/// here: a pool that has no connection to give fails the append before anything is sent.)
 pub(crate) fn outcome_unknown(error: &sqlx::Error) -> bool {
     crate::is_transient(error)
         && !matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "40P01" || c == "40001"))

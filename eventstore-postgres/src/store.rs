@@ -162,7 +162,7 @@ impl PgEventStore {
     /// For the store's own tests: runs `statement` on the writer's connection, the one the
     /// appends outside a caller's transaction are written on (opening it if none is open),
     /// and returns its rows. Its session's prepared statements, plans and process id are the
-    /// appends'.
+    /// appends'. The statement must leave no transaction open and change no setting.
     #[cfg(feature = "testing")]
     pub async fn query_on_writer_connection(
         &self,
@@ -170,10 +170,9 @@ impl PgEventStore {
     ) -> Result<Vec<sqlx::postgres::PgRow>> {
         let mut turn = self.grouper.turn().await;
         let connection = turn.get().await.map_err(from_sqlx)?;
-        sqlx::query(statement)
-            .fetch_all(connection)
-            .await
-            .map_err(from_sqlx)
+        let rows = sqlx::query(statement).fetch_all(connection).await;
+        turn.answered(rows.as_ref().err());
+        rows.map_err(from_sqlx)
     }
 
     /// Appends inside the caller's transaction, so events and other writes (an outbox row,
@@ -291,11 +290,12 @@ impl PgEventStore {
     async fn append_set(&self, turn: &mut Turn, request: &Request) -> Result<Option<AppendResult>> {
         // No connection to write on: nothing was written, and the pool has said why.
         let connection = turn.get().await.map_err(from_sqlx)?;
-        match set_append::write_lone(connection, request).await {
+        let written = set_append::write_lone(connection, request).await;
+        turn.answered(written.as_ref().err());
+        match written {
             Ok(Some(stored)) => stored.into_result().map(Some),
             Ok(None) => Ok(None),
             Err(error) => {
-                turn.failed(&error);
                 tracing::debug!(%error, "an append statement failed; writing it again on its own");
                 Ok(None)
             }
@@ -386,30 +386,34 @@ impl EventStore for PgEventStore {
         check_batch(&events)?;
         self.check_log_order().await?;
         let request = Self::encode(stream, expected, events, metadata)?;
-        let appended = match self.grouper.submit(request).await {
+        // The append, and whether it was written on its own after the fast path did not
+        // write it.
+        let (appended, alone) = match self.grouper.submit(request).await {
             (Reply::Alone(request), Some(mut turn)) => {
                 match self.append_set(&mut turn, &request).await? {
-                    Some(appended) => appended,
+                    Some(appended) => (appended, false),
                     None => {
                         // Its stream is locked by another transaction (or the statement failed):
                         // wait for the lock without holding up the other appends.
                         drop(turn);
-                        self.append_alone(&request).await?
+                        (self.append_alone(&request).await?, true)
                     }
                 }
             }
-            (Reply::Alone(request), None) => self.append_alone(&request).await?,
-            (Reply::Appended(stored), _) => stored.into_result()?,
+            (Reply::Alone(request), None) => (self.append_alone(&request).await?, true),
+            (Reply::Appended(stored), _) => (stored.into_result()?, false),
             (
                 Reply::Conflict {
                     stream_version,
                     request,
                 },
                 _,
-            ) => self.conflict(&request, stream_version).await?,
+            ) => (self.conflict(&request, stream_version).await?, false),
             (Reply::Failed(error), _) => return Err(error),
         };
-        if !appended.already_stored {
+        // Written alone and found stored, it may be the append of a statement whose answer
+        // was lost: stored then, and announced by nobody.
+        if !appended.already_stored || alone {
             self.notifier.announce();
         }
         Ok(appended)

@@ -11,15 +11,23 @@
 //! apply to it) and detached from it: the pool opens another in its place, and no pool is
 //! ever left without a connection it counts on. So a store holds one connection to the server
 //! beyond its pool's. It is given back to the server (and another taken) when it has sat
-//! idle longer than the pool's idle timeout or lived longer than the pool's maximum lifetime,
-//! as the pool does with its own, and dropped after any error that may have left it broken;
-//! the append whose statement failed that way is written again on a pooled connection, which
-//! finds it stored if it was (see `PgEventStore::append`). Once the pool is closed, no
-//! statement is written on the connection: the next one closes it and fails as the pool
-//! would.
+//! idle longer than the pool's idle timeout, or when the pool's maximum lifetime has passed
+//! since the store took it. After a few seconds idle it is checked before use, within the
+//! pool's acquire timeout, so that a connection the network dropped without a word (a NAT
+//! or load balancer forgetting it) does not hold up the appends until the operating system
+//! gives up on it. It is dropped after any error that may have left it broken; the append
+//! whose statement failed that way is written again on a pooled connection, which finds it
+//! stored if it was (see `PgEventStore::append`). Once the pool is closed, no statement is
+//! written on the connection: the next one closes it and fails as the pool would.
+//!
+//! A statement abandoned half-way (its caller stopped waiting) may have left part of itself
+//! in the connection's buffer, which the next use would send. The connection is then
+//! dropped without sending anything more, and the server, which never got the statement's
+//! end, stores nothing of it.
 
 use std::time::{Duration, Instant};
 
+use sqlx::postgres::{PgDatabaseError, PgSeverity};
 use sqlx::{Connection, PgConnection, PgPool};
 
 /// The connection, if one is open, and the pool it comes from.
@@ -34,11 +42,16 @@ struct Open {
     connection: PgConnection,
     opened_at: Instant,
     used_at: Instant,
+    /// A statement was handed the connection and has not had its answer yet.
+    in_flight: bool,
 }
 
 /// How long a connection is kept idle, or kept at all, when the pool sets no limit.
 const FALLBACK_IDLE: Duration = Duration::from_secs(600);
 const FALLBACK_LIFETIME: Duration = Duration::from_secs(1800);
+
+/// How long a connection may sit idle and still be used without a check.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(10);
 
 impl WriterConnection {
     /// No connection yet: the first statement takes one from `pool`.
@@ -46,9 +59,11 @@ impl WriterConnection {
         Self { pool, open: None }
     }
 
-    /// The connection to write on: the one kept, unless it is too old or sat idle too long,
-    /// or a new one from the pool. Fails with [`sqlx::Error::PoolClosed`] once the pool is
-    /// closed, and with the pool's error when it has no connection to give.
+    /// The connection to write one statement on: the one kept, unless it is too old, sat
+    /// idle too long, fails its check or was left by a statement abandoned half-way; or a
+    /// new one from the pool. Fails with [`sqlx::Error::PoolClosed`] once the pool is closed,
+    /// and with the pool's error when it has no connection to give. Call
+    /// [`WriterConnection::answered`] once the statement has its answer.
     pub(crate) async fn get(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
         if self.pool.is_closed() {
             self.close();
@@ -57,39 +72,69 @@ impl WriterConnection {
         let options = self.pool.options();
         let idle = options.get_idle_timeout().unwrap_or(FALLBACK_IDLE);
         let lifetime = options.get_max_lifetime().unwrap_or(FALLBACK_LIFETIME);
+        let check_within = options.get_acquire_timeout();
+        if self.open.as_ref().is_some_and(|open| open.in_flight) {
+            // Never sent on: whatever the abandoned statement left in the buffer goes with it.
+            self.open = None;
+        }
         if self.open.as_ref().is_some_and(|open| {
             open.used_at.elapsed() > idle || open.opened_at.elapsed() > lifetime
         }) {
             self.close();
         }
-        let open = match self.open.take() {
+        let mut open = match self.open.take() {
             Some(open) => open,
             None => Open {
                 connection: self.pool.acquire().await?.detach(),
                 opened_at: Instant::now(),
                 used_at: Instant::now(),
+                in_flight: false,
             },
         };
+        if open.used_at.elapsed() > CHECK_AFTER_IDLE {
+            let check = tokio::time::timeout(check_within, open.connection.ping());
+            if !matches!(check.await, Ok(Ok(()))) {
+                // Dropped, not closed: a connection that does not answer would not answer
+                // the goodbye either.
+                open = Open {
+                    connection: self.pool.acquire().await?.detach(),
+                    opened_at: Instant::now(),
+                    used_at: Instant::now(),
+                    in_flight: false,
+                };
+            }
+        }
         let open = self.open.insert(open);
         open.used_at = Instant::now();
+        open.in_flight = true;
         Ok(&mut open.connection)
     }
 
-    /// After a statement on the connection failed with `error`: drops the connection unless
-    /// the error is one the server answered with on a connection that stays open (a
-    /// constraint, a lock timeout, a value refused).
-    pub(crate) fn failed(&mut self, error: &sqlx::Error) {
-        let answered =
-            matches!(error, sqlx::Error::Database(_)) && !crate::set_append::outcome_unknown(error);
-        if !answered {
-            self.open = None;
+    /// The statement handed the connection by [`WriterConnection::get`] has its answer:
+    /// rows, or `error`. After an error, the connection is dropped unless the server answered
+    /// with an error that leaves the session open (a constraint, a lock timeout, a value
+    /// refused): not one that ends it, nor one whose cause may have left it broken.
+    pub(crate) fn answered(&mut self, error: Option<&sqlx::Error>) {
+        let keep = error.is_none_or(|error| {
+            !crate::set_append::outcome_unknown(error)
+                && error
+                    .as_database_error()
+                    .and_then(|e| e.try_downcast_ref::<PgDatabaseError>())
+                    .is_some_and(|e| e.severity() == PgSeverity::Error)
+        });
+        match &mut self.open {
+            Some(open) if keep => open.in_flight = false,
+            _ => self.open = None,
         }
     }
 
-    /// Gives the connection back to the server, in the background (it is not waited for).
+    /// Gives the connection back to the server, in the background (it is not waited for);
+    /// one left by a statement abandoned half-way is dropped, not closed, so that nothing
+    /// more is sent on it.
     fn close(&mut self) {
-        if let Some(open) = self.open.take() {
-            close_later(open.connection);
+        match self.open.take() {
+            Some(open) if !open.in_flight => close_later(open.connection),
+            _ => {}
         }
     }
 }

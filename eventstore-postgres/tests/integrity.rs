@@ -324,6 +324,67 @@ async fn an_append_whose_reply_is_lost_is_stored_once_and_reported_stored() {
     db.drop_database().await;
 }
 
+/// An append abandoned half-way through sending its statement (its caller stopped waiting
+/// while the network held it up) is not stored later, when the connection would next be
+/// used: that connection is dropped with the statement unfinished, and the server stores
+/// nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_abandoned_while_sending_is_not_stored_later() {
+    let db = TestDatabase::create(4).await;
+    PgEventStore::new(db.pool.clone())
+        .migrate()
+        .await
+        .expect("migrate");
+    let proxy = Proxy::start(&db.url).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(proxy.options(&db.url))
+        .await
+        .expect("connect through the proxy");
+    let store = PgEventStore::new(pool);
+    let append = |name: &'static str, events: Vec<NewEvent>| {
+        let store = store.clone();
+        async move {
+            store
+                .append(
+                    &stream(name),
+                    ExpectedVersion::Any,
+                    events,
+                    &Metadata::default(),
+                )
+                .await
+        }
+    };
+    // The writer's connection is open, and its session has prepared the statement of a
+    // batch: what is held is the statement itself.
+    append("sent-first", events(2))
+        .await
+        .expect("the first append");
+    // About 40 MB: more than the sockets between the store and the proxy hold.
+    let text = "x".repeat(20_000);
+    let large: Vec<NewEvent> = (0..2_000)
+        .map(|_| NewEvent::from_domain(&TestEvent::Noted { text: text.clone() }).expect("encode"))
+        .collect();
+    proxy.hold_requests();
+    let abandoned = tokio::time::timeout(Duration::from_secs(2), append("abandoned", large)).await;
+    assert!(
+        abandoned.is_err(),
+        "the held append finished: {abandoned:?}"
+    );
+    proxy.release_requests();
+    append("sent-after", events(1))
+        .await
+        .expect("the append after the abandoned one");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stored(&db, "sent-after").await.len(), 1);
+    assert!(
+        stored(&db, "abandoned").await.is_empty(),
+        "the abandoned append was stored later"
+    );
+    store.pool().close().await;
+    db.drop_database().await;
+}
+
 /// The writer's connection ended by the server (an administrator, a restart): the next
 /// append is written on a new one, once.
 #[tokio::test]

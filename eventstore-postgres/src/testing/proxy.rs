@@ -33,6 +33,7 @@ pub struct Proxy {
     port: u16,
     cuts: watch::Sender<u64>,
     losses: watch::Sender<u64>,
+    held: watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -47,9 +48,10 @@ impl Proxy {
         let port = listener.local_addr().expect("address").port();
         let (cuts, cut) = watch::channel(0);
         let (losses, loss) = watch::channel(0);
+        let (held, hold) = watch::channel(false);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (mut cut, mut loss) = (cut.clone(), loss.clone());
+                let (mut cut, mut loss, hold) = (cut.clone(), loss.clone(), hold.clone());
                 cut.mark_unchanged();
                 loss.mark_unchanged();
                 let upstream = upstream.clone();
@@ -59,13 +61,18 @@ impl Proxy {
                     };
                     // Both sockets are dropped, and so closed, when either ends.
                     tokio::select! {
-                        _ = relay(client, server, loss) => {}
+                        _ = relay(client, server, loss, hold) => {}
                         _ = cut.changed() => {}
                     }
                 });
             }
         });
-        Self { port, cuts, losses }
+        Self {
+            port,
+            cuts,
+            losses,
+            held,
+        }
     }
 
     /// The options of `url` with the proxy in place of the server.
@@ -87,19 +94,56 @@ impl Proxy {
     pub fn lose_replies(&self) {
         self.losses.send_modify(|n| *n += 1);
     }
+
+    /// Stops passing what clients send to the server, on every connection, until
+    /// [`Proxy::release_requests`]: a client sending more than the sockets' buffers hold
+    /// is left waiting half-way through, as on a congested network.
+    pub fn hold_requests(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Passes what clients send again, what was held first.
+    pub fn release_requests(&self) {
+        self.held.send_replace(false);
+    }
 }
 
 /// Carries bytes both ways until either side closes, or until replies are being lost and
-/// [`LOSS_DELAY`] has passed since the first.
-async fn relay(client: TcpStream, server: TcpStream, mut loss: watch::Receiver<u64>) {
+/// [`LOSS_DELAY`] has passed since the first; requests wait while they are held.
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    mut loss: watch::Receiver<u64>,
+    mut hold: watch::Receiver<bool>,
+) {
     let (mut from_client, mut to_client) = client.into_split();
     let (mut from_server, mut to_server) = server.into_split();
-    let requests = tokio::io::copy(&mut from_client, &mut to_server);
+    let requests = async move {
+        let mut buffer = vec![0; 16 * 1024];
+        loop {
+            if hold.wait_for(|held| !held).await.is_err() {
+                return;
+            }
+            match from_client.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if hold.wait_for(|held| !held).await.is_err()
+                        || to_server.write_all(&buffer[..n]).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    };
     let replies = async move {
         let mut buffer = vec![0; 16 * 1024];
         let mut losing = false;
         loop {
             tokio::select! {
+                // A loss announced before a reply arrived applies to it.
+                biased;
+                changed = loss.changed(), if !losing => losing = changed.is_ok(),
                 read = from_server.read(&mut buffer) => match read {
                     Ok(0) | Err(_) => return,
                     Ok(_) if losing => {
@@ -112,7 +156,6 @@ async fn relay(client: TcpStream, server: TcpStream, mut loss: watch::Receiver<u
                         }
                     }
                 },
-                changed = loss.changed(), if !losing => losing = changed.is_ok(),
             }
         }
     };
