@@ -239,6 +239,18 @@ async fn an_append_without_a_connection_fails_once_at_the_pools_timeout() {
     db.drop_database().await;
 }
 
+/// A store whose connections go through a [`Proxy`], on a migrated database.
+async fn store_through_a_proxy() -> (TestDatabase, Proxy, PgEventStore) {
+    let db = TestDatabase::create(4).await;
+    PgEventStore::new(db.pool.clone())
+        .migrate()
+        .await
+        .expect("migrate");
+    let proxy = Proxy::start(&db.url).await;
+    let store = PgEventStore::new(proxy.pool(&db.url, 4).await);
+    (db, proxy, store)
+}
+
 /// The stream's events as stored: (version, event id), in version order.
 async fn stored(db: &TestDatabase, name: &str) -> Vec<(i64, uuid::Uuid)> {
     sqlx::query_as(
@@ -266,18 +278,7 @@ async fn writer_pid(store: &PgEventStore) -> i32 {
 /// single-append statements are lost this way: of one event, and of several.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_whose_reply_is_lost_is_stored_once_and_reported_stored() {
-    let db = TestDatabase::create(4).await;
-    PgEventStore::new(db.pool.clone())
-        .migrate()
-        .await
-        .expect("migrate");
-    let proxy = Proxy::start(&db.url).await;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(proxy.options(&db.url))
-        .await
-        .expect("connect through the proxy");
-    let store = PgEventStore::new(pool);
+    let (db, proxy, store) = store_through_a_proxy().await;
     for (name, count) in [("lost-one", 1), ("lost-three", 3)] {
         // The writer's connection is open, and its session has prepared the statement.
         store
@@ -330,18 +331,7 @@ async fn an_append_whose_reply_is_lost_is_stored_once_and_reported_stored() {
 /// nothing of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_abandoned_while_sending_is_not_stored_later() {
-    let db = TestDatabase::create(4).await;
-    PgEventStore::new(db.pool.clone())
-        .migrate()
-        .await
-        .expect("migrate");
-    let proxy = Proxy::start(&db.url).await;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(proxy.options(&db.url))
-        .await
-        .expect("connect through the proxy");
-    let store = PgEventStore::new(pool);
+    let (db, proxy, store) = store_through_a_proxy().await;
     let append = |name: &'static str, events: Vec<NewEvent>| {
         let store = store.clone();
         async move {

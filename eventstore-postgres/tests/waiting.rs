@@ -274,12 +274,8 @@ async fn readers_look_again_after_a_network_cut_of_the_listener() {
     let db = TestDatabase::create(4).await;
     store(&db).await;
     let proxy = Proxy::start(&db.url).await;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(proxy.options(&db.url))
-        .await
-        .expect("connect through the proxy");
-    let store = PgEventStore::new(pool).with_poll_interval(Duration::from_secs(120));
+    let store = PgEventStore::new(proxy.pool(&db.url, 4).await)
+        .with_poll_interval(Duration::from_secs(120));
     let waiter = quiet_waiter(&db, &store).await;
     store_quietly(&db, &waiter).await;
     proxy.cut();

@@ -21,10 +21,7 @@ const LOSS_DELAY: Duration = Duration::from_millis(200);
 ///
 /// let db = TestDatabase::create(4).await;
 /// let proxy = Proxy::start(&db.url).await;
-/// let pool = sqlx::postgres::PgPoolOptions::new()
-///     .connect_with(proxy.options(&db.url))
-///     .await
-///     .expect("connect through the proxy");
+/// let pool = proxy.pool(&db.url, 4).await;
 /// proxy.cut(); // every connection open through it is closed; new ones go through
 /// # }
 /// ```
@@ -79,6 +76,18 @@ impl Proxy {
     pub fn options(&self, url: &str) -> PgConnectOptions {
         let options: PgConnectOptions = url.parse().expect("a PostgreSQL URL");
         options.host("127.0.0.1").port(self.port)
+    }
+
+    /// A pool of up to `max_connections` to the database of `url`, through the proxy.
+    ///
+    /// # Panics
+    /// When it cannot connect: test set-up.
+    pub async fn pool(&self, url: &str, max_connections: u32) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect_with(self.options(url))
+            .await
+            .expect("connect through the proxy")
     }
 
     /// Closes every connection open through the proxy, as a network cut does: each client
