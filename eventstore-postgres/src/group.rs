@@ -241,15 +241,15 @@ fn lost(_: oneshot::error::RecvError) -> Reply {
 /// distinct and nothing goes wrong; otherwise `es_append_group_v2` does, giving each append
 /// its own outcome.
 async fn write_group(writer: &mut WriterConnection, batch: Vec<Queued>) -> bool {
-    let connection = match writer.get().await {
-        Ok(connection) => connection,
-        Err(error) => {
-            fail_all(batch, &error);
-            return false;
-        }
-    };
     let requests: Vec<&Request> = batch.iter().map(|q| &q.request).collect();
     if set_append::distinct_streams(&requests) {
+        let connection = match writer.get().await {
+            Ok(connection) => connection,
+            Err(error) => {
+                fail_all(batch, &error);
+                return false;
+            }
+        };
         let written = set_append::write(connection, &requests).await;
         writer.answered(written.as_ref().err());
         match written {

@@ -49,8 +49,8 @@
 //! [`AppendResult::already_stored`](cqrs_core::AppendResult::already_stored).
 //!
 //! The statements of the fast path are written one at a time, on one connection the store
-//! keeps for them (see `writer`): taken from the pool once and detached from it, so the pool
-//! keeps its size and the store holds **one connection to the server beyond its pool's**.
+//! keeps for them (see `writer`): taken from the pool once and detached from it (its place in
+//! the pool is freed), so the store holds **one connection to the server beyond its pool's**.
 //! A statement whose connection went while it ran (a restart, a network cut) may have been
 //! stored; its appends are written again through `es_append_v2` on a pooled connection,
 //! which finds an append stored before by its ids and reports it as stored.

@@ -386,36 +386,33 @@ impl EventStore for PgEventStore {
         check_batch(&events)?;
         self.check_log_order().await?;
         let request = Self::encode(stream, expected, events, metadata)?;
-        // The append, and whether it was written on its own after the fast path did not
-        // write it.
-        let (appended, alone) = match self.grouper.submit(request).await {
+        let appended = match self.grouper.submit(request).await {
             (Reply::Alone(request), Some(mut turn)) => {
                 match self.append_set(&mut turn, &request).await? {
-                    Some(appended) => (appended, false),
+                    Some(appended) => appended,
                     None => {
                         // Its stream is locked by another transaction (or the statement failed):
                         // wait for the lock without holding up the other appends.
                         drop(turn);
-                        (self.append_alone(&request).await?, true)
+                        self.append_alone(&request).await?
                     }
                 }
             }
-            (Reply::Alone(request), None) => (self.append_alone(&request).await?, true),
-            (Reply::Appended(stored), _) => (stored.into_result()?, false),
+            (Reply::Alone(request), None) => self.append_alone(&request).await?,
+            (Reply::Appended(stored), _) => stored.into_result()?,
             (
                 Reply::Conflict {
                     stream_version,
                     request,
                 },
                 _,
-            ) => (self.conflict(&request, stream_version).await?, false),
+            ) => self.conflict(&request, stream_version).await?,
             (Reply::Failed(error), _) => return Err(error),
         };
-        // Written alone and found stored, it may be the append of a statement whose answer
-        // was lost: stored then, and announced by nobody.
-        if !appended.already_stored || alone {
-            self.notifier.announce();
-        }
+        // Found stored too: it may be the append of a statement whose answer was lost (or
+        // whose caller stopped waiting), stored then and announced by nobody. Bursts of
+        // announcements cost one notification.
+        self.notifier.announce();
         Ok(appended)
     }
 

@@ -8,14 +8,16 @@
 //! between statements.
 //!
 //! The connection is taken from the pool once (so the pool's connect options and hooks
-//! apply to it) and detached from it: the pool opens another in its place, and no pool is
-//! ever left without a connection it counts on. So a store holds one connection to the server
-//! beyond its pool's. It is given back to the server (and another taken) when it has sat
-//! idle longer than the pool's idle timeout, or when the pool's maximum lifetime has passed
-//! since the store took it. After a few seconds idle it is checked before use, within the
-//! pool's acquire timeout, so that a connection the network dropped without a word (a NAT
-//! or load balancer forgetting it) does not hold up the appends until the operating system
-//! gives up on it. It is dropped after any error that may have left it broken; the append
+//! apply to it) and detached from it: its place in the pool is freed, for the pool to open
+//! another when it needs one, and no pool is ever left without a connection it counts on.
+//! So a store holds one connection to the server beyond its pool's. At the first append
+//! after it has sat idle longer than the pool's idle timeout, or after the pool's maximum
+//! lifetime has passed since the store took it, it is given back to the server and another
+//! taken. After ten seconds idle it is checked before use (a ping, given two seconds), so
+//! that a connection the network dropped without a word (a NAT or load balancer forgetting
+//! it) does not hold up the appends until the operating system gives up on it. (One that
+//! the network drops while a statement runs still holds that statement, and the writer's
+//! turn, until then, as a pooled connection did.) It is dropped after any error that may have left it broken; the append
 //! whose statement failed that way is written again on a pooled connection, which finds it
 //! stored if it was (see `PgEventStore::append`). Once the pool is closed, no statement is
 //! written on the connection: the next one closes it and fails as the pool would.
@@ -53,6 +55,16 @@ const FALLBACK_LIFETIME: Duration = Duration::from_secs(1800);
 /// How long a connection may sit idle and still be used without a check.
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(10);
 
+/// The longest the check of an idle connection may take before it is given up for another:
+/// a live connection answers in milliseconds.
+const CHECK_WITHIN: Duration = Duration::from_secs(2);
+
+/// Errors of severity `ERROR` that a session meets again at every statement, through the
+/// statements sqlx keeps prepared on it: a prepared statement gone (`26000`: a pooler in
+/// transaction mode, a `DISCARD ALL`), and a cached plan whose result changed (`0A000`:
+/// after a migration changed a table).
+const REPEATING: [&str; 2] = ["26000", "0A000"];
+
 impl WriterConnection {
     /// No connection yet: the first statement takes one from `pool`.
     pub(crate) fn new(pool: PgPool) -> Self {
@@ -72,7 +84,6 @@ impl WriterConnection {
         let options = self.pool.options();
         let idle = options.get_idle_timeout().unwrap_or(FALLBACK_IDLE);
         let lifetime = options.get_max_lifetime().unwrap_or(FALLBACK_LIFETIME);
-        let check_within = options.get_acquire_timeout();
         if self.open.as_ref().is_some_and(|open| open.in_flight) {
             // Never sent on: whatever the abandoned statement left in the buffer goes with it.
             self.open = None;
@@ -92,7 +103,7 @@ impl WriterConnection {
             },
         };
         if open.used_at.elapsed() > CHECK_AFTER_IDLE {
-            let check = tokio::time::timeout(check_within, open.connection.ping());
+            let check = tokio::time::timeout(CHECK_WITHIN, open.connection.ping());
             if !matches!(check.await, Ok(Ok(()))) {
                 // Dropped, not closed: a connection that does not answer would not answer
                 // the goodbye either.
@@ -113,14 +124,17 @@ impl WriterConnection {
     /// The statement handed the connection by [`WriterConnection::get`] has its answer:
     /// rows, or `error`. After an error, the connection is dropped unless the server answered
     /// with an error that leaves the session open (a constraint, a lock timeout, a value
-    /// refused): not one that ends it, nor one whose cause may have left it broken.
+    /// refused): not one that ends it, nor one whose cause may have left it broken, nor one
+    /// the session would meet again at every statement ([`REPEATING`]).
     pub(crate) fn answered(&mut self, error: Option<&sqlx::Error>) {
         let keep = error.is_none_or(|error| {
             !crate::set_append::outcome_unknown(error)
                 && error
                     .as_database_error()
                     .and_then(|e| e.try_downcast_ref::<PgDatabaseError>())
-                    .is_some_and(|e| e.severity() == PgSeverity::Error)
+                    .is_some_and(|e| {
+                        e.severity() == PgSeverity::Error && !REPEATING.contains(&e.code())
+                    })
         });
         match &mut self.open {
             Some(open) if keep => open.in_flight = false,

@@ -375,6 +375,51 @@ async fn an_append_abandoned_while_sending_is_not_stored_later() {
     db.drop_database().await;
 }
 
+/// Appends to one stream arriving together (a group the set statement cannot write, written
+/// by `es_append_group_v2`) keep the writer's connection: it is not dropped and opened again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_of_one_streams_appends_keep_the_writers_connection() {
+    let (store, db) = store().await;
+    store
+        .append(
+            &stream("busy-0"),
+            ExpectedVersion::NoStream,
+            events(1),
+            &Metadata::default(),
+        )
+        .await
+        .expect("the first append");
+    let pid = writer_pid(&store).await;
+    let writers: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    store
+                        .append(
+                            &stream("busy-1"),
+                            ExpectedVersion::Any,
+                            events(1),
+                            &Metadata::default(),
+                        )
+                        .await
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    assert_eq!(stored(&db, "busy-1").await.len(), 160);
+    assert_eq!(
+        writer_pid(&store).await,
+        pid,
+        "the writer's connection was replaced"
+    );
+    db.drop_database().await;
+}
+
 /// The writer's connection ended by the server (an administrator, a restart): the next
 /// append is written on a new one, once.
 #[tokio::test]
