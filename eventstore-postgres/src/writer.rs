@@ -48,6 +48,18 @@ struct Open {
     in_flight: bool,
 }
 
+impl Open {
+    /// A connection taken from `pool` and detached from it.
+    async fn take_from(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            connection: pool.acquire().await?.detach(),
+            opened_at: Instant::now(),
+            used_at: Instant::now(),
+            in_flight: false,
+        })
+    }
+}
+
 /// How long a connection is kept idle, or kept at all, when the pool sets no limit.
 const FALLBACK_IDLE: Duration = Duration::from_secs(600);
 const FALLBACK_LIFETIME: Duration = Duration::from_secs(1800);
@@ -95,24 +107,14 @@ impl WriterConnection {
         }
         let mut open = match self.open.take() {
             Some(open) => open,
-            None => Open {
-                connection: self.pool.acquire().await?.detach(),
-                opened_at: Instant::now(),
-                used_at: Instant::now(),
-                in_flight: false,
-            },
+            None => Open::take_from(&self.pool).await?,
         };
         if open.used_at.elapsed() > CHECK_AFTER_IDLE {
             let check = tokio::time::timeout(CHECK_WITHIN, open.connection.ping());
             if !matches!(check.await, Ok(Ok(()))) {
                 // Dropped, not closed: a connection that does not answer would not answer
                 // the goodbye either.
-                open = Open {
-                    connection: self.pool.acquire().await?.detach(),
-                    opened_at: Instant::now(),
-                    used_at: Instant::now(),
-                    in_flight: false,
-                };
+                open = Open::take_from(&self.pool).await?;
             }
         }
         let open = self.open.insert(open);
